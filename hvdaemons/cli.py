@@ -1,0 +1,67 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Command line and process set-up shared by the daemons.
+
+Keeps the upstream flags (-n/--no-daemon, -h/--help) and exit codes: -h
+exits 0, an unknown option prints the usage and exits 1 (EXIT_FAILURE), as
+tools/hv's getopt loops do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, NoReturn
+
+from . import _ffi, log
+from .daemonize import daemonize
+from .service import Stopper
+
+logger = logging.getLogger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: {message}\n")
+
+
+def parser(prog: str, description: str, device: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the options every daemon has."""
+    p = _Parser(prog=prog, description=description)
+    p.add_argument(
+        "-n", "--no-daemon", action="store_true", help="stay in foreground, don't daemonize"
+    )
+    if device is not None:
+        p.add_argument(
+            "--device",
+            default=device,
+            metavar="PATH",
+            help=f"the kernel device, or a SOCK_SEQPACKET socket serving its protocol (default {device})",
+        )
+    return p
+
+
+def run(
+    prog: str,
+    ident: str,
+    args: argparse.Namespace,
+    body: Callable[[Stopper], int],
+    *,
+    debug: bool = False,
+) -> int:
+    """Daemonize unless -n, name the process, set up logging and signals, run body."""
+    foreground = bool(args.no_daemon)
+    if not foreground:
+        daemonize()
+    try:
+        _ffi.set_process_name(prog)
+    except OSError:
+        pass
+    log.setup(ident, foreground=foreground, debug=debug)
+    stopper = Stopper()
+    stopper.install()
+    try:
+        return body(stopper)
+    except KeyboardInterrupt:
+        return 0

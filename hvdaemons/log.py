@@ -1,0 +1,105 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Logging as the C daemons do it, plus what systemd expects.
+
+The C daemons openlog() with an ident ("KVP", "Hyper-V VSS", "HV_FCOPY",
+"HV_UIO_FCOPY") and syslog() at LOG_USER.  Daemonized, we do the same.  In
+the foreground we write to stderr: under systemd (JOURNAL_STREAM set) as
+"<N>message", which journald maps to priority N; otherwise as
+"<N>IDENT: message", so a person or a test sees level and ident.
+
+hold()/release() keep records in memory while filesystems are frozen: a
+write to a journal or log file on a frozen filesystem would block the daemon
+that has to thaw it.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+
+_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+def priority(levelno: int) -> int:
+    """syslog priority of a logging level."""
+    for level in (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO):
+        if levelno >= level:
+            return _PRIORITY[level]
+    return 7
+
+
+class _PriorityFormatter(logging.Formatter):
+    def __init__(self, ident: str | None) -> None:
+        super().__init__()
+        self._prefix = f"{ident}: " if ident else ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{priority(record.levelno)}>{self._prefix}{record.getMessage()}"
+
+
+class _HoldingHandler(logging.Handler):
+    """Passes records to its target, or keeps them while held."""
+
+    def __init__(self, target: logging.Handler) -> None:
+        super().__init__()
+        self.target = target
+        self.held: list[logging.LogRecord] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.held is not None:
+            # Format now: arguments may change before release().
+            record.msg = record.getMessage()
+            record.args = None
+            self.held.append(record)
+        else:
+            self.target.handle(record)
+
+
+_holder: _HoldingHandler | None = None
+
+
+def setup(ident: str, *, foreground: bool, debug: bool = False) -> None:
+    """Configure the root logger once, from the daemon's main()."""
+    global _holder
+    target: logging.Handler
+    if foreground:
+        under_journal = bool(os.environ.get("JOURNAL_STREAM"))
+        target = logging.StreamHandler(sys.stderr)
+        target.setFormatter(_PriorityFormatter(None if under_journal else ident))
+    else:
+        try:
+            target = logging.handlers.SysLogHandler(
+                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_USER
+            )
+            target.ident = f"{ident}: "
+        except OSError:
+            target = logging.NullHandler()
+    _holder = _HoldingHandler(target)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(_holder)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def hold() -> None:
+    """Keep log records in memory from now on (nothing reaches disk or journal)."""
+    if _holder is not None and _holder.held is None:
+        _holder.held = []
+
+
+def release() -> None:
+    """Emit every held record, in order, and stop holding."""
+    if _holder is None or _holder.held is None:
+        return
+    held, _holder.held = _holder.held, None
+    for record in held:
+        _holder.target.handle(record)

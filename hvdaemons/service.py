@@ -1,0 +1,225 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""The request loop shared by the hv_utils char-device daemons.
+
+Mirrors the main loops of tools/hv/hv_{kvp,vss,fcopy}_daemon.c: register,
+then read one request, handle it, write one reply.  Like upstream since its
+hibernation fixes, a failed read or write closes the device, reopens it and
+registers again.  Unlike upstream nothing calls exit() on the way: a bad
+message gets a failure reply, a lost device is waited for, and only a stop
+signal ends the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+from typing import Callable, Protocol
+
+from .errors import ChannelReset, ProtocolError
+from .notify import sd_notify
+from .transport import Channel
+
+log = logging.getLogger(__name__)
+
+# How often a missing device is looked for again.
+REOPEN_INTERVAL = 1.0
+
+
+class Handler(Protocol):
+    """What a daemon plugs into the loop."""
+
+    def registration(self) -> bytes | None:
+        """The message that registers the daemon after open(), or None if there is none."""
+
+    def registration_reply(self, msg: bytes) -> bool:
+        """Take the kernel's registration reply.
+
+        Return False if msg is not one (it is then handled as a request, as
+        the KVP reference does); raise ProtocolError if it is unusable.
+        """
+
+    def handle(self, msg: bytes) -> bytes | None:
+        """Handle one request; return the reply to write, or None for none."""
+
+    def failure_reply(self, msg: bytes) -> bytes | None:
+        """The reply for a request whose handling raised."""
+
+    def reset(self) -> None:
+        """The channel was lost: undo per-connection state (VSS thaws, fcopy cancels)."""
+
+    def stop(self) -> None:
+        """The daemon is stopping."""
+
+
+class Stopper:
+    """SIGTERM/SIGINT set a flag and wake the poll loop through a pipe."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signum = 0
+        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def install(self) -> None:
+        signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.requested = True
+        self.signum = signum
+
+    def request(self) -> None:
+        """Ask the loop to stop (from another thread or a test)."""
+        self.requested = True
+        try:
+            os.write(self._w, b"\0")
+        except BlockingIOError:
+            pass
+
+    def fileno(self) -> int:
+        return self._r
+
+    def drain(self) -> None:
+        try:
+            while os.read(self._r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wait(self, timeout: float) -> None:
+        """Sleep up to timeout seconds, waking early on a stop request."""
+        if not self.requested:
+            select.select([self._r], [], [], timeout)
+            self.drain()
+
+
+class Service:
+    """Runs a Handler over a Channel until stopped."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        handler: Handler,
+        *,
+        stopper: Stopper | None = None,
+        notify: Callable[[str], bool] = sd_notify,
+        device_name: str = "device",
+    ) -> None:
+        self.channel = channel
+        self.handler = handler
+        self.stopper = stopper or Stopper()
+        self._notify = notify
+        self._device = device_name
+        self._registered = False
+        self._ready_sent = False
+
+    # -- connection ------------------------------------------------------
+
+    def _connect(self) -> bool:
+        """Open if needed and register; wait while the device is missing.  False if stopped."""
+        announced = False
+        while not self.stopper.requested:
+            try:
+                if self.channel.closed:
+                    self.channel.reopen()
+                reg = self.handler.registration()
+                if reg is not None:
+                    self.channel.write(reg)
+                    self._registered = False
+                else:
+                    self._registered = True
+                    self._ready()
+                return True
+            except (OSError, ChannelReset) as e:
+                self._close()
+                if not announced:
+                    log.error("open %s failed; error: %s; retrying", self._device, _describe(e))
+                    announced = True
+                self.stopper.wait(REOPEN_INTERVAL)
+        return False
+
+    def _close(self) -> None:
+        try:
+            self.channel.close()
+        except OSError:
+            pass
+
+    def _ready(self) -> None:
+        if not self._ready_sent:
+            self._notify("READY=1")
+            self._ready_sent = True
+
+    def _reset(self, why: BaseException) -> bool:
+        # The handler first: VSS must thaw before anything is logged.
+        self.handler.reset()
+        log.error("%s: %s; reopening", self._device, _describe(why))
+        self._close()
+        return self._connect()
+
+    # -- loop --------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until a stop signal; return the exit status."""
+        if not self._connect():
+            self._finish()
+            return 0
+        poller = select.poll()
+        poller.register(self.stopper.fileno(), select.POLLIN)
+        fd = self.channel.fileno()
+        poller.register(fd, select.POLLIN)
+        while not self.stopper.requested:
+            try:
+                events = poller.poll()
+            except InterruptedError:
+                continue
+            self.stopper.drain()
+            if self.stopper.requested:
+                break
+            ready = dict(events).get(fd, 0)
+            if not ready:
+                continue
+            try:
+                if ready & select.POLLIN:
+                    self._one(self.channel.read())
+                elif ready & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                    raise ChannelReset("device hung up")
+            except (OSError, ChannelReset) as e:
+                poller.unregister(fd)
+                if not self._reset(e):
+                    break
+                fd = self.channel.fileno()
+                poller.register(fd, select.POLLIN)
+        self._finish()
+        return 0
+
+    def _one(self, msg: bytes) -> None:
+        if not self._registered:
+            try:
+                taken = self.handler.registration_reply(msg)
+            except ProtocolError as e:
+                raise ChannelReset(f"bad registration reply: {e}") from e
+            if taken:
+                self._registered = True
+                self._ready()
+                return
+        try:
+            reply = self.handler.handle(msg)
+        except Exception:  # a bug or bad input must not end the daemon
+            log.exception("request of %d bytes failed", len(msg))
+            reply = self.handler.failure_reply(msg)
+        if reply is not None:
+            self.channel.write(reply)
+
+    def _finish(self) -> None:
+        self.handler.stop()
+        self._close()
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.errno is not None:
+        return f"{e.errno} {os.strerror(e.errno)}"
+    return str(e)

@@ -1,0 +1,92 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""`hvsim`: run the simulated host and drive it.
+
+hvsim serve --dir DIR [--service kvp] ...   serve devices and DIR/control
+hvsim kvp|vss|fcopy ...                     host-side commands (see --help)
+hvsim demo [kvp|vss|fcopy|all]              start the real daemons against it and show the host's view
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from .server import SimServer
+
+# Each service module provides:
+#   install(server: SimServer, args: argparse.Namespace) -> None   devices and control commands
+#   add_arguments(parser) -> None                                  its `hvsim <service>` client commands
+#   add_serve_arguments(parser) -> None                            options for `hvsim serve`
+#   demo(args: argparse.Namespace) -> int                          the end-to-end demo
+SERVICES = ("kvp", "vss", "fcopy")
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f"hvdaemons.sim.{name}")
+
+
+def serve(args: argparse.Namespace) -> int:
+    server = SimServer(args.dir)
+    for name in args.service or SERVICES:
+        _module(name).install(server, args)
+    r, w = os.pipe()
+    signal.signal(signal.SIGTERM, lambda *_: os.write(w, b"x"))
+    signal.signal(signal.SIGINT, lambda *_: os.write(w, b"x"))
+    print(
+        f"hvsim: serving {', '.join(sorted(server.kernels)) or 'nothing'} in {args.dir}", flush=True
+    )
+    try:
+        server.serve(r)
+    finally:
+        server.close()
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    names = SERVICES if args.which == "all" else (args.which,)
+    status = 0
+    for name in names:
+        status |= _module(name).demo(args)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="hvsim: %(message)s")
+    p = argparse.ArgumentParser(
+        prog="hvsim", description="Simulated Hyper-V host for the hvdaemons"
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="serve the simulated devices and the control socket")
+    s.add_argument("--dir", required=True, help="directory for the device and control sockets")
+    s.add_argument(
+        "--service", action="append", choices=SERVICES, help="services to serve (default all)"
+    )
+    for name in SERVICES:
+        _module(name).add_serve_arguments(s)
+    s.set_defaults(func=serve)
+
+    d = sub.add_parser(
+        "demo", help="run the real daemons against the simulator and show the host's view"
+    )
+    d.add_argument("which", nargs="?", default="all", choices=(*SERVICES, "all"))
+    d.set_defaults(func=demo)
+
+    for name in SERVICES:
+        sp = sub.add_parser(name, help=f"host-side {name} requests to a running `hvsim serve`")
+        sp.add_argument("--dir", required=True, help="the directory given to `hvsim serve`")
+        _module(name).add_arguments(sp)
+
+    args = p.parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""The simulator process: device sockets plus a control socket.
+
+`hvsim serve --dir DIR` creates DIR/hv_kvp, DIR/hv_vss, ... (what a daemon
+connects to instead of /dev/vmbus/hv_*) and DIR/control, on which the
+`hvsim <service> ...` commands send one JSON request per message and get
+one JSON reply: {"ok": true, ...} or {"ok": false, "error": "..."}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import socket
+import threading
+from typing import Any, Callable
+
+from .chardev import ChardevKernel
+
+log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+Command = Callable[[Json], Json]
+
+
+class SimServer:
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        self.kernels: dict[str, ChardevKernel] = {}
+        self.commands: dict[str, Command] = {}
+        self.closers: list[Callable[[], None]] = []
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def add_chardev(self, name: str, *, timeout: float | None = None) -> ChardevKernel:
+        """Serve /dev/vmbus/<name> at DIR/<name>."""
+        kernel = (
+            ChardevKernel(self.path(name), name)
+            if timeout is None
+            else ChardevKernel(self.path(name), name, timeout=timeout)
+        )
+        self.kernels[name] = kernel
+        self.closers.append(kernel.close)
+        return kernel
+
+    def add_command(self, name: str, fn: Command) -> None:
+        self.commands[name] = fn
+
+    def dispatch(self, request: Json) -> Json:
+        name = request.get("command")
+        fn = self.commands.get(str(name))
+        if fn is None:
+            return {"ok": False, "error": f"unknown command {name!r}"}
+        try:
+            reply = fn(request)
+        except Exception as e:  # report to the client, keep serving
+            log.exception("command %s failed", name)
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        reply.setdefault("ok", True)
+        return reply
+
+    def serve(self, stop_fd: int) -> None:
+        """Answer control requests until stop_fd becomes readable."""
+        path = self.path("control")
+        if os.path.lexists(path):
+            os.unlink(path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        listener.bind(path)
+        listener.listen(8)
+        try:
+            while True:
+                r, _, _ = select.select([listener.fileno(), stop_fd], [], [])
+                if stop_fd in r:
+                    return
+                conn, _ = listener.accept()
+                threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+        finally:
+            listener.close()
+            os.unlink(path)
+
+    def _client(self, conn: socket.socket) -> None:
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(1 << 20)
+                except OSError:
+                    return
+                if not data:
+                    return
+                try:
+                    request = json.loads(data)
+                    reply = (
+                        self.dispatch(request)
+                        if isinstance(request, dict)
+                        else {"ok": False, "error": "request must be a JSON object"}
+                    )
+                except ValueError as e:
+                    reply = {"ok": False, "error": f"bad JSON: {e}"}
+                conn.send(json.dumps(reply).encode())
+
+    def close(self) -> None:
+        for closer in reversed(self.closers):
+            closer()
+
+
+def call(directory: str, request: Json, timeout: float = 120.0) -> Json:
+    """Send one control request to a running `hvsim serve`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
+        sock.settimeout(timeout)
+        sock.connect(os.path.join(directory, "control"))
+        sock.send(json.dumps(request).encode())
+        reply: Json = json.loads(sock.recv(1 << 20))
+        return reply

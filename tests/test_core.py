@@ -1,0 +1,231 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""The shared core: channel, service loop, logging, sd_notify, CLI, ABI check."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hvdaemons import _ffi, cli, log
+from hvdaemons.errors import ProtocolError
+from hvdaemons.notify import sd_notify
+from hvdaemons.service import Service, Stopper
+from hvdaemons.sim.chardev import ChardevKernel
+from hvdaemons.transport import FdChannel, open_device
+
+
+class EchoVss:
+    """A minimal VSS-shaped handler: registers with 129, answers status = op."""
+
+    def __init__(self) -> None:
+        self.resets = 0
+        self.stopped = False
+        self.replies_seen: list[bytes] = []
+
+    def registration(self) -> bytes | None:
+        return bytes([129]) + bytes(11)
+
+    def registration_reply(self, msg: bytes) -> bool:
+        self.replies_seen.append(msg)
+        if len(msg) != 4:
+            raise ProtocolError(f"{len(msg)} bytes")
+        return True
+
+    def handle(self, msg: bytes) -> bytes | None:
+        if msg[0] == 0xEE:
+            raise ValueError("boom")
+        return struct.pack("<I", msg[0]) + bytes(8)
+
+    def failure_reply(self, msg: bytes) -> bytes | None:
+        return struct.pack("<I", _ffi.const("HV_E_FAIL")) + bytes(8)
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Iterator[ChardevKernel]:
+    with ChardevKernel(str(tmp_path / "hv_vss"), "hv_vss", timeout=5) as k:
+        yield k
+
+
+def run_service(service: Service) -> threading.Thread:
+    t = threading.Thread(target=service.run, daemon=True)
+    t.start()
+    return t
+
+
+def test_service_registers_answers_and_survives_bad_request(kernel: ChardevKernel) -> None:
+    handler = EchoVss()
+    notes: list[str] = []
+    service = Service(
+        FdChannel(path=kernel.path), handler, notify=lambda s: notes.append(s) or True
+    )
+    t = run_service(service)
+    assert kernel.wait_registered(5)
+    assert handler.replies_seen == [struct.pack("<I", 129)]
+    assert kernel.request(bytes([5]) + bytes(11)) == struct.pack("<I", 5) + bytes(8)
+    # A handler exception becomes a failure reply, and the daemon keeps serving.
+    reply = kernel.request(bytes([0xEE]) + bytes(11))
+    assert reply is not None and struct.unpack_from("<I", reply)[0] == _ffi.const("HV_E_FAIL")
+    assert kernel.request(bytes([6]) + bytes(11)) == struct.pack("<I", 6) + bytes(8)
+    assert notes == ["READY=1"]
+    service.stopper.request()
+    t.join(5)
+    assert not t.is_alive() and handler.stopped
+
+
+def test_service_reopens_and_reregisters_after_hangup(kernel: ChardevKernel) -> None:
+    handler = EchoVss()
+    service = Service(FdChannel(path=kernel.path), handler, notify=lambda s: True)
+    t = run_service(service)
+    assert kernel.wait_registered(5)
+    kernel.hangup()
+    assert kernel.wait_registered(5)
+    assert kernel.request(bytes([2]) + bytes(11)) == struct.pack("<I", 2) + bytes(8)
+    assert handler.resets >= 1
+    service.stopper.request()
+    t.join(5)
+    assert not t.is_alive()
+
+
+def test_service_waits_for_a_missing_device(tmp_path: Path) -> None:
+    path = str(tmp_path / "hv_vss")
+    handler = EchoVss()
+    service = Service(FdChannel(path=path), handler, notify=lambda s: True)
+    t = run_service(service)
+    # Starts before the device exists (early boot), registers once it appears.
+    threading.Event().wait(0.3)
+    with ChardevKernel(path, "hv_vss", timeout=5) as k:
+        assert k.wait_registered(5)
+        assert k.request(bytes([5]) + bytes(11)) == struct.pack("<I", 5) + bytes(8)
+        service.stopper.request()
+        t.join(5)
+    assert not t.is_alive()
+
+
+def test_kernel_drops_a_reply_of_the_wrong_size(kernel: ChardevKernel) -> None:
+    fd = open_device(kernel.path)
+    try:
+        os.write(fd, bytes([129]) + bytes(11))
+        assert os.read(fd, 64) == struct.pack("<I", 129)
+        assert kernel.wait_registered(5)
+        result: list[bytes | None] = []
+        t = threading.Thread(target=lambda: result.append(kernel.request(bytes([5]) + bytes(11))))
+        t.start()
+        assert os.read(fd, 64)[0] == 5
+        os.write(fd, b"\0" * 5)  # the kernel would fail this write with EINVAL
+        t.join(5)
+        assert result == [None]
+        assert [e.what for e in kernel.events][-2:] == ["bad-reply-size", "close"]
+        assert os.read(fd, 64) == b""  # the daemon sees the device go away
+    finally:
+        os.close(fd)
+
+
+def test_channel_connects_to_a_seqpacket_socket_and_opens_files(tmp_path: Path) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(str(tmp_path / "dev"))
+    listener.listen(1)
+    ch = FdChannel.open(str(tmp_path / "dev"))
+    peer, _ = listener.accept()
+    peer.send(b"x" * 7432)
+    assert ch.read() == b"x" * 7432  # one message per read, whole
+    ch.write(b"abc")
+    assert peer.recv(100) == b"abc"
+    peer.close()
+    with pytest.raises(Exception, match="end of file"):
+        ch.read()
+    ch.close()
+    assert ch.closed
+    listener.close()
+    with pytest.raises(FileNotFoundError):
+        FdChannel.open(str(tmp_path / "missing"))
+
+
+def test_sd_notify_sends_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    assert sd_notify("READY=1")
+    assert sock.recv(100) == b"READY=1"
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert not sd_notify("READY=1")
+    sock.close()
+
+
+def test_log_priorities_and_hold(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    log.setup("KVP", foreground=True)
+    logger = logging.getLogger("hvdaemons.test")
+    logger.error("open failed; error: %d %s", 2, "No such file")
+    log.hold()
+    logger.info("while frozen")
+    assert "while frozen" not in capfd.readouterr().err or False
+    log.release()
+    logger.debug("not shown without -d")
+    err = capfd.readouterr().err
+    assert "<6>KVP: while frozen" in err
+    monkeypatch.setenv("JOURNAL_STREAM", "8:123")
+    log.setup("KVP", foreground=True, debug=True)
+    logger.warning("w")
+    logger.debug("d")
+    assert capfd.readouterr().err == "<4>w\n<7>d\n"
+
+
+def test_capfd_sees_held_records_only_after_release(capfd: pytest.CaptureFixture[str]) -> None:
+    log.setup("Hyper-V VSS", foreground=True)
+    logger = logging.getLogger("hvdaemons.test")
+    log.hold()
+    logger.error("FREEZE of %s failed", "/mnt")
+    assert capfd.readouterr().err == ""
+    log.release()
+    assert capfd.readouterr().err == "<3>Hyper-V VSS: FREEZE of /mnt failed\n"
+
+
+def test_cli_exit_codes_match_upstream(capsys: pytest.CaptureFixture[str]) -> None:
+    p = cli.parser("hv_vss_daemon", "d", "/dev/vmbus/hv_vss")
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(["-h"])
+    assert e.value.code == 0
+    assert "--no-daemon" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(["--bogus"])
+    assert e.value.code == 1
+    args = p.parse_args(["-n"])
+    assert args.no_daemon and args.device == "/dev/vmbus/hv_vss"
+
+
+def test_stopper_wakes_a_waiting_loop() -> None:
+    stopper = Stopper()
+    threading.Timer(0.1, stopper.request).start()
+    stopper.wait(10)
+    assert stopper.requested
+
+
+def test_process_name_is_set() -> None:
+    before = Path("/proc/self/comm").read_text()
+    try:
+        _ffi.set_process_name("hv_kvp_daemon_long_name")
+        assert Path("/proc/self/comm").read_text() == "hv_kvp_daemon_l\n"
+    finally:
+        _ffi.set_process_name(before.strip())
+
+
+def test_c_errors_become_oserror() -> None:
+    with pytest.raises(OSError) as e:
+        _ffi.check_neg_errno(-2, "x")
+    assert e.value.errno == 2
+    assert _ffi.check_neg_errno(7) == 7
