@@ -8,6 +8,7 @@ that turns a C error into OSError.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
@@ -61,3 +62,275 @@ def field_size(ctype: str, *fields: str) -> int:
 def set_process_name(name: str) -> None:
     """Set the kernel's comm for this process (what ps -o comm and pgrep match)."""
     check_neg_errno(lib.hvd_set_comm(name.encode()[:15]), "prctl(PR_SET_NAME)")
+
+
+# -- VMBus ring buffers (bindings/ring.c) --------------------------------------
+
+RING_WRITE_INDEX: int = lib.HVR_WRITE_INDEX
+RING_READ_INDEX: int = lib.HVR_READ_INDEX
+RING_INTERRUPT_MASK: int = lib.HVR_INTERRUPT_MASK
+RING_PENDING_SEND_SZ: int = lib.HVR_PENDING_SEND_SZ
+RING_FEATURE_BITS: int = lib.HVR_FEATURE_BITS
+RING_DESC_SIZE: int = lib.HVR_DESC_SIZE
+RING_TRAILER_SIZE: int = lib.HVR_TRAILER_SIZE
+FAST_IDLE: int = lib.HVR_FAST_IDLE
+FAST_OTHER: int = lib.HVR_FAST_OTHER
+FAST_LIMIT: int = lib.HVR_FAST_LIMIT
+
+
+class Ring:
+    """One direction of a VMBus channel: ring_size bytes at offset of a shared mapping.
+
+    The mapping (an mmap object or any writable buffer) stays exported until
+    close().  recv() returns whole packets (descriptor + payload + padding,
+    no trailer) as bytes; every method also reports whether the other end
+    must be signalled, which the caller does through its interrupt channel.
+    """
+
+    def __init__(self, mapping: Any, offset: int, ring_size: int, header_size: int) -> None:
+        if offset < 0 or offset + ring_size > len(mapping):
+            raise ValueError(f"ring at {offset}+{ring_size} outside a {len(mapping)}-byte mapping")
+        self._view = ffi.from_buffer("uint8_t[]", mapping, require_writable=True)
+        self._base = self._view + offset
+        self.ring_size = ring_size
+        self.header_size = header_size
+        self.data_size = ring_size - header_size
+        # Any packet that fits the ring fits this buffer, so -EMSGSIZE from
+        # recv() means a corrupt descriptor, not a short buffer.
+        self._buf = ffi.new("uint8_t[]", max(self.data_size, 8))
+        self._lens = ffi.new("uint32_t[]", 64)
+        self._signal = ffi.new("int *")
+
+    def close(self) -> None:
+        """Stop exporting the mapping (so the mmap can be closed)."""
+        if self._view is not None:
+            ffi.release(self._view)
+            self._view = None
+            self._base = ffi.NULL
+
+    def reset(self, start: int = 0) -> None:
+        """Zero the header and put both indices at start, as the kernel does at open."""
+        check_neg_errno(
+            lib.hvr_reset(self._base, self.ring_size, self.header_size, start), "ring reset"
+        )
+
+    def readable(self) -> int:
+        rc: int = lib.hvr_readable(self._base, self.ring_size, self.header_size)
+        return check_neg_errno(rc, "ring")
+
+    def recv(self) -> tuple[bytes, bool] | None:
+        """The next packet and whether the producer must be signalled; None if empty."""
+        rc: int = lib.hvr_recv(
+            self._base, self.ring_size, self.header_size, self._buf, len(self._buf), self._signal
+        )
+        if rc == -errno.EAGAIN:
+            return None
+        check_neg_errno(rc, "ring receive")
+        return ffi.buffer(self._buf, rc)[:], bool(self._signal[0])
+
+    def recv_batch(self) -> tuple[list[bytes], bool]:
+        """Every packet readable now (up to 64 and a ring's worth) in one call, and
+        whether the producer must be signalled.  An empty list: the ring is empty.
+        Raises OSError (EBADMSG, EMSGSIZE) if the next packet is corrupt.
+        """
+        n: int = lib.hvr_recv_batch(
+            self._base,
+            self.ring_size,
+            self.header_size,
+            self._buf,
+            len(self._buf),
+            self._lens,
+            len(self._lens),
+            self._signal,
+        )
+        check_neg_errno(n, "ring receive")
+        raw = ffi.buffer(self._buf)
+        packets = []
+        pos = 0
+        for i in range(n):
+            size = self._lens[i]
+            packets.append(raw[pos : pos + size])
+            pos += size
+        return packets, bool(self._signal[0])
+
+    def discard(self) -> tuple[int, bool]:
+        """Drop everything readable; the byte count and whether to signal the producer."""
+        rc: int = lib.hvr_discard(self._base, self.ring_size, self.header_size, self._signal)
+        return check_neg_errno(rc, "ring discard"), bool(self._signal[0])
+
+    def set_mask(self, mask: int) -> int:
+        """Store interrupt_mask, full barrier; return the bytes readable after it."""
+        rc: int = lib.hvr_set_mask(self._base, self.ring_size, self.header_size, mask)
+        return check_neg_errno(rc, "ring")
+
+    def poll(self, spin_ns: int) -> int:
+        """Spin up to spin_ns for data; the bytes readable (0 if none came)."""
+        rc: int = lib.hvr_poll(self._base, self.ring_size, self.header_size, spin_ns)
+        return check_neg_errno(rc, "ring")
+
+    def send(
+        self, payload: bytes | bytearray, trans_id: int, *, ptype: int = 6, flags: int = 0
+    ) -> bool:
+        """Append one packet; True if the consumer must be signalled.
+
+        Raises BlockingIOError (EAGAIN) when the ring is full: pending_send_sz
+        then asks the consumer to signal once there is room.
+        """
+        rc: int = lib.hvr_send(
+            self._base,
+            self.ring_size,
+            self.header_size,
+            ptype,
+            flags,
+            trans_id,
+            ffi.from_buffer("uint8_t[]", payload),
+            len(payload),
+            self._signal,
+        )
+        check_neg_errno(rc, "ring send")
+        return bool(self._signal[0])
+
+    def write_data(self, pos: int, data: bytes) -> None:
+        """Copy raw bytes into the data area at pos, wrapping (simulator: corrupt packets)."""
+        data_start = self._base + self.header_size
+        pos %= self.data_size
+        first = min(len(data), self.data_size - pos)
+        ffi.memmove(data_start + pos, data[:first], first)
+        if first < len(data):
+            ffi.memmove(data_start, data[first:], len(data) - first)
+
+    def fcopy_writes(
+        self, tx: Ring, uio_fd: int, file_fd: int, spin_ns: int, max_pkts: int = 1024
+    ) -> tuple[int, int]:
+        """Serve file-copy WRITEs at the head of this (RX) ring in C (ring.cdef.h).
+
+        Returns (WRITEs served, why it stopped: FAST_IDLE, FAST_OTHER or FAST_LIMIT).
+        """
+        n: int = lib.hvr_fcopy_writes(
+            self._base,
+            tx._base,
+            self.ring_size,
+            self.header_size,
+            uio_fd,
+            file_fd,
+            self._buf,
+            len(self._buf),
+            spin_ns,
+            max_pkts,
+            self._signal,
+        )
+        check_neg_errno(n, "ring fast path")
+        state: int = self._signal[0]
+        return n, state
+
+    def host_fcopy_stream(self, tx: Ring, stream: HostStream) -> int:
+        """Simulated host: push WRITEs of stream's file on this (RX) ring (ring.cdef.h).
+
+        Returns HOST_DONE, HOST_WAIT, HOST_STATUS or HOST_FULL; stream's
+        fields follow the progress.
+        """
+        rc: int = lib.hvr_host_fcopy_stream(
+            self._base,
+            tx._base,
+            self.ring_size,
+            self.header_size,
+            stream.file_fd,
+            stream._offset,
+            stream.end,
+            stream._req,
+            len(stream._req),
+            stream._trans_id,
+            self._buf,
+            len(self._buf),
+            stream.irq_fd,
+            stream._irq_count,
+            int(stream.mask_on_irq),
+            stream.spin_ns,
+            stream._status,
+        )
+        return check_neg_errno(rc, "host stream")
+
+    def load(self, field: int) -> int:
+        """Acquire load of a header field (RING_* offsets)."""
+        value: int = lib.hvr_load(self._base, field)
+        return value
+
+    def store(self, field: int, value: int) -> None:
+        """Store a header field, then a full barrier."""
+        lib.hvr_store(self._base, field, value)
+
+
+# -- legacy file copy: the WRITE fast path (bindings/fcopy.c) --------------------
+
+
+class FcopyPump:
+    """Serves WRITE_TO_FILE messages in C while the host streams them (see fcopy.cdef.h)."""
+
+    def __init__(self, size: int) -> None:
+        self._buf = ffi.new("uint8_t[]", size)
+        self._size = size
+
+    def run(self, dev_fd: int, file_fd: int, wake_fd: int) -> bytes:
+        """The next message the pump did not answer; b"" if woken with none pending."""
+        n: int = lib.hvd_fcopy_pump(dev_fd, file_fd, wake_fd, self._buf, self._size)
+        check_neg_errno(n, "fcopy device")
+        return ffi.buffer(self._buf, n)[:] if n else b""
+
+
+HOST_DONE: int = lib.HVR_HOST_DONE
+HOST_WAIT: int = lib.HVR_HOST_WAIT
+HOST_STATUS: int = lib.HVR_HOST_STATUS
+HOST_FULL: int = lib.HVR_HOST_FULL
+
+
+class HostStream:
+    """State of Ring.host_fcopy_stream(): the simulator's file push in C."""
+
+    def __init__(
+        self,
+        file_fd: int,
+        end: int,
+        request: bytes,
+        *,
+        irq_fd: int,
+        mask_on_irq: bool,
+        spin_ns: int,
+        trans_id: int = 0,
+        irq_count: int = 0,
+    ) -> None:
+        self.file_fd = file_fd
+        self.end = end
+        self.irq_fd = irq_fd
+        self.mask_on_irq = mask_on_irq
+        self.spin_ns = spin_ns
+        self._req = ffi.new("uint8_t[]", request)
+        self._offset = ffi.new("uint64_t *", 0)
+        self._trans_id = ffi.new("uint64_t *", trans_id)
+        self._irq_count = ffi.new("int32_t *", irq_count)
+        self._status = ffi.new("uint32_t *", 0)
+
+    @property
+    def offset(self) -> int:
+        value: int = self._offset[0]
+        return value
+
+    @property
+    def trans_id(self) -> int:
+        value: int = self._trans_id[0]
+        return value
+
+    @property
+    def irq_count(self) -> int:
+        value: int = self._irq_count[0]
+        return value
+
+    @property
+    def status(self) -> int:
+        value: int = self._status[0]
+        return value
+
+    @property
+    def request(self) -> bytes:
+        """The last request sent (IC headers + hv_do_fcopy)."""
+        data: bytes = ffi.buffer(self._req)[:]
+        return data

@@ -176,10 +176,12 @@ class Service:
                 events = poller.poll()
             except InterruptedError:
                 continue
-            self.stopper.drain()
+            ready_fds = dict(events)
+            if self.stopper.fileno() in ready_fds:
+                self.stopper.drain()
             if self.stopper.requested:
                 break
-            ready = dict(events).get(fd, 0)
+            ready = ready_fds.get(fd, 0)
             if not ready:
                 continue
             try:

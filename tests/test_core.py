@@ -73,6 +73,8 @@ def test_service_registers_answers_and_survives_bad_request(kernel: ChardevKerne
     )
     t = run_service(service)
     assert kernel.wait_registered(5)
+    # The kernel has queued its reply; the daemon reads it on its own time.
+    assert kernel.request(bytes([5]) + bytes(11)) == struct.pack("<I", 5) + bytes(8)
     assert handler.replies_seen == [struct.pack("<I", 129)]
     assert kernel.request(bytes([5]) + bytes(11)) == struct.pack("<I", 5) + bytes(8)
     # A handler exception becomes a failure reply, and the daemon keeps serving.
@@ -229,3 +231,10 @@ def test_c_errors_become_oserror() -> None:
         _ffi.check_neg_errno(-2, "x")
     assert e.value.errno == 2
     assert _ffi.check_neg_errno(7) == 7
+
+
+def test_daemonized_logging_goes_to_syslog_or_nowhere(capfd: pytest.CaptureFixture[str]) -> None:
+    # Without -n the C daemons syslog(); nothing may reach the (closed) stderr.
+    log.setup("KVP", foreground=False)
+    logging.getLogger("hvdaemons.test").error("to syslog")
+    assert capfd.readouterr().err == ""

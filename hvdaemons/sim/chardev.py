@@ -161,6 +161,7 @@ class ChardevKernel:
                 sock, _ = self._listener.accept()
             except OSError:
                 continue
+            self._reap()
             with self._lock:
                 busy = self._conn is not None
             if busy:
@@ -193,6 +194,26 @@ class ChardevKernel:
             self._event("register-refused", str(e))
             self._drop(conn)
 
+    def _reap(self) -> None:
+        """Drop the daemon's connection if its process is gone.
+
+        The kernel's release() resets the transport the moment the daemon's
+        file is closed (even by SIGKILL); a socket only shows that as EOF
+        when looked at, so look before deciding the device is busy or held.
+        """
+        with self._lock:
+            conn = self._conn
+        if conn is None:
+            return
+        try:
+            gone = conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            gone = False
+        except OSError:
+            gone = True
+        if gone:
+            self._drop(conn)
+
     def _drop(self, conn: _Conn) -> None:
         with self._lock:
             if self._conn is conn:
@@ -209,6 +230,7 @@ class ChardevKernel:
 
     def wait_registered(self, timeout: float) -> bool:
         """Wait until a daemon has registered."""
+        self._reap()
         deadline = time.monotonic() + timeout
         with self._lock:
             while not (self._conn is not None and self._conn.registered):
@@ -222,6 +244,7 @@ class ChardevKernel:
         """Wait until no daemon holds the device."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self._reap()
             with self._lock:
                 if self._conn is None:
                     return True
@@ -301,6 +324,8 @@ class ChardevKernel:
             self._drop(conn)
 
     def close(self) -> None:
+        if self._listener.fileno() < 0:
+            return  # already closed
         os.write(self._stop_w, b"x")
         self._thread.join(5)
         self.hangup()

@@ -1,15 +1,172 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""Simulated host for vss (placeholder until written)."""
+"""The host side of a Hyper-V backup, against /dev/vmbus/hv_vss's protocol.
+
+Mirrors what drivers/hv/hv_snapshot.c forwards to the daemon (spec vss.md
+3-5): HOT_BACKUP, FREEZE and THAW as 12-byte messages, each answered within
+the kernel's timeout (FREEZE 900 s, the others 30 s) or failed with
+HV_E_FAIL by the kernel; on hibernation a fake THAW the daemon cannot
+usefully answer.  The scenarios are what a host does: a backup (HOT_BACKUP,
+FREEZE, hold, THAW), a host that never thaws, one that goes away mid-freeze.
+
+`hvsim demo vss` runs the real hv_vss_daemon against it in a private mount
+namespace holding only loop-mounted test images (see fsbox.py).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import select
+import subprocess
+import time
+from dataclasses import dataclass
 
-from .server import SimServer
+from ..protocol import vss
+from ..protocol.status import HvStatus, describe
+from .chardev import HV_UTIL_TIMEOUT, VSS_FREEZE_TIMEOUT, ChardevKernel
+from .server import Json, SimServer, call
+
+NAME = "hv_vss"
+
+
+@dataclass(frozen=True)
+class VssResult:
+    """One host request and what the host got back."""
+
+    op: str
+    # The daemon's status; None if the kernel answered for it (no daemon,
+    # timeout, hang-up, bad reply size): the host then sees HV_E_FAIL.
+    status: int | None
+    reply: bytes
+    seconds: float
+
+    @property
+    def host_status(self) -> int:
+        return HvStatus.E_FAIL if self.status is None else self.status
+
+    @property
+    def ok(self) -> bool:
+        return self.host_status == HvStatus.S_OK
+
+    def to_json(self) -> Json:
+        return {
+            "op": self.op,
+            "status": self.status,
+            "host_status": self.host_status,
+            "reply": self.reply.hex(),
+            "ms": round(self.seconds * 1000, 3),
+        }
+
+    def describe(self) -> str:
+        who = "daemon" if self.status is not None else "kernel (no daemon answer)"
+        return f"{self.op}: {describe(self.host_status)} from the {who} in {self.seconds * 1000:.1f} ms"
+
+
+class VssHost:
+    """Drives a ChardevKernel("hv_vss") as the Hyper-V host would."""
+
+    def __init__(
+        self,
+        kernel: ChardevKernel,
+        *,
+        freeze_timeout: float = VSS_FREEZE_TIMEOUT,
+        timeout: float = HV_UTIL_TIMEOUT,
+    ) -> None:
+        self.kernel = kernel
+        self.freeze_timeout = freeze_timeout
+        self.timeout = timeout
+
+    def request(self, op: int, *, flags: int = 0, wait_for_daemon: float = 0.0) -> VssResult:
+        limit = self.freeze_timeout if op == vss.VssOp.FREEZE else self.timeout
+        t0 = time.monotonic()
+        reply = self.kernel.request(
+            vss.request(op, flags), timeout=limit, wait_for_daemon=wait_for_daemon
+        )
+        took = time.monotonic() - t0
+        status = None if reply is None else vss.reply_status(reply)
+        return VssResult(vss.op_name(op), status, reply or b"", took)
+
+    def hot_backup(self) -> VssResult:
+        return self.request(vss.VssOp.HOT_BACKUP)
+
+    def freeze(self) -> VssResult:
+        return self.request(vss.VssOp.FREEZE)
+
+    def thaw(self) -> VssResult:
+        return self.request(vss.VssOp.THAW)
+
+    def backup(self, hold_ms: int = 0) -> list[VssResult]:
+        """HOT_BACKUP, FREEZE, hold (the host snapshots its disks), THAW if the freeze held."""
+        results = [self.hot_backup(), self.freeze()]
+        if results[-1].ok:
+            time.sleep(hold_ms / 1000)
+            results.append(self.thaw())
+        return results
+
+    def freeze_no_thaw(self) -> list[VssResult]:
+        """A host that freezes and never thaws (the daemon's deadline must)."""
+        return [self.freeze()]
+
+    def disconnect_mid_freeze(self, hold_ms: int = 0) -> list[VssResult]:
+        """FREEZE, then the channel goes away (rescind): the daemon sees a read error."""
+        results = [self.freeze()]
+        time.sleep(hold_ms / 1000)
+        self.kernel.hangup()
+        return results
+
+    def hibernate(self) -> None:
+        """The fake THAW hv_utils queues on suspend; the daemon's reply is refused."""
+        self.kernel.inject(vss.request(vss.VssOp.THAW))
+
+
+SCENARIOS = (
+    "hot-backup",
+    "freeze",
+    "thaw",
+    "backup",
+    "freeze-no-thaw",
+    "disconnect-mid-freeze",
+    "hibernate",
+)
+
+
+def run_scenario(host: VssHost, name: str, hold_ms: int = 0) -> list[VssResult]:
+    if name == "hot-backup":
+        return [host.hot_backup()]
+    if name == "freeze":
+        return [host.freeze()]
+    if name == "thaw":
+        return [host.thaw()]
+    if name == "backup":
+        return host.backup(hold_ms)
+    if name == "freeze-no-thaw":
+        return host.freeze_no_thaw()
+    if name == "disconnect-mid-freeze":
+        return host.disconnect_mid_freeze(hold_ms)
+    if name == "hibernate":
+        host.hibernate()
+        return []
+    raise ValueError(f"unknown VSS scenario {name!r}")
+
+
+# -- hvsim plumbing -------------------------------------------------------------------
 
 
 def install(server: SimServer, args: argparse.Namespace) -> None:
-    raise NotImplementedError("vss simulator")
+    kernel = server.add_chardev(NAME)
+    host = VssHost(kernel)
+
+    def command(req: Json) -> Json:
+        scenario = str(req.get("scenario", ""))
+        if scenario not in SCENARIOS:
+            return {
+                "ok": False,
+                "error": f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}",
+            }
+        results = run_scenario(host, scenario, int(req.get("hold_ms", 0)))
+        return {"results": [r.to_json() for r in results], "registered": kernel.registered}
+
+    server.add_command("vss", command)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,8 +174,116 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("scenario", choices=SCENARIOS, help="what the host does")
+    parser.add_argument(
+        "--hold-ms", type=int, default=0, help="backup/disconnect: time between FREEZE and THAW"
+    )
+    parser.set_defaults(func=client)
+
+
+def client(args: argparse.Namespace) -> int:
+    reply = call(
+        args.dir, {"command": "vss", "scenario": args.scenario, "hold_ms": args.hold_ms}, 1000
+    )
+    if not reply.get("ok"):
+        print(f"hvsim vss: {reply.get('error')}")
+        return 1
+    status = 0
+    for r in reply["results"]:
+        who = "daemon" if r["status"] is not None else "kernel"
+        print(f"{r['op']}: {describe(int(r['host_status']))} from the {who} in {r['ms']} ms")
+        if r["host_status"] != HvStatus.S_OK:
+            status = 1
+    return status
+
+
+# -- the demo ---------------------------------------------------------------------------
+
+
+def _stderr_lines(proc: subprocess.Popen[bytes], timeout: float) -> list[str]:
+    """What the daemon logged so far (non-blocking)."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = max(0.0, deadline - time.monotonic())
+        r, _, _ = select.select([fd], [], [], left)
+        if not r:
+            break
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks).decode(errors="replace").splitlines()
 
 
 def demo(args: argparse.Namespace) -> int:
-    raise NotImplementedError("vss demo")
+    from .fsbox import FsBox, FsSpec, daemon_argv
+
+    specs = [
+        FsSpec("data", "ext4"),
+        FsSpec("logs", "xfs"),
+        FsSpec("images", "ext4", size_mb=48),
+        FsSpec("vm", "ext4", inside="images"),  # a filesystem on a loop file on /mnt/images
+        FsSpec("data-bind", bind_of="data"),
+    ]
+    print("== VSS demo: a private mount namespace with only loop-mounted test images")
+    box = FsBox(specs)
+    status = 0
+    try:
+        box.start()
+        print("   mount table verified: nothing but our images and virtual filesystems")
+        plan = box.run([*daemon_argv(), "--list"])
+        print("== hv_vss_daemon --list")
+        for line in plan.stdout.splitlines():
+            if line.startswith(("would", "  ")) and "not a /dev/" not in line:
+                print("   " + line)
+        kernel = ChardevKernel(os.path.join(box.sim_dir, NAME), NAME)
+        try:
+            host = VssHost(kernel)
+            proc = box.popen(
+                [*daemon_argv(), "-n", "--device", kernel.path],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            if not kernel.wait_registered(30):
+                print("   the daemon did not register")
+                return 1
+            print("== host: HOT_BACKUP, FREEZE")
+            for r in (host.hot_backup(), host.freeze()):
+                print("   " + r.describe())
+                status |= 0 if r.ok else 1
+            box.verify()
+            frozen = box.frozen()
+            print(f"   frozen now (probed with a second FIFREEZE): {', '.join(frozen) or 'none'}")
+            logged = _stderr_lines(proc, 0.2)
+            held = [x for x in logged if "op=FREEZE" in x]
+            print(f"   daemon log lines about FREEZE while frozen: {len(held)} (held in memory)")
+            print("== host: THAW")
+            r = host.thaw()
+            print("   " + r.describe())
+            status |= 0 if r.ok else 1
+            print(f"   frozen now: {', '.join(box.frozen()) or 'none'}")
+            print("== host: FREEZE, then SIGTERM to the daemon")
+            r = host.freeze()
+            print("   " + r.describe())
+            t0 = time.monotonic()
+            proc.terminate()
+            proc.wait(10)
+            print(
+                f"   daemon exited {(time.monotonic() - t0) * 1000:.0f} ms after SIGTERM; "
+                f"frozen now: {', '.join(box.frozen()) or 'none'}"
+            )
+            print("== daemon log")
+            for line in logged + _stderr_lines(proc, 0.5):
+                print("   " + line)
+        finally:
+            kernel.close()
+    finally:
+        leaked = box.close()
+        if leaked:
+            print(f"!! left frozen and thawed by the demo: {', '.join(leaked)}")
+            status = 1
+    return status

@@ -115,12 +115,15 @@ extract() {
     local rel=$1 deb=$2 ver b
     ver=$(dpkg-deb -f "$deb" Version) || die "$deb is not a valid .deb"
     rm -rf -- "$DEST/$rel"
-    mkdir -p -- "$DEST/$rel" "$DEST/debs"
+    mkdir -p -- "$DEST/$rel" "$DEST/debs/$rel"
     dpkg-deb -x "$deb" "$DEST/$rel" || die "dpkg-deb -x $deb failed"
     for b in $(required_bins "$rel"); do
         [ -x "$DEST/$rel/usr/sbin/$b" ] || die "$PKG $ver for $rel has no usr/sbin/$b"
     done
-    cp -f -- "$deb" "$DEST/debs/"
+    if [ "$(dirname -- "$deb")" != "$DEST/debs/$rel" ]; then
+        rm -f -- "$DEST/debs/$rel"/*.deb
+        cp -f -- "$deb" "$DEST/debs/$rel/"
+    fi
     printf '%s\n' "$ver" >"$DEST/$rel/.version"
 }
 
@@ -195,6 +198,13 @@ for rel in bookworm trixie; do
     if is_done "$rel"; then
         log "$rel: already present in $DEST/$rel"
         continue
+    fi
+    # The .deb kept from an earlier run is enough to redo the extraction.
+    cached=$(ls "$DEST/debs/$rel/${PKG}"_*.deb 2>/dev/null | head -n1 || true)
+    if [ -n "$cached" ] && dpkg-deb -f "$cached" Version >/dev/null 2>&1; then
+        log "$rel: re-extracting $cached"
+        extract "$rel" "$cached"
+        is_done "$rel" && continue
     fi
     need_root
     if [ "$rel" = bookworm ]; then fetch_bookworm; else fetch_private trixie; fi

@@ -16,6 +16,7 @@ that package builds).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pathlib
@@ -23,7 +24,7 @@ import select
 import shlex
 import subprocess
 import time
-from typing import IO, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Iterator, Mapping, Sequence
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -31,14 +32,14 @@ FETCH_SH = HERE / "fetch.sh"
 SHIM_SRC = HERE / "hvshim.c"
 
 #: Which reference daemons each release's package ships.
-DAEMONS: Dict[str, Tuple[str, ...]] = {
+DAEMONS: dict[str, tuple[str, ...]] = {
     "bookworm": ("hv_kvp_daemon", "hv_vss_daemon", "hv_fcopy_daemon"),
     "trixie": ("hv_kvp_daemon", "hv_vss_daemon"),
 }
-RELEASES: Tuple[str, ...] = tuple(DAEMONS)
+RELEASES: tuple[str, ...] = tuple(DAEMONS)
 
 #: tmpfs mounts every sandbox gets unless told otherwise: the daemons' state dir.
-DEFAULT_TMPFS: Tuple[str, ...] = ("/var/lib/hyperv",)
+DEFAULT_TMPFS: tuple[str, ...] = ("/var/lib/hyperv",)
 
 # Filesystems on which the sandbox must never create a mount point: they are
 # kernel-managed and (devtmpfs) shared with the whole host.
@@ -68,12 +69,13 @@ def _complete(root: pathlib.Path) -> bool:
     return True
 
 
-def _locked(root: pathlib.Path, name: str) -> IO[bytes]:
-    """Take an exclusive lock so parallel test workers don't fetch/build twice."""
+@contextlib.contextmanager
+def _locked(root: pathlib.Path, name: str) -> Iterator[None]:
+    """Hold an exclusive lock so parallel test workers don't fetch/build twice."""
     root.mkdir(parents=True, exist_ok=True)
-    f = open(root / name, "wb")
-    fcntl.flock(f, fcntl.LOCK_EX)
-    return f
+    with open(root / name, "wb") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def ensure_reference() -> pathlib.Path:
@@ -90,12 +92,12 @@ def ensure_reference() -> pathlib.Path:
         res = subprocess.run(
             ["bash", str(FETCH_SH), str(root)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            universal_newlines=True,
+            text=True,
         )
         if res.returncode != 0 or not _complete(root):
             raise RuntimeError(
-                "could not fetch the reference hyperv-daemons into %s "
-                "(fetch.sh exit %d):\n%s" % (root, res.returncode, res.stdout)
+                f"could not fetch the reference hyperv-daemons into {root} "
+                f"(fetch.sh exit {res.returncode}):\n{res.stdout}"
             )
     return root
 
@@ -103,10 +105,10 @@ def ensure_reference() -> pathlib.Path:
 def ref_daemon(release: str, name: str) -> pathlib.Path:
     """Path of reference daemon *name* (e.g. ``hv_kvp_daemon``) from *release*."""
     if release not in DAEMONS:
-        raise ValueError("unknown release %r (known: %s)" % (release, ", ".join(RELEASES)))
+        raise ValueError(f"unknown release {release!r} (known: {', '.join(RELEASES)})")
     if name not in DAEMONS[release]:
-        raise ValueError("%s's hyperv-daemons has no %r (has: %s)"
-                         % (release, name, ", ".join(DAEMONS[release])))
+        raise ValueError(f"{release}'s hyperv-daemons has no {name!r} "
+                         f"(has: {', '.join(DAEMONS[release])})")
     return ensure_reference() / release / "usr" / "sbin" / name
 
 
@@ -125,20 +127,20 @@ def build_shim() -> pathlib.Path:
             return out
         # Build beside the target and rename, so a running daemon never maps a
         # half-written library.
-        tmp = root / (".hvshim.%d.so" % os.getpid())
+        tmp = root / f".hvshim.{os.getpid()}.so"
         res = subprocess.run(
             ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-o", str(tmp), str(SHIM_SRC), "-ldl"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            universal_newlines=True,
+            text=True,
         )
         if res.returncode != 0:
             tmp.unlink(missing_ok=True)
-            raise RuntimeError("building %s failed:\n%s" % (SHIM_SRC, res.stdout))
+            raise RuntimeError(f"building {SHIM_SRC} failed:\n{res.stdout}")
         os.replace(tmp, out)
     return out
 
 
-def _mounts() -> List[Tuple[str, str]]:
+def _mounts() -> list[tuple[str, str]]:
     """(mount point, fstype) of the current mount namespace."""
     result = []
     with open("/proc/self/mountinfo") as f:
@@ -167,9 +169,9 @@ def _under(path: str, prefixes: Sequence[str]) -> bool:
 def _check_target(path: str, ephemeral: Sequence[str]) -> None:
     """Refuse a mount point that doesn't exist and can't safely be created.
 
-    A missing mount point is created by the sandbox with ``mkdir -p``/``touch``.
-    Below an earlier tmpfs of the same sandbox that is ephemeral.  Otherwise it
-    happens in the real filesystem (e.g. ``/var/lib/hyperv`` on the root fs),
+    A missing mount point is created by the sandbox script (``mkdir -p``, or an
+    empty file for a file bind).  Below an earlier tmpfs of the same sandbox
+    that is ephemeral.  Otherwise it happens in the real filesystem (e.g. ``/var/lib/hyperv`` on the root fs),
     which we accept only because it is an *empty* directory or file at the
     daemons' standard location (the one the package and hv_kvp_daemon create
     themselves), and everything later written there lands in the tmpfs or bind
@@ -177,23 +179,23 @@ def _check_target(path: str, ephemeral: Sequence[str]) -> None:
     filesystems: those are shared with the host and not ours to change.
     """
     if not os.path.isabs(path):
-        raise ValueError("sandbox mount point must be absolute: %r" % path)
+        raise ValueError(f"sandbox mount point must be absolute: {path!r}")
     if os.path.lexists(path) or _under(path, ephemeral):
         return
     parent = path
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if _under(path, _PSEUDO_ROOTS) or _fstype_of(os.path.realpath(parent)) in _PSEUDO_FS:
-        raise ValueError("refusing to create mount point %s on a kernel-managed "
-                         "filesystem; create it some other way" % path)
+        raise ValueError(f"refusing to create mount point {path} on a kernel-managed "
+                         "filesystem; create it some other way")
 
 
 def sandbox_argv(
     argv: Sequence[str],
     *,
     tmpfs: Sequence[str] = DEFAULT_TMPFS,
-    binds: Optional[Mapping[str, str]] = None,
-) -> List[str]:
+    binds: Mapping[str, str] | None = None,
+) -> list[str]:
     """Wrap *argv* so it runs in a private mount namespace.
 
     The result runs ``unshare --mount --propagation private -- /bin/sh -c
@@ -213,25 +215,25 @@ def sandbox_argv(
     """
     binds = dict(binds or {})
     lines = ["set -e"]
-    ephemeral: List[str] = []
+    ephemeral: list[str] = []
     for entry in tmpfs:
         path, _, opts = entry.partition(":")
         _check_target(path, ephemeral)
         q = shlex.quote(path)
-        lines.append("[ -d %s ] || mkdir -p %s" % (q, q))
-        lines.append("mount -t tmpfs -o %s hvsandbox %s"
-                     % (shlex.quote("mode=0755" + ("," + opts if opts else "")), q))
+        lines.append(f"[ -d {q} ] || mkdir -p {q}")
+        options = shlex.quote("mode=0755" + ("," + opts if opts else ""))
+        lines.append(f"mount -t tmpfs -o {options} hvsandbox {q}")
         ephemeral.append(path)
     for src, dst in binds.items():
         if not os.path.isabs(src):
-            raise ValueError("bind source must be absolute: %r" % src)
+            raise ValueError(f"bind source must be absolute: {src!r}")
         _check_target(dst, ephemeral)
         s, d = shlex.quote(src), shlex.quote(dst)
         lines.append(
-            "if [ -d %s ]; then [ -d %s ] || mkdir -p %s; "
-            "else [ -e %s ] || { mkdir -p \"$(dirname %s)\"; : > %s; }; fi" % (s, d, d, d, d, d)
+            f"if [ -d {s} ]; then [ -d {d} ] || mkdir -p {d}; "
+            f"else [ -e {d} ] || {{ mkdir -p \"$(dirname {d})\"; : > {d}; }}; fi"
         )
-        lines.append("mount --bind %s %s" % (s, d))
+        lines.append(f"mount --bind {s} {d}")
     lines.append('exec "$@"')
     return ["unshare", "--mount", "--propagation", "private", "--",
             "/bin/sh", "-c", "\n".join(lines), "sh", *argv]
@@ -244,8 +246,8 @@ def spawn_reference(
     extra_args: Sequence[str] = ("-n",),
     *,
     tmpfs: Sequence[str] = DEFAULT_TMPFS,
-    binds: Optional[Mapping[str, str]] = None,
-    env: Optional[Mapping[str, str]] = None,
+    binds: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start reference daemon *name* of *release* in a sandbox, via the shim.
 
@@ -280,7 +282,7 @@ class LogReader:
         self._next = 0  # index of the first line not yet matched by wait_for
 
     @property
-    def lines(self) -> List[str]:
+    def lines(self) -> list[str]:
         """Complete lines received so far, without their newlines."""
         return self._buf.decode(errors="replace").split("\n")[:-1]
 
@@ -307,12 +309,11 @@ class LogReader:
                     return lines[i]
             left = deadline - time.monotonic()
             if left <= 0 or self._eof:
-                raise TimeoutError("no log line containing %r within %.1fs%s; got:\n%s"
-                                   % (needle, timeout, " (stderr closed)" if self._eof else "",
+                raise TimeoutError("no log line containing {!r} within {:.1f}s{}; got:\n{}".format(needle, timeout, " (stderr closed)" if self._eof else "",
                                       "\n".join(lines)))
             self._fill(left)
 
-    def drain(self, timeout: float = 5.0) -> List[str]:
+    def drain(self, timeout: float = 5.0) -> list[str]:
         """Read until EOF (the daemon has exited) or *timeout*; return all lines."""
         deadline = time.monotonic() + timeout
         while not self._eof and time.monotonic() < deadline:

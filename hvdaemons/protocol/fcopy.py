@@ -1,0 +1,299 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""File-copy (FCopy) messages: bytes in, frozen dataclasses out, and back.
+
+Mirrors the message handling of tools/hv/hv_fcopy_daemon.c (legacy
+/dev/vmbus/hv_fcopy, where the kernel has already turned the names into
+UTF-8) and tools/hv/hv_fcopy_uio_daemon.c (raw host messages with UTF-16LE
+names), plus the encoders the simulated host and kernel need.  Layouts and
+constants come from <linux/hyperv.h> through _ffi; nothing here touches a
+file descriptor.
+
+Unlike the reference daemons, names are decoded strictly: UTF-16 with full
+surrogate-pair handling (a lone surrogate is refused), UTF-8 validated, and a
+WRITE whose size exceeds the fragment or the bytes actually received is
+refused instead of copying whatever lies beyond the message.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Union
+
+from .. import _ffi
+from ..errors import ProtocolError
+from .status import HvStatus
+
+START_SIZE = _ffi.sizeof("struct hv_start_fcopy")  # 1088
+WRITE_SIZE = _ffi.sizeof("struct hv_do_fcopy")  # 6196
+HDR_SIZE = _ffi.sizeof("struct hv_fcopy_hdr")  # 36
+W_MAX_PATH = _ffi.const("W_MAX_PATH")  # 260 UTF-16 code units per name field
+DATA_FRAGMENT = _ffi.const("DATA_FRAGMENT")  # 6144
+
+_NAME_FIELD = _ffi.field_size("struct hv_start_fcopy", "file_name")  # 520 bytes
+_FILE_NAME = _ffi.offsetof("struct hv_start_fcopy", "file_name")
+_PATH_NAME = _ffi.offsetof("struct hv_start_fcopy", "path_name")
+_COPY_FLAGS = _ffi.offsetof("struct hv_start_fcopy", "copy_flags")
+_FILE_SIZE = _ffi.offsetof("struct hv_start_fcopy", "file_size")
+_W_OFFSET = _ffi.offsetof("struct hv_do_fcopy", "offset")
+_W_SIZE = _ffi.offsetof("struct hv_do_fcopy", "size")
+_W_DATA = _ffi.offsetof("struct hv_do_fcopy", "data")
+
+OVER_WRITE = _ffi.const("OVER_WRITE")
+CREATE_PATH = _ffi.const("CREATE_PATH")
+
+# The statuses a file copy reports (spec fcopy.md 1.3).
+S_OK = HvStatus.S_OK
+E_FAIL = HvStatus.E_FAIL
+ALREADY_EXISTS = HvStatus.ERROR_ALREADY_EXISTS
+DISK_FULL = HvStatus.ERROR_DISK_FULL
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+class FcopyOp(enum.IntEnum):
+    """enum hv_fcopy_op, values from the kernel header."""
+
+    START = _ffi.const("START_FILE_COPY")
+    WRITE = _ffi.const("WRITE_TO_FILE")
+    COMPLETE = _ffi.const("COMPLETE_FCOPY")
+    CANCEL = _ffi.const("CANCEL_FCOPY")
+
+
+class FcopyDecodeError(ProtocolError):
+    """A file-copy message that cannot be honoured; the host gets HV_E_FAIL."""
+
+
+class UnknownOperation(FcopyDecodeError):
+    def __init__(self, op: int) -> None:
+        super().__init__(f"Unknown operation: {op}")
+        self.op = op
+
+
+@dataclass(frozen=True)
+class StartCopy:
+    """START_FILE_COPY: create path_name/file_name."""
+
+    file_name: str
+    path_name: str
+    flags: int = 0
+    file_size: int = 0
+
+    @property
+    def overwrite(self) -> bool:
+        return bool(self.flags & OVER_WRITE)
+
+    @property
+    def create_path(self) -> bool:
+        return bool(self.flags & CREATE_PATH)
+
+
+@dataclass(frozen=True)
+class WriteData:
+    """WRITE_TO_FILE: data (at most one fragment) at a file offset."""
+
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class CompleteCopy:
+    """COMPLETE_FCOPY: the host has sent every fragment."""
+
+
+@dataclass(frozen=True)
+class CancelCopy:
+    """CANCEL_FCOPY: the host gave up (or the guest hibernates)."""
+
+
+FcopyMessage = Union[StartCopy, WriteData, CompleteCopy, CancelCopy]
+
+
+# -- decoding ---------------------------------------------------------------
+
+
+def operation(msg: bytes) -> int:
+    """The op of a message (first u32), or raise FcopyDecodeError if there is none."""
+    if len(msg) < 4:
+        raise FcopyDecodeError(f"message of {len(msg)} bytes has no operation")
+    op: int = _U32.unpack_from(msg)[0]
+    return op
+
+
+def utf8_name(field: bytes, what: str) -> str:
+    """A name as the legacy kernel delivers it: UTF-8 up to the first NUL."""
+    end = field.find(b"\0")
+    raw = field if end < 0 else field[:end]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FcopyDecodeError(
+            f"{what} is not valid UTF-8 ({e.reason} at byte {e.start})"
+        ) from None
+
+
+def utf16_name(field: bytes, what: str) -> str:
+    """A name as the host sends it: UTF-16LE up to the first NUL code unit.
+
+    Surrogate pairs become one code point; a lone surrogate is refused (the
+    reference UIO daemon mangles every non-ASCII unit instead).  A field
+    filled without a terminator is taken whole, as the kernel's
+    utf16s_to_utf8s(…, W_MAX_PATH, …) does.
+    """
+    end = len(field) - len(field) % 2
+    for i in range(0, end, 2):
+        if field[i] == 0 and field[i + 1] == 0:
+            end = i
+            break
+    try:
+        return field[:end].decode("utf-16-le")
+    except UnicodeDecodeError as e:
+        raise FcopyDecodeError(
+            f"{what} is not valid UTF-16 ({e.reason} at code unit {e.start // 2})"
+        ) from None
+
+
+def _decode_start(msg: bytes, utf16: bool) -> StartCopy:
+    if len(msg) < START_SIZE:
+        raise FcopyDecodeError(f"START_FILE_COPY of {len(msg)} bytes, need {START_SIZE}")
+    decode = utf16_name if utf16 else utf8_name
+    return StartCopy(
+        file_name=decode(msg[_FILE_NAME : _FILE_NAME + _NAME_FIELD], "file_name"),
+        path_name=decode(msg[_PATH_NAME : _PATH_NAME + _NAME_FIELD], "path_name"),
+        flags=_U32.unpack_from(msg, _COPY_FLAGS)[0],
+        file_size=_U64.unpack_from(msg, _FILE_SIZE)[0],
+    )
+
+
+_W_OFFSET_SIZE = struct.Struct("<QI")
+assert _W_SIZE == _W_OFFSET + 8
+
+
+def write_payload(msg: bytes) -> tuple[int, memoryview]:
+    """(offset, data) of a WRITE_TO_FILE without copying the data: the daemons' hot path.
+
+    Validates like decode(): size at most one fragment and within the message.
+    """
+    if len(msg) < _W_DATA:
+        raise FcopyDecodeError(f"WRITE_TO_FILE of {len(msg)} bytes, need at least {_W_DATA}")
+    offset, size = _W_OFFSET_SIZE.unpack_from(msg, _W_OFFSET)
+    if size > DATA_FRAGMENT:
+        raise FcopyDecodeError(
+            f"WRITE_TO_FILE of {size} bytes exceeds the {DATA_FRAGMENT}-byte fragment"
+        )
+    if _W_DATA + size > len(msg):
+        raise FcopyDecodeError(
+            f"WRITE_TO_FILE claims {size} bytes but only {len(msg) - _W_DATA} arrived"
+        )
+    return offset, memoryview(msg)[_W_DATA : _W_DATA + size]
+
+
+def _decode_write(msg: bytes) -> WriteData:
+    offset, data = write_payload(msg)
+    return WriteData(offset, bytes(data))
+
+
+def decode(msg: bytes, *, utf16: bool) -> FcopyMessage:
+    """Decode one FCopy message (starting at its hv_fcopy_hdr).
+
+    utf16=False: names in the legacy kernel's UTF-8 form; True: the host's
+    UTF-16LE (UIO).  COMPLETE and CANCEL need only the op: the legacy kernel
+    delivers them with stale trailing bytes, and its hibernation CANCEL is a
+    bare header.
+    """
+    op = operation(msg)
+    if op == FcopyOp.WRITE:
+        return _decode_write(msg)
+    if op == FcopyOp.START:
+        return _decode_start(msg, utf16)
+    if op == FcopyOp.COMPLETE:
+        return CompleteCopy()
+    if op == FcopyOp.CANCEL:
+        return CancelCopy()
+    raise UnknownOperation(op)
+
+
+def decode_kernel(msg: bytes) -> FcopyMessage:
+    """A message read from /dev/vmbus/hv_fcopy (UTF-8 names)."""
+    return decode(msg, utf16=False)
+
+
+def decode_host(msg: bytes) -> FcopyMessage:
+    """An FCopy body from the host's VMBus packet (UTF-16LE names)."""
+    return decode(msg, utf16=True)
+
+
+# -- encoding (simulated host and kernel, tests) -----------------------------
+
+
+def header(op: int) -> bytes:
+    """A 36-byte hv_fcopy_hdr (service ids zero, as the legacy kernel builds them)."""
+    return _U32.pack(op) + bytes(HDR_SIZE - 4)
+
+
+def _name_field(name: str | bytes, utf16: bool) -> bytes:
+    if isinstance(name, bytes):
+        raw = name  # already the field's content (tests: invalid encodings)
+    elif utf16:
+        # surrogatepass lets tests build lone surrogates from "\ud800".
+        raw = name.encode("utf-16-le", "surrogatepass")
+    else:
+        raw = name.encode("utf-8", "surrogatepass")
+    if len(raw) > _NAME_FIELD:
+        raise ValueError(f"name of {len(raw)} bytes does not fit the {_NAME_FIELD}-byte field")
+    return raw + bytes(_NAME_FIELD - len(raw))
+
+
+def encode_start(
+    file_name: str | bytes,
+    path_name: str | bytes,
+    flags: int = 0,
+    file_size: int = 0,
+    *,
+    utf16: bool,
+) -> bytes:
+    """A 1088-byte hv_start_fcopy; utf16=True is the host's form, False the legacy kernel's.
+
+    bytes names are stored as given (zero-padded), str names encoded.
+    """
+    msg = bytearray(START_SIZE)
+    msg[0:HDR_SIZE] = header(FcopyOp.START)
+    msg[_FILE_NAME : _FILE_NAME + _NAME_FIELD] = _name_field(file_name, utf16)
+    msg[_PATH_NAME : _PATH_NAME + _NAME_FIELD] = _name_field(path_name, utf16)
+    _U32.pack_into(msg, _COPY_FLAGS, flags)
+    _U64.pack_into(msg, _FILE_SIZE, file_size)
+    return bytes(msg)
+
+
+def encode_write(offset: int, data: bytes, *, size: int | None = None) -> bytes:
+    """A full 6196-byte hv_do_fcopy; size overrides the size field (tests: lies)."""
+    if len(data) > DATA_FRAGMENT:
+        raise ValueError(f"fragment of {len(data)} bytes, at most {DATA_FRAGMENT}")
+    msg = bytearray(WRITE_SIZE)
+    msg[0:HDR_SIZE] = header(FcopyOp.WRITE)
+    _U64.pack_into(msg, _W_OFFSET, offset)
+    _U32.pack_into(msg, _W_SIZE, len(data) if size is None else size)
+    msg[_W_DATA : _W_DATA + len(data)] = data
+    return bytes(msg)
+
+
+def encode_complete() -> bytes:
+    return header(FcopyOp.COMPLETE)
+
+
+def encode_cancel() -> bytes:
+    return header(FcopyOp.CANCEL)
+
+
+def encode_status(status: int) -> bytes:
+    """The legacy daemon's 4-byte reply (an int holding the HRESULT)."""
+    return _U32.pack(status & 0xFFFFFFFF)
+
+
+def decode_status(reply: bytes) -> int:
+    if len(reply) != 4:
+        raise ProtocolError(f"status reply of {len(reply)} bytes, need 4")
+    status: int = _U32.unpack(reply)[0]
+    return status

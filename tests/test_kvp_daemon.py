@@ -1,0 +1,486 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""hv_kvp_daemon end to end: the real daemon process against the simulated kernel."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hvdaemons.kvp import osinfo
+from hvdaemons.kvp.daemon import KvpHandler
+from hvdaemons.kvp.paths import KvpPaths
+from hvdaemons.kvp.pool import PoolSet, record_bytes
+from hvdaemons.protocol import kvp
+from hvdaemons.protocol.status import HvStatus
+from hvdaemons.service import Service, Stopper
+from hvdaemons.sim.chardev import ChardevKernel
+from hvdaemons.sim.kvp import KvpHost, first_nic
+from hvdaemons.sim.server import call
+from hvdaemons.transport import FdChannel
+
+from .kvp_support import REPO, R, daemon_argv, daemon_env, spawn_daemon, stop
+from .reference.refdaemons import LogReader
+
+S_OK, S_CONT, E_FAIL = HvStatus.S_OK, HvStatus.S_CONT, HvStatus.E_FAIL
+
+
+@dataclass
+class Running:
+    kernel: ChardevKernel
+    host: KvpHost
+    proc: subprocess.Popen[bytes]
+    log: LogReader
+    state: Path
+    tmp: Path
+
+    def restart(self, *extra: str) -> None:
+        stop(self.proc)
+        # The simulator notices a closed daemon only at the next request; the
+        # kernel's release() resets the transport at once.
+        self.kernel.hangup()
+        self.proc = spawn_daemon(self.kernel.path, str(self.state), *extra)
+        self.log = LogReader(self.proc)
+        assert self.kernel.wait_registered(30), "\n".join(self.log.drain(1))
+
+
+def start(tmp: Path, *extra: str) -> Running:
+    kernel = ChardevKernel(str(tmp / "hv_kvp"), "hv_kvp", timeout=10)
+    state = tmp / "state"
+    proc = spawn_daemon(kernel.path, str(state), *extra)
+    log = LogReader(proc)
+    assert kernel.wait_registered(30), "\n".join(log.drain(1))
+    return Running(kernel, KvpHost(kernel), proc, log, state, tmp)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Running]:
+    run = start(tmp_path)
+    yield run
+    stop(run.proc)
+    run.kernel.close()
+
+
+def test_help_and_bad_options() -> None:
+    res = subprocess.run(
+        [*daemon_argv(), "-h"], cwd=str(REPO), env=daemon_env(), capture_output=True, text=True
+    )
+    assert res.returncode == 0
+    for flag in ("-n, --no-daemon", "-d, --debug", "--device", "--state-dir", "--scripts-dir"):
+        assert flag in res.stdout
+    assert "hv_kvp_daemon" in res.stdout
+    res = subprocess.run(
+        [*daemon_argv(), "--bogus"], cwd=str(REPO), env=daemon_env(), capture_output=True, text=True
+    )
+    assert res.returncode == 1 and "usage: hv_kvp_daemon" in res.stderr
+
+
+def test_upstream_log_lines(daemon: Running) -> None:
+    assert (
+        daemon.log.wait_for("KVP starting; pid is:")
+        == f"<6>KVP: KVP starting; pid is:{daemon.proc.pid}"
+    )
+    assert daemon.log.wait_for("KVP LIC Version") == "<6>KVP: KVP LIC Version: 3.1"
+
+
+@pytest.mark.parametrize("pool", [0, 1, 3, 4])
+def test_set_get_enumerate_delete(daemon: Running, pool: int) -> None:
+    host = daemon.host
+    assert host.set(pool, "Key", "Wert ✓").status == S_OK
+    assert host.set(pool, "Other", "x").status == S_OK
+    assert host.set(pool, "Key", "new").status == S_OK
+    assert host.get(pool, "Key") == kvp.HostReply(S_OK, value="new")
+    assert host.get(pool, "Missing").status == S_CONT
+    assert host.enumerate_all(pool) == ([("Key", "new"), ("Other", "x")], S_CONT)
+    assert (daemon.state / f".kvp_pool_{pool}").read_bytes() == record_bytes(
+        b"Key", b"new"
+    ) + record_bytes(b"Other", b"x")
+    assert host.delete(pool, "Key").status == S_OK
+    assert host.delete(pool, "Key").status == S_CONT
+    assert host.enumerate_all(pool) == ([("Other", "x")], S_CONT)
+    others = [p for p in range(5) if p not in (pool, 2)]
+    assert all(host.enumerate_all(p) == ([], S_CONT) for p in others)
+
+
+def test_auto_pool(daemon: Running) -> None:
+    from hvdaemons.kvp import ipinfo
+
+    info = osinfo.collect(KvpPaths())
+    v4, v6 = ipinfo.address_lists()
+    items, end = daemon.host.enumerate_all(2)
+    assert end == S_CONT
+    assert items == [
+        ("FullyQualifiedDomainName", osinfo.resolve_fqdn()),
+        ("IntegrationServicesVersion", "3.1"),
+        ("NetworkAddressIPv4", v4),
+        ("NetworkAddressIPv6", v6),
+        ("OSBuildNumber", os.uname().release),
+        ("OSName", info.os_name),
+        ("OSMajorVersion", info.os_major),
+        ("OSMinorVersion", info.os_minor),
+        ("OSVersion", os.uname().release.split("-")[0]),
+        ("ProcessorArchitecture", os.uname().machine),
+    ]
+    # The auto pool's file is a plain pool for SET/GET, as upstream: ENUMERATE
+    # stays synthesized.
+    assert daemon.host.set(2, "stored", "in the file").status == S_OK
+    assert daemon.host.get(2, "stored").value == "in the file"
+    assert daemon.host.enumerate(2, 0).key == "FullyQualifiedDomainName"
+    assert daemon.host.enumerate(2, 10).status == S_CONT
+
+
+def test_value_types(daemon: Running) -> None:
+    host = daemon.host
+    host.set(0, "u32", 4_000_000_000, kvp.RegType.U32)
+    host.set(0, "u64", 2**64 - 1, kvp.RegType.U64)
+    host.set(0, "binary", "dropped by the kernel", 3)
+    host.set(0, "ключ", "значение 😀")
+    assert host.enumerate_all(0)[0] == [
+        ("u32", "4000000000"),
+        ("u64", "18446744073709551615"),
+        ("binary", ""),
+        ("ключ", "значение 😀"),
+    ]
+
+
+def test_get_reply_bytes(daemon: Running) -> None:
+    daemon.host.set(3, "VirtualMachineName", "vm-01")
+    msg = kvp.kernel_get(3, "VirtualMachineName")
+    reply = daemon.host.exchange(msg)
+    assert reply is not None
+    # Status 0, value at 532 (where the kernel reads), 528-531 clear, the rest as sent.
+    assert reply[:4] == bytes(4) and reply[4:528] == msg[4:528]
+    assert reply[528:532] == bytes(4) and reply[532:538] == b"vm-01\0"
+    assert reply[538:] == msg[538:]
+
+
+def test_enumerate_reply_bytes(daemon: Running) -> None:
+    daemon.host.set(0, "k", "v")
+    msg = kvp.kernel_enumerate(0, 0)
+    reply = daemon.host.exchange(msg)
+    assert reply == bytes(4) + msg[4:20] + record_bytes(b"k", b"v") + msg[20 + R :]
+
+
+def _raw(run: Running, msg: bytes) -> bytes | None:
+    return run.host.exchange(msg)
+
+
+def _with(msg: bytes, off: int, data: bytes) -> bytes:
+    b = bytearray(msg)
+    b[off : off + len(data)] = data
+    return bytes(b)
+
+
+def test_malformed_messages_get_a_status_and_the_daemon_goes_on(daemon: Running) -> None:
+    run = daemon
+    run.host.set(0, "k", "v")
+    u32 = struct.Struct("<I").pack
+    cases = [
+        (bytes(100), E_FAIL, "malformed request: 100 bytes"),
+        (bytes(7431), E_FAIL, "malformed request: 7431 bytes"),
+        (kvp.kernel_get(0, "k") + b"x", E_FAIL, "malformed request: 7433 bytes"),
+        (kvp.kernel_get(5, "k"), E_FAIL, "GET: no pool 5"),
+        (kvp.kernel_set(255, "k", "v"), E_FAIL, "SET: no pool 255"),
+        (kvp.kernel_enumerate(9, 0), E_FAIL, "ENUMERATE: no pool 9"),
+        (kvp.kernel_delete(7, "k"), E_FAIL, "DELETE: no pool 7"),
+        (_with(kvp.kernel_get(0, "k"), 8, u32(0)), S_CONT, "GET: pool 0: bad key_size 0"),
+        (_with(kvp.kernel_get(0, "k"), 8, u32(513)), S_CONT, "GET: pool 0: bad key_size 513"),
+        (_with(kvp.kernel_set(0, "k", "v"), 8, u32(600)), S_CONT, "Too long key or value"),
+        (_with(kvp.kernel_set(0, "k", "v"), 12, u32(2049)), S_CONT, "Too long key or value"),
+        (
+            _with(kvp.kernel_delete(0, "k"), 4, u32(100000)),
+            S_CONT,
+            "DELETE: pool 0: bad key_size 100000",
+        ),
+        (_with(kvp.kernel_enumerate(0, 0), 0, b"\x2a"), E_FAIL, "unknown operation 42"),
+        (kvp.kernel_registration_reply(), E_FAIL, "unknown operation 100"),
+    ]
+    for msg, status, text in cases:
+        reply = _raw(run, msg)
+        assert reply is not None and len(reply) == kvp.KVP_MSG_SIZE, text
+        assert kvp.status_of(reply) == status, text
+        assert text in run.log.wait_for(text)
+    assert kvp.status_of(_raw(run, kvp.kernel_enumerate(0, 0xFFFFFFFF)) or b"") == S_CONT
+    assert kvp.status_of(_raw(run, kvp.kernel_enumerate(2, 0x80000000)) or b"") == S_CONT
+    # Still serving, nothing changed.
+    assert run.host.enumerate_all(0) == ([("k", "v")], S_CONT)
+    assert run.proc.poll() is None
+
+
+def test_reopens_after_the_device_goes_away(daemon: Running) -> None:
+    daemon.host.set(0, "before", "1")
+    daemon.kernel.hangup()
+    daemon.log.wait_for("reopening")
+    assert daemon.kernel.wait_registered(30)
+    assert daemon.host.get(0, "before").value == "1"
+    assert daemon.host.set(0, "after", "2").status == S_OK
+    assert daemon.log.wait_for("KVP LIC Version")
+
+
+def test_restart_keeps_the_pools(daemon: Running) -> None:
+    daemon.host.set(1, "persistent", "yes")
+    daemon.restart()
+    assert daemon.host.enumerate_all(1) == ([("persistent", "yes")], S_CONT)
+
+
+def test_pool_changed_by_others_between_requests(daemon: Running) -> None:
+    daemon.host.set(1, "ours", "1")
+    path = daemon.state / ".kvp_pool_1"
+    # cloud-init's reporting handler appends under flock.
+    with open(path, "ab") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(record_bytes(b"cloud-init", b"report"))
+    assert daemon.host.enumerate_all(1) == ([("ours", "1"), ("cloud-init", "report")], S_CONT)
+    # A same-size rewrite in place, right after our read.
+    with open(path, "r+b") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX)
+        f.write(record_bytes(b"ours", b"2"))
+    assert daemon.host.get(1, "ours").value == "2"
+    assert daemon.host.set(1, "third", "3").status == S_OK
+    assert [k for k, _ in daemon.host.enumerate_all(1)[0]] == ["ours", "cloud-init", "third"]
+
+
+def test_unusable_pool_file_fails_that_pool_only(daemon: Running) -> None:
+    daemon.host.set(3, "k", "v")
+    path = daemon.state / ".kvp_pool_3"
+    path.unlink()
+    path.mkdir()  # open() now fails with EISDIR
+    assert daemon.host.set(3, "k", "w").status == E_FAIL
+    assert daemon.host.get(3, "k").status == E_FAIL
+    assert daemon.host.enumerate(3, 0).status == E_FAIL
+    assert daemon.log.wait_for("pool 3")
+    assert daemon.host.set(0, "fine", "yes").status == S_OK
+    path.rmdir()
+    assert daemon.host.set(3, "k", "back").status == S_OK
+    assert daemon.host.enumerate_all(3) == ([("k", "back")], S_CONT)
+
+
+def test_sigterm_ends_cleanly(daemon: Running) -> None:
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(10) == 0
+
+
+def test_debug_logging(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / ".kvp_pool_0").write_bytes(record_bytes(b"seeded", b"value"))
+    run = start(tmp_path, "-d")
+    try:
+        run.log.wait_for("Logging debug info in syslog(debug)")
+        assert run.log.wait_for("===Start dumping the contents of pool 0 ===").startswith(
+            "<7>KVP: "
+        )
+        run.log.wait_for("pool: 0, 1/1 key=seeded val=value")
+        run.host.set(0, "a", "b")
+        run.log.wait_for("kvp_key_add_or_modify: got a KVP: pool=0 key=a val=b")
+        run.log.wait_for("kvp_key_add_or_modify: added: pool=0 key=a val=b")
+        run.host.set(0, "a", "c")
+        run.log.wait_for("kvp_key_add_or_modify: updated: pool=0 key=a val=c")
+        run.host.delete(0, "a")
+        run.log.wait_for("kvp_key_delete: deleting the KVP: pool=0 key=a val=c")
+        run.host.delete(0, "a")
+        run.log.wait_for("kvp_key_delete: could not delete KVP: pool=0 key=a. Record not found")
+    finally:
+        stop(run.proc)
+        run.kernel.close()
+
+
+def test_state_dir_that_cannot_be_created_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with ChardevKernel(str(tmp_path / "hv_kvp"), "hv_kvp") as kernel:
+        proc = spawn_daemon(kernel.path, str(tmp_path / "file" / "state"))
+        log = LogReader(proc)
+        assert proc.wait(30) == 1
+        assert "Failed to initialize the pools" in "\n".join(log.drain(2))
+
+
+def test_full_disk(tmp_path: Path) -> None:
+    kernel = ChardevKernel(str(tmp_path / "hv_kvp"), "hv_kvp", timeout=10)
+    state = tmp_path / "small"
+    state.mkdir()
+    script = 'mount -t tmpfs -o size=48k hvtest "$0" && exec "$@"'
+    argv = [*daemon_argv(), "-n", "--device", kernel.path, "--state-dir", str(state)]
+    proc = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(state), *argv],
+        cwd=str(REPO),
+        env=daemon_env(),
+        stderr=subprocess.PIPE,
+    )
+    log = LogReader(proc)
+    try:
+        assert kernel.wait_registered(30), "\n".join(log.drain(1))
+        host = KvpHost(kernel)
+        statuses = [host.set(0, f"k{i}", "x" * 1000).status for i in range(40)]
+        full = statuses.index(HvStatus.ERROR_DISK_FULL)
+        assert full > 3 and set(statuses[:full]) == {S_OK}
+        log.wait_for("Failed to write file, pool: 0; error: 28")
+        items, _ = host.enumerate_all(0)
+        assert [k for k, _ in items] == [f"k{i}" for i in range(full)]
+        assert host.get(0, "k0").value == "x" * 1000
+        assert host.delete(0, f"k{full - 1}").status == S_OK  # a truncate: frees room
+        assert host.set(0, "fits", "again").status == S_OK
+    finally:
+        stop(proc)
+        kernel.close()
+
+
+# -- IP operations through the handler -------------------------------------------------------
+
+
+class FakeIpinfo:
+    """Stands in for hvdaemons.kvp.ipinfo (network access), to test the plumbing."""
+
+    IpInfo = kvp.IpValue
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, int]] = []
+        self.set_with: list[kvp.IpValue] = []
+
+    def get_ip_info(
+        self, adapter_id: str, family: int, paths: KvpPaths
+    ) -> tuple[int, kvp.IpValue | None]:
+        self.asked.append((adapter_id, family))
+        if adapter_id != "00:15:5D:00:00:01":
+            return HvStatus.E_FAIL, None
+        return 0, kvp.IpValue(
+            adapter_id, 3, True, "10.0.0.5;fe80::1", "255.255.255.0;/64", "10.0.0.1;", "10.0.0.2;"
+        )
+
+    def set_ip_info(self, info: kvp.IpValue, paths: KvpPaths) -> int:
+        self.set_with.append(info)
+        return HvStatus.GUID_NOTFOUND
+
+    def address_lists(self) -> tuple[str, str]:
+        return "10.0.0.5", "fe80::1"
+
+
+def test_ip_operations_through_a_socket(tmp_path: Path) -> None:
+    fake = FakeIpinfo()
+    pools = PoolSet(str(tmp_path / "state"))
+    pools.open()
+    handler = KvpHandler(pools, osinfo.collect(), lambda: "guest.example", KvpPaths(), ipinfo=fake)  # type: ignore[arg-type]
+    with ChardevKernel(str(tmp_path / "hv_kvp"), "hv_kvp", timeout=10) as kernel:
+        stopper = Stopper()
+        service = Service(
+            FdChannel(path=kernel.path), handler, stopper=stopper, notify=lambda s: True
+        )
+        t = threading.Thread(target=service.run, daemon=True)
+        t.start()
+        try:
+            assert kernel.wait_registered(10)
+            host = KvpHost(kernel)
+            got = host.get_ip_info("00:15:5D:00:00:01", 1)
+            assert got.status == S_OK and got.ip is not None
+            assert (
+                got.ip.ip_addr == "10.0.0.5;fe80::1"
+                and got.ip.dhcp_enabled
+                and got.ip.addr_family == 3
+            )
+            assert host.get_ip_info("00:15:5D:00:00:02").status == E_FAIL
+            assert fake.asked == [("00:15:5D:00:00:01", 1), ("00:15:5D:00:00:02", 0)]
+            value = kvp.IpValue("{guid}", 1, False, "10.0.0.9", "255.0.0.0", "10.0.0.1", "1.1.1.1")
+            assert host.set_ip_info(value).status == HvStatus.GUID_NOTFOUND
+            assert fake.set_with == [value]
+            assert host.enumerate_all(2)[0][:4] == [
+                ("FullyQualifiedDomainName", "guest.example"),
+                ("IntegrationServicesVersion", "3.1"),
+                ("NetworkAddressIPv4", "10.0.0.5"),
+                ("NetworkAddressIPv6", "fe80::1"),
+            ]
+        finally:
+            stopper.request()
+            t.join(10)
+
+
+def test_get_ip_info_of_a_real_interface(daemon: Running) -> None:
+    nic = first_nic()
+    if nic is None:
+        pytest.skip("no non-loopback interface")
+    reply = daemon.host.get_ip_info(nic[1])
+    assert reply.status in (S_OK, E_FAIL)
+    if reply.status == S_OK:
+        assert reply.ip is not None and reply.ip.adapter_id == nic[1]
+
+
+# -- hvsim: serve, the client, the demo ---------------------------------------------------------
+
+
+def _hvsim(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hvdaemons.sim.cli", *args],
+        cwd=str(REPO),
+        env=daemon_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _wait_for_socket(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not appear")
+
+
+def test_hvsim_serve_and_client(tmp_path: Path) -> None:
+    d = tmp_path / "sim"
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "hvdaemons.sim.cli", "serve", "--dir", str(d), "--service", "kvp"],
+        cwd=str(REPO),
+        env=daemon_env(),
+        stdout=subprocess.PIPE,
+    )
+    daemon = None
+    try:
+        _wait_for_socket(d / "control")
+        daemon = spawn_daemon(str(d / "hv_kvp"), str(tmp_path / "state"))
+        deadline = time.monotonic() + 30
+        while not call(str(d), {"command": "kvp.status"})["registered"]:
+            assert time.monotonic() < deadline, "the daemon did not register"
+            time.sleep(0.05)
+        res = _hvsim("kvp", "--dir", str(d), "set", "--pool", "0", "greeting", "hello")
+        assert (res.returncode, res.stdout.strip()) == (0, "S_OK (0x00000000)")
+        res = _hvsim("kvp", "--dir", str(d), "set", "--pool", "0", "--type", "u32", "number", "7")
+        assert res.returncode == 0
+        res = _hvsim("kvp", "--dir", str(d), "get", "--pool", "0", "greeting")
+        assert (res.returncode, res.stdout) == (0, "hello\n")
+        res = _hvsim("kvp", "--dir", str(d), "enumerate", "--pool", "0")
+        assert res.stdout == "pool 0 (External): 2 items\n  greeting = hello\n  number = 7\n"
+        res = _hvsim("kvp", "--dir", str(d), "enumerate")
+        assert (
+            res.returncode == 0
+            and "ProcessorArchitecture = " in res.stdout
+            and "pool 4" in res.stdout
+        )
+        res = _hvsim("kvp", "--dir", str(d), "delete", "--pool", "0", "greeting")
+        assert res.returncode == 0
+        res = _hvsim("kvp", "--dir", str(d), "get", "--pool", "0", "greeting")
+        assert (res.returncode, res.stdout.strip()) == (1, "S_CONT (0x80070103)")
+        res = _hvsim("kvp", "--dir", str(tmp_path / "nowhere"), "get", "k")
+        assert res.returncode == 2 and "cannot reach the simulator" in res.stderr
+    finally:
+        if daemon is not None:
+            stop(daemon)
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(10)
+
+
+def test_demo() -> None:
+    res = _hvsim("demo", "kvp", timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "kvp demo: all checks passed" in res.stdout
+    assert "IntegrationServicesVersion   3.1" in res.stdout
+    assert "FAILED" not in res.stdout

@@ -1,0 +1,555 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""hvdaemons.kvp.pool: the pool files, their locks, the cache and crash safety."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hvdaemons.kvp import pool as poolmod
+from hvdaemons.kvp.pool import (
+    Pool,
+    PoolSet,
+    encode_journal,
+    in_place_plan,
+    parse_pool,
+    record_bytes,
+)
+
+from .kvp_support import (
+    REPO,
+    R,
+    build_c_writer,
+    daemon_env,
+    reference_record,
+    unshare_python,
+    write_pool,
+)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    d = tmp_path / "state"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def pool(state: Path) -> Iterator[Pool]:
+    p = Pool(str(state), 0)
+    p.open()
+    yield p
+    p.close()
+
+
+def content(state: Path, n: int = 0) -> bytes:
+    return (state / f".kvp_pool_{n}").read_bytes()
+
+
+def test_poolset_creates_dir_0755_and_files_0644(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        pools = PoolSet(str(tmp_path / "hyperv"))
+        pools.open()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "hyperv").st_mode) == 0o755
+    for n in range(5):
+        st = os.stat(tmp_path / "hyperv" / f".kvp_pool_{n}")
+        assert stat.S_IMODE(st.st_mode) == 0o644 and st.st_size == 0
+        assert fcntl.fcntl(pools[n].fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    pools.close()
+
+
+def test_set_get_enumerate_delete_and_exact_bytes(pool: Pool, state: Path) -> None:
+    assert pool.set(b"alpha", b"1") is True
+    assert pool.set(b"beta", "zwei ✓".encode()) is True
+    assert pool.set(b"alpha", b"one, longer") is False
+    assert content(state) == record_bytes(b"alpha", b"one, longer") + record_bytes(
+        b"beta", "zwei ✓".encode()
+    )
+    assert pool.get(b"alpha") == b"one, longer"
+    assert pool.get(b"alph") is None and pool.get(b"alpha\0") is None
+    assert pool.record(1) == record_bytes(b"beta", "zwei ✓".encode())
+    assert pool.record(2) is None and pool.record(-1) is None
+    # A shorter value: zero-filled, no stale bytes (spec 13.7).
+    pool.set(b"alpha", b"1")
+    assert content(state)[:R] == record_bytes(b"alpha", b"1")
+    assert pool.delete(b"alpha") is True
+    assert pool.delete(b"alpha") is False
+    assert content(state) == record_bytes(b"beta", "zwei ✓".encode())
+    assert pool.delete(b"beta") is True
+    assert content(state) == b""
+
+
+def test_reads_reference_file_with_stale_bytes(pool: Pool, state: Path) -> None:
+    recs = [
+        reference_record(b"k0", b"v0", junk=b"OLD"),
+        reference_record(b"k1", b"v1", junk=b"\x01\x02"),
+        reference_record(b"k2", b"v2"),
+        reference_record(b"k3", b"v3", junk=b"z"),
+    ]
+    write_pool(state / ".kvp_pool_0", recs)
+    assert pool.items() == [(b"k0", b"v0"), (b"k1", b"v1"), (b"k2", b"v2"), (b"k3", b"v3")]
+    # ENUMERATE sends the whole arrays, stale bytes included, as the reference does.
+    assert [pool.record(i) for i in range(4)] == recs
+    # Our own writes zero-fill; the other records keep their bytes.
+    pool.set(b"k1", b"new")
+    assert content(state) == recs[0] + record_bytes(b"k1", b"new") + recs[2] + recs[3]
+    pool.delete(b"k0")
+    assert content(state) == record_bytes(b"k1", b"new") + recs[2] + recs[3]
+
+
+def test_duplicate_keys_written_by_others(pool: Pool, state: Path) -> None:
+    write_pool(
+        state / ".kvp_pool_0",
+        [record_bytes(b"k", b"first"), record_bytes(b"x", b"y"), record_bytes(b"k", b"second")],
+    )
+    assert pool.get(b"k") == b"first"
+    pool.set(b"k", b"updated")
+    assert pool.items() == [(b"k", b"updated"), (b"x", b"y"), (b"k", b"second")]
+    pool.delete(b"k")
+    assert pool.items() == [(b"x", b"y"), (b"k", b"second")]
+    assert pool.get(b"k") == b"second"
+
+
+def test_unterminated_arrays(pool: Pool, state: Path) -> None:
+    rec = b"K" * 512 + b"V" * 2048
+    write_pool(state / ".kvp_pool_0", [rec])
+    assert pool.items() == [(b"K" * 512, b"V" * 2048)]
+    assert pool.record(0) == rec
+    assert pool.get(b"K" * 512) == b"V" * 2048
+
+
+def _external_rewrite(path: Path, index: int, key: bytes, value: bytes) -> None:
+    """Another program rewrites one record in place under the POSIX lock."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        os.pwrite(fd, record_bytes(key, value), index * R)
+    finally:
+        os.close(fd)
+
+
+def test_same_size_external_change_right_after_our_write_is_seen(pool: Pool, state: Path) -> None:
+    path = state / ".kvp_pool_0"
+    for i in range(200):
+        pool.set(b"key", b"ours %d" % i)
+        _external_rewrite(path, 0, b"key", b"them %d" % i)
+        assert pool.get(b"key") == b"them %d" % i
+
+
+def test_same_size_external_change_right_after_our_read_is_seen(pool: Pool, state: Path) -> None:
+    path = state / ".kvp_pool_0"
+    pool.set(b"key", b"v")
+    for i in range(200):
+        _external_rewrite(path, 0, b"key", b"a %d" % i)
+        assert pool.get(b"key") == b"a %d" % i
+        _external_rewrite(path, 0, b"key", b"b %d" % i)
+        assert pool.get(b"key") == b"b %d" % i
+
+
+def _bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        for line in f:
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_unchanged_file_is_not_read_again(pool: Pool) -> None:
+    for i in range(100):
+        pool.set(b"k%d" % i, b"v" * 100)
+    time.sleep(0.02)  # let the coarse clock pass the last write
+    assert pool.get(b"k0") == b"v" * 100
+    before = _bytes_read()
+    for i in range(100):
+        assert pool.get(b"k%d" % i) == b"v" * 100
+        assert pool.record(i) is not None
+    # rchar also counts reading /proc/self/io itself (well under a record).
+    assert _bytes_read() - before < R
+
+
+def test_replaced_file_is_reopened(pool: Pool, state: Path) -> None:
+    pool.set(b"a", b"1")
+    other = state / "replacement"
+    write_pool(other, [record_bytes(b"b", b"2")])
+    os.rename(other, state / ".kvp_pool_0")
+    assert pool.items() == [(b"b", b"2")]
+    pool.set(b"c", b"3")
+    assert parse_pool(content(state)) == [(b"b", b"2"), (b"c", b"3")]
+    assert os.fstat(pool.fd).st_ino == os.stat(state / ".kvp_pool_0").st_ino
+
+
+def test_deleted_file_is_recreated(
+    pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool.set(b"a", b"1")
+    os.unlink(state / ".kvp_pool_0")
+    with caplog.at_level(logging.WARNING):
+        assert pool.items() == []
+    assert "vanished" in caplog.text
+    pool.set(b"b", b"2")
+    assert content(state) == record_bytes(b"b", b"2")
+
+
+def test_partial_trailing_record_is_ignored_then_salvaged(
+    pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    junk = b"half a record" * 10
+    write_pool(state / ".kvp_pool_0", [record_bytes(b"a", b"1")], tail=junk)
+    with caplog.at_level(logging.WARNING):
+        assert pool.items() == [(b"a", b"1")]
+        assert "not a multiple of 2560" in caplog.text
+        # An in-place change keeps the size: the tail stays where it is.
+        pool.set(b"a", b"2")
+        assert content(state) == record_bytes(b"a", b"2") + junk
+        # A size change first moves the tail aside (nothing is lost).
+        pool.set(b"b", b"3")
+    assert content(state) == record_bytes(b"a", b"2") + record_bytes(b"b", b"3")
+    assert (state / ".kvp_salvage_0").read_bytes() == junk
+    assert "moved 130 trailing bytes" in caplog.text
+
+
+class _LockHolder:
+    """A separate process holding one kind of lock on a file until told to let go."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        code = (
+            "import fcntl, sys\n"
+            "f = open(sys.argv[1], 'rb+')\n"
+            "(fcntl.lockf if sys.argv[2] == 'posix' else fcntl.flock)(f, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\n"
+            "sys.stdin.readline()\n"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(path), kind],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "locked\n"
+
+    def release(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        self.proc.wait(10)
+
+
+@pytest.mark.parametrize("kind", ["posix", "flock"])
+def test_changes_wait_for_other_lock_holders(pool: Pool, state: Path, kind: str) -> None:
+    pool.set(b"a", b"1")
+    holder = _LockHolder(state / ".kvp_pool_0", kind)
+    done = threading.Event()
+
+    def change() -> None:
+        pool.set(b"b", b"2")
+        done.set()
+
+    t = threading.Thread(target=change)
+    t.start()
+    try:
+        assert not done.wait(0.5), f"SET went ahead while another process held the {kind} lock"
+    finally:
+        holder.release()
+    t.join(10)
+    assert done.is_set()
+    assert pool.items() == [(b"a", b"1"), (b"b", b"2")]
+
+
+def test_concurrent_writers_lose_nothing(pool: Pool, state: Path, tmp_path: Path) -> None:
+    n = 150
+    path = state / ".kvp_pool_0"
+    writer = build_c_writer(tmp_path)
+    cloud_init = (
+        "import fcntl, sys\n"
+        "for i in range(int(sys.argv[2])):\n"
+        "    rec = (b'cloudinit%d' % i).ljust(512, b'\\0') + (b'v%d' % i).ljust(2048, b'\\0')\n"
+        "    with open(sys.argv[1], 'ab') as f:\n"
+        "        fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "        f.write(rec)\n"
+        "        f.flush()\n"
+        "        fcntl.flock(f, fcntl.LOCK_UN)\n"
+    )
+    procs = [
+        subprocess.Popen([str(writer), str(path), str(n), "posix"]),
+        subprocess.Popen([sys.executable, "-c", cloud_init, str(path), str(n)]),
+    ]
+    for i in range(n):
+        pool.set(b"ours%d" % i, b"v%d" % i)
+    assert [p.wait(60) for p in procs] == [0, 0]
+    data = content(state)
+    assert len(data) % R == 0
+    keys = [k for k, _ in parse_pool(data)]
+    want = {b"%s%d" % (p, i) for p in (b"ours", b"posix", b"cloudinit") for i in range(n)}
+    assert len(keys) == len(want) and set(keys) == want
+    assert {k for k, _ in pool.items()} == want
+
+
+# -- crash safety ---------------------------------------------------------------------------
+
+
+def _parse(rec: bytes) -> tuple[bytes, bytes]:
+    return poolmod.parse_record(rec)
+
+
+def test_in_place_plan_every_prefix_reads_old_or_new() -> None:
+    rng = random.Random(1)
+    journaled = 0
+    for slot in range(16):  # every phase of a record against the page grid, twice
+        base = slot * R
+        for _ in range(150):
+            key = b"key%d" % rng.randrange(1000)
+            old = record_bytes(
+                key, bytes(rng.choice(b"abcdef") for _ in range(rng.randrange(2048)))
+            )
+            new = record_bytes(
+                key, bytes(rng.choice(b"uvwxyz") for _ in range(rng.randrange(2048)))
+            )
+            if old == new:
+                continue
+            plan = in_place_plan(base, old, new)
+            if plan is None:
+                journaled += 1
+                continue
+            rec = bytearray(old)
+            for piece in plan:
+                # Nothing outside the record, nothing across a page boundary.
+                assert base <= piece.offset and piece.offset + len(piece.data) <= base + R
+                assert piece.offset // 4096 == (piece.offset + len(piece.data) - 1) // 4096
+                rec[piece.offset - base : piece.offset - base + len(piece.data)] = piece.data
+                assert _parse(bytes(rec)) in (_parse(old), _parse(new))
+            assert bytes(rec) == new
+    assert journaled > 0  # both values straddling a boundary: the journal's case
+
+
+def test_journal_replay_completes_an_interrupted_delete(state: Path) -> None:
+    records = [record_bytes(b"k%d" % i, b"v%d" % i * 300) for i in range(6)]
+    write_pool(state / ".kvp_pool_0", records)
+    ino = os.stat(state / ".kvp_pool_0").st_ino
+    tail = b"".join(records[2:])
+    # Killed after the journal and the first page of the shift were written.
+    (state / ".kvp_journal_0").write_bytes(encode_journal(ino, 6 * R, 5 * R, 1 * R, tail))
+    with open(state / ".kvp_pool_0", "r+b") as f:
+        f.seek(R)
+        f.write(tail[: 4096 - R])
+    p = Pool(str(state), 0)
+    p.open()
+    assert [k for k, _ in p.items()] == [b"k0", b"k2", b"k3", b"k4", b"k5"]
+    assert content(state) == records[0] + tail
+    assert not (state / ".kvp_journal_0").exists()
+    p.close()
+
+
+def test_journal_replay_keeps_records_appended_after_the_crash(state: Path) -> None:
+    records = [record_bytes(b"k%d" % i, b"v") for i in range(4)]
+    foreign = record_bytes(b"appended", b"later")
+    write_pool(state / ".kvp_pool_0", [*records, foreign])
+    ino = os.stat(state / ".kvp_pool_0").st_ino
+    (state / ".kvp_journal_0").write_bytes(
+        encode_journal(ino, 4 * R, 3 * R, 0, b"".join(records[1:]))
+    )
+    p = Pool(str(state), 0)
+    p.open()
+    assert [k for k, _ in p.items()] == [b"k1", b"k2", b"k3", b"appended"]
+    p.close()
+
+
+def test_journal_replay_after_the_truncate_is_idempotent(state: Path) -> None:
+    records = [record_bytes(b"k%d" % i, b"v") for i in range(4)]
+    write_pool(state / ".kvp_pool_0", records[1:])  # shift and truncate done, journal left
+    ino = os.stat(state / ".kvp_pool_0").st_ino
+    (state / ".kvp_journal_0").write_bytes(
+        encode_journal(ino, 4 * R, 3 * R, 0, b"".join(records[1:]))
+    )
+    p = Pool(str(state), 0)
+    p.open()
+    assert [k for k, _ in p.items()] == [b"k1", b"k2", b"k3"]
+    p.close()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "crc", "other-file"])
+def test_bad_journal_is_discarded_and_the_pool_left_alone(
+    state: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = [record_bytes(b"k%d" % i, b"v") for i in range(3)]
+    write_pool(state / ".kvp_pool_0", records)
+    ino = os.stat(state / ".kvp_pool_0").st_ino
+    blob = encode_journal(ino + (damage == "other-file"), 3 * R, 2 * R, 0, b"".join(records[1:]))
+    if damage == "truncated":
+        blob = blob[:1000]
+    elif damage == "crc":
+        blob = blob[:-1] + bytes([blob[-1] ^ 1])
+    (state / ".kvp_journal_0").write_bytes(blob)
+    p = Pool(str(state), 0)
+    with caplog.at_level(logging.WARNING):
+        p.open()
+    assert content(state) == b"".join(records)
+    assert not (state / ".kvp_journal_0").exists()
+    assert "journal" in caplog.text
+    p.close()
+
+
+# The child of the kill -9 test: applies a seeded sequence of operations,
+# reporting each one's start and end on stdout.
+_CHILD = r"""
+import os, sys
+sys.path.insert(0, sys.argv[3])
+from tests.test_kvp_pool import crash_ops
+from hvdaemons.kvp.pool import Pool
+p = Pool(sys.argv[1], 0)
+p.open()
+for i, (op, key, value) in enumerate(crash_ops(int(sys.argv[2]))):
+    os.write(1, b"s%d\n" % i)
+    if op == "set":
+        p.set(key, value)
+    else:
+        p.delete(key)
+    os.write(1, b"d%d\n" % i)
+"""
+
+CRASH_WARMUP = 150
+
+
+def crash_ops(seed: int, count: int = 4000) -> list[tuple[str, bytes, bytes]]:
+    """Big values, in-place updates, appends and deletes near the front (long shifts)."""
+    rng = random.Random(seed)
+    keys: list[bytes] = []
+    ops = []
+    serial = 0
+    for i in range(count):
+        r = rng.random()
+        if i < CRASH_WARMUP or r < 0.3 or not keys:
+            key = b"key-%d" % serial
+            serial += 1
+            keys.append(key)
+            value = bytes([65 + serial % 26]) * rng.randrange(2048)
+            ops.append(("set", key, value))
+        elif r < 0.75:
+            key = rng.choice(keys)
+            ops.append(("set", key, bytes([97 + rng.randrange(26)]) * rng.randrange(2048)))
+        else:
+            key = keys.pop(rng.randrange(min(5, len(keys))))
+            ops.append(("del", key, b""))
+    return ops
+
+
+def _model(ops: list[tuple[str, bytes, bytes]], n: int) -> list[tuple[bytes, bytes]]:
+    items: dict[bytes, bytes] = {}
+    for op, key, value in ops[:n]:
+        if op == "set":
+            items[key] = value
+        else:
+            del items[key]
+    return list(items.items())
+
+
+def _kill_once(state: Path, seed: int, rng: random.Random) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(state), str(seed), str(REPO)],
+        stdout=subprocess.PIPE,
+        env=daemon_env(),
+    )
+    assert proc.stdout is not None
+    out = b""
+    while b"d%d\n" % CRASH_WARMUP not in out:
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        assert chunk, "the writer died"
+        out += chunk
+    time.sleep(rng.uniform(0, 0.15))
+    proc.send_signal(signal.SIGKILL)
+    out += proc.stdout.read()
+    proc.wait()
+    done = [int(line[1:]) for line in out.split() if line.startswith(b"d")]
+    completed = done[-1] + 1
+    ops = crash_ops(seed)
+    after = Pool(str(state), 0)
+    after.open()  # replays a journal, as the restarted daemon does
+    got = after.items()
+    after.close()
+    assert got in (_model(ops, completed), _model(ops, completed + 1)), f"seed {seed}"
+    assert not (state / ".kvp_journal_0").exists()
+
+
+def test_kill_9_leaves_old_or_new_state(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    for i in range(12):
+        state = tmp_path / f"s{i}"
+        state.mkdir()
+        _kill_once(state, 1000 + i, rng)
+
+
+@pytest.mark.slow
+def test_kill_9_leaves_old_or_new_state_many_times(tmp_path: Path) -> None:
+    rng = random.Random(8)
+    for i in range(300):
+        state = tmp_path / f"s{i}"
+        state.mkdir()
+        _kill_once(state, 5000 + i, rng)
+
+
+# -- full disk -------------------------------------------------------------------------------
+
+_ENOSPC = r"""
+import errno, json, os, subprocess, sys
+d = sys.argv[1]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "hvtest", d], check=True)
+from hvdaemons.kvp.pool import Pool, parse_pool
+p = Pool(d, 0)
+p.open()
+out = {}
+added = 0
+try:
+    while True:
+        p.set(b"key%d" % added, b"x" * 2000)
+        added += 1
+except OSError as e:
+    out["set_errno"] = e.errno
+out["added"] = added
+out["mem"] = len(p.items())
+data = open(os.path.join(d, ".kvp_pool_0"), "rb").read()
+out["size"] = len(data)
+out["file"] = len(parse_pool(data))
+# Deleting the first record needs a journal as big as the pool: no room.
+try:
+    p.delete(b"key0")
+    out["delete_first"] = "ok"
+except OSError as e:
+    out["delete_first"] = e.errno
+out["after_delete_first"] = len(parse_pool(open(os.path.join(d, ".kvp_pool_0"), "rb").read()))
+out["journal_left"] = os.path.exists(os.path.join(d, ".kvp_journal_0"))
+# Deleting the last one is a truncate: always possible, and frees room.
+out["delete_last"] = p.delete(b"key%d" % (added - 1))
+p.set(b"again", b"y")
+out["final"] = [k.decode() for k, _ in p.items()][-2:]
+print(json.dumps(out))
+"""
+
+
+def test_full_disk_leaves_file_and_memory_consistent(tmp_path: Path) -> None:
+    d = tmp_path / "small"
+    d.mkdir()
+    res = unshare_python(_ENOSPC, str(d))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["set_errno"] == 28  # ENOSPC
+    assert out["added"] > 5
+    assert out["mem"] == out["file"] == out["added"] and out["size"] == out["added"] * R
+    assert out["delete_first"] == 28 and out["after_delete_first"] == out["added"]
+    assert out["journal_left"] is False
+    assert out["delete_last"] is True
+    assert out["final"] == [f"key{out['added'] - 2}", "again"]
