@@ -77,8 +77,13 @@ def setup(ident: str, *, foreground: bool, debug: bool = False) -> None:
         # Imported only when daemonized: it costs ~1 MiB of RSS under systemd.
         from logging.handlers import SysLogHandler
 
+        class QuietSysLogHandler(SysLogHandler):
+            def handleError(self, record: logging.LogRecord) -> None:
+                # Like syslog(3): with no syslog daemon, messages are dropped.
+                pass
+
         try:
-            target = SysLogHandler(address="/dev/log", facility=SysLogHandler.LOG_USER)
+            target = QuietSysLogHandler(address="/dev/log", facility=SysLogHandler.LOG_USER)
             target.ident = f"{ident}: "
         except OSError:
             target = logging.NullHandler()

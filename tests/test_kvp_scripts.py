@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import hvdaemons.kvp
+from tests.kvp_support import IFCFG, KEYFILE
 
 SCRIPTS = pathlib.Path(hvdaemons.kvp.__file__).resolve().parent / "scripts"
 
@@ -37,44 +38,6 @@ sys.exit(answer.get("rc", 0))
 
 STUB_NAMES = ("nmcli", "networkctl", "netplan", "resolvectl", "ifup", "ifdown")
 
-IFCFG = """\
-HWADDR=00:15:5D:AA:00:01
-DEVICE=a;b$c
-BOOTPROTO=none
-IPADDR0=192.0.2.10
-IPV6ADDR=2001:0db8:0000:0000:0000:0000:0000:0005
-IPADDR1=192.0.2.11
-NETMASK0=255.255.255.0
-IPV6NETMASK=64
-NETMASK1=255.255.255.128
-GATEWAY=192.0.2.1
-IPV6_DEFAULTGW=2001:0db8:0000:0000:0000:0000:0000:0001
-GATEWAY1=192.0.2.254
-DNS1=192.0.2.53
-DNS2=2001:0db8:0000:0000:0000:0000:0000:0053
-DNS3=198.51.100.53
-"""
-
-KEYFILE = """
-[connection]
-interface-name=a;b$c
-
-[ethernet]
-mac-address=00:15:5D:AA:00:01
-
-[ipv4]
-address1=192.0.2.10/24
-address2=192.0.2.11/25
-method=manual
-gateway=192.0.2.1
-dns=192.0.2.53;198.51.100.53;
-
-[ipv6]
-address1=2001:db8::5/64
-method=manual
-gateway=2001:db8::1
-dns=2001:db8::53;
-"""
 
 V6_5 = "2001:0db8:0000:0000:0000:0000:0000:0005"
 V6_1 = "2001:0db8:0000:0000:0000:0000:0000:0001"

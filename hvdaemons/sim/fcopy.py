@@ -36,7 +36,7 @@ from typing import Any
 from ..protocol import fcopy as proto
 from ..protocol.status import describe
 from .chardev import ChardevKernel
-from .server import Json, SimServer, call
+from .server import Json, SimServer, call, stop_daemon
 
 # hv_util.c allocates the service's receive buffer as two 4 KiB pages.
 RECV_BUFFER = 2 * 4096
@@ -424,12 +424,7 @@ def demo_legacy() -> int:
                         st = os.stat(p)
                         print(f"    {oct(st.st_mode & 0o777)} {st.st_size:>7} {p[len(guest) :]}")
             finally:
-                proc.terminate()
-                try:
-                    _, err = proc.communicate(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    _, err = proc.communicate()
+                err = stop_daemon(proc)
             print("  daemon log:")
             for line in err.decode(errors="replace").splitlines():
                 print(f"    {line}")

@@ -26,7 +26,7 @@ from typing import Any
 from ..protocol import kvp
 from ..protocol.status import HvStatus, describe
 from .chardev import HV_UTIL_TIMEOUT, ChardevKernel
-from .server import Json, SimServer, call
+from .server import Json, SimServer, call, stop_daemon
 
 KVP_DEVICE = "hv_kvp"
 POOL_NAMES = {
@@ -494,12 +494,7 @@ def demo(args: argparse.Namespace) -> int:
             items, end = host.enumerate_all(0)
             check(not items, "pool 0 is empty again")
         finally:
-            proc.terminate()
-            try:
-                _, err = proc.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                _, err = proc.communicate()
+            err = stop_daemon(proc)
             server.close()
         print("\n  daemon log:")
         for line in err.decode(errors="replace").splitlines():

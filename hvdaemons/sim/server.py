@@ -14,6 +14,7 @@ import logging
 import os
 import select
 import socket
+import subprocess
 import threading
 from typing import Any, Callable
 
@@ -115,3 +116,14 @@ def call(directory: str, request: Json, timeout: float = 120.0) -> Json:
         sock.send(json.dumps(request).encode())
         reply: Json = json.loads(sock.recv(1 << 20))
         return reply
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bytes:
+    """SIGTERM a daemon the demo started (SIGKILL if it lingers); return its stderr."""
+    proc.terminate()
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err or b""
