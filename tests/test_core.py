@@ -238,3 +238,28 @@ def test_daemonized_logging_goes_to_syslog_or_nowhere(capfd: pytest.CaptureFixtu
     log.setup("KVP", foreground=False)
     logging.getLogger("hvdaemons.test").error("to syslog")
     assert capfd.readouterr().err == ""
+
+
+def test_a_stale_compiled_module_refuses_to_import(tmp_path: Path) -> None:
+    # A package whose Python side is newer than its compiled _hv: as after an
+    # upgrade that left an old extension behind.
+    import shutil
+    import subprocess
+    import sys
+
+    import hvdaemons
+
+    pkg = Path(hvdaemons.__file__).parent
+    copy = tmp_path / "hvdaemons"
+    shutil.copytree(pkg, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    init = copy / "__init__.py"
+    init.write_text(init.read_text().replace(hvdaemons.__version__, "99.0.0"))
+    proc = subprocess.run(
+        [sys.executable, "-c", "import hvdaemons._ffi"],
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert f"built for version {hvdaemons.__version__}, but the package is 99.0.0" in proc.stderr
