@@ -80,13 +80,19 @@ class FdChannel:
     def read(self) -> bytes:
         # PEP 475: os.read retries EINTR by itself.  The kernel never returns
         # 0 bytes; a socket peer that went away does.
-        data = os.read(self.fileno(), READ_SIZE)
+        fd = self._fd
+        if fd < 0:
+            raise ChannelReset("channel is closed")
+        data = os.read(fd, READ_SIZE)
         if not data:
             raise ChannelReset("end of file on the device")
         return data
 
     def write(self, data: bytes) -> None:
-        n = os.write(self.fileno(), data)
+        fd = self._fd
+        if fd < 0:
+            raise ChannelReset("channel is closed")
+        n = os.write(fd, data)
         if n != len(data):
             # hv_utils_transport has no partial writes; a socket could.
             raise OSError(errno.EIO, f"short write: {n} of {len(data)} bytes")

@@ -35,7 +35,6 @@ import selectors
 import shlex
 import signal
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 
@@ -118,6 +117,10 @@ def run_helper(argv: list[str], timeout: float) -> HelperResult:
     exited, whatever it left running in the background (a DHCP client
     started by ifup) is left alone.
     """
+    # Imported here: the auto pool's address lists (the common reason this
+    # module is loaded) need no helper, and subprocess pulls in locale too.
+    import subprocess
+
     try:
         proc = subprocess.Popen(
             argv,

@@ -146,6 +146,7 @@ _Sig = tuple[int, int, int, int, int]
 
 
 def _sig(st: os.stat_result) -> _Sig:
+    # Pool._fresh_unlocked() builds the same tuple inline (the GET hot path).
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -341,13 +342,15 @@ class Pool:
 
     def _fresh_unlocked(self) -> bool:
         """True if the cached records are known to match the file (no lock needed)."""
-        if self._sig is None or self._racy or self._journal_pending:
+        # Every GET comes through here: one stat() and as few Python calls as can be.
+        sig = self._sig
+        if sig is None or self._racy or self._journal_pending:
             return False
         try:
             st = os.stat(self.path)
         except OSError:
             return False
-        return _sig(st) == self._sig
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == sig
 
     def _refresh(self, st: os.stat_result) -> None:
         if self._sig is not None and not self._racy and _sig(st) == self._sig:
@@ -451,7 +454,9 @@ class Pool:
 
     def get(self, key: bytes) -> bytes | None:
         """The value of the first record with this key, or None."""
-        self._fresh()
+        if not self._fresh_unlocked():
+            with self._locked():
+                pass
         i = self._index.get(key)
         return None if i is None else self._values[i]
 
