@@ -29,7 +29,7 @@ from hvdaemons.sim.kvp import KvpHost, first_nic
 from hvdaemons.sim.server import call
 from hvdaemons.transport import FdChannel
 
-from .kvp_support import REPO, R, daemon_argv, daemon_env, spawn_daemon, stop
+from .kvp_support import PKG_ROOT, R, daemon_argv, daemon_env, spawn_daemon, stop
 from .reference.refdaemons import LogReader
 
 S_OK, S_CONT, E_FAIL = HvStatus.S_OK, HvStatus.S_CONT, HvStatus.E_FAIL
@@ -73,14 +73,18 @@ def daemon(tmp_path: Path) -> Iterator[Running]:
 
 def test_help_and_bad_options() -> None:
     res = subprocess.run(
-        [*daemon_argv(), "-h"], cwd=str(REPO), env=daemon_env(), capture_output=True, text=True
+        [*daemon_argv(), "-h"], cwd=str(PKG_ROOT), env=daemon_env(), capture_output=True, text=True
     )
     assert res.returncode == 0
     for flag in ("-n, --no-daemon", "-d, --debug", "--device", "--state-dir", "--scripts-dir"):
         assert flag in res.stdout
     assert "hv_kvp_daemon" in res.stdout
     res = subprocess.run(
-        [*daemon_argv(), "--bogus"], cwd=str(REPO), env=daemon_env(), capture_output=True, text=True
+        [*daemon_argv(), "--bogus"],
+        cwd=str(PKG_ROOT),
+        env=daemon_env(),
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 1 and "usage: hv_kvp_daemon" in res.stderr
 
@@ -312,7 +316,7 @@ def test_full_disk(tmp_path: Path) -> None:
     argv = [*daemon_argv(), "-n", "--device", kernel.path, "--state-dir", str(state)]
     proc = subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(state), *argv],
-        cwd=str(REPO),
+        cwd=str(PKG_ROOT),
         env=daemon_env(),
         stderr=subprocess.PIPE,
     )
@@ -418,7 +422,7 @@ def test_get_ip_info_of_a_real_interface(daemon: Running) -> None:
 def _hvsim(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hvdaemons.sim.cli", *args],
-        cwd=str(REPO),
+        cwd=str(PKG_ROOT),
         env=daemon_env(),
         capture_output=True,
         text=True,
@@ -439,7 +443,7 @@ def test_hvsim_serve_and_client(tmp_path: Path) -> None:
     d = tmp_path / "sim"
     serve = subprocess.Popen(
         [sys.executable, "-m", "hvdaemons.sim.cli", "serve", "--dir", str(d), "--service", "kvp"],
-        cwd=str(REPO),
+        cwd=str(PKG_ROOT),
         env=daemon_env(),
         stdout=subprocess.PIPE,
     )

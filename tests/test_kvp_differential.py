@@ -43,7 +43,7 @@ from hvdaemons.protocol import kvp
 from hvdaemons.protocol.status import HvStatus
 from hvdaemons.sim.chardev import ChardevKernel
 
-from .kvp_support import REPO, R, daemon_env, reference_record, stop, write_pool
+from .kvp_support import PKG_ROOT, R, daemon_env, reference_record, stop, write_pool
 from .reference import refdaemons
 from .reference.refdaemons import LogReader
 
@@ -167,7 +167,7 @@ def play(tmp: Path, who: str, release: str) -> Run:
         )
         proc = subprocess.Popen(
             argv,
-            cwd=str(REPO),
+            cwd=str(PKG_ROOT),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -22,9 +22,11 @@ from typing import Any
 
 import pytest
 
+import hvdaemons
 from hvdaemons.kvp import netlink as nl
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+# The hvdaemons under test: installed under tox, else the source tree.
+REPO_ROOT = pathlib.Path(hvdaemons.__file__).resolve().parent.parent
 _counter = itertools.count()
 
 

@@ -15,7 +15,7 @@ import pytest
 from hvdaemons.kvp import osinfo
 from hvdaemons.kvp.paths import KvpPaths
 
-from .kvp_support import REPO, daemon_env
+from .kvp_support import PKG_ROOT, daemon_env
 
 UNAME = os.uname_result(("Linux", "guest", "6.1.0-18-amd64", "#1 SMP", "x86_64"))
 
@@ -129,7 +129,7 @@ def test_fqdn_error_text_format() -> None:
             script,
             sys.executable,
         ],
-        cwd=str(REPO),
+        cwd=str(PKG_ROOT),
         env=daemon_env(),
         capture_output=True,
         text=True,
