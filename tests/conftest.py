@@ -24,7 +24,7 @@ def _cwd_outside_the_source_tree() -> Iterator[None]:
     compiled module there.  So run from elsewhere whenever the imported
     hvdaemons is not the source tree.
     """
-    installed = REPO not in Path(hvdaemons.__file__).resolve().parents
+    installed = Path(hvdaemons.__file__).resolve().parent != REPO / "hvdaemons"
     if not installed:
         yield
         return
