@@ -328,6 +328,10 @@ def test_rescind_mid_copy_and_reoffer(tmp_path: Path, variant: str) -> None:
             assert host.copy_file(b"again", str(dest), "again.bin").ok
             assert sim.opens == 2
             assert proc.poll() is None
+    except Exception:
+        # A daemon that died shows up only as a connect timeout: say why.
+        print(log.read_text(errors="replace") if log.exists() else "no daemon log")
+        raise
     finally:
         sim.close()
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,6 +171,47 @@ def test_already_bound_or_other_driver_is_left_alone(
     (dev / "uio").mkdir()
     binder.bind(str(dev))
     assert writes.calls == []
+
+
+# Creates and removes PATH -> TARGET as fast as it can, as rescinds and re-offers do.
+_FLAPPING_LINK = """
+import os, sys
+path, target = sys.argv[1:]
+print(flush=True)
+while True:
+    os.symlink(target, path)
+    os.unlink(path)
+"""
+
+
+def test_driver_link_vanishing_under_the_scan(
+    tree: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rescind removes <dev>/driver while the daemon looks at it: not there, not an error.
+
+    os.path.realpath() (lstat, then readlink) raised ENOENT in between, which
+    killed the daemon right after a rescind.
+    """
+    sysfs, dev = tree
+    binder = uio.Binder(str(sysfs), None, Clock(), Writes())
+    link, target = dev / "driver", os.path.relpath(binder.driver_dir(), dev)
+    flapper = subprocess.Popen(
+        [sys.executable, "-c", _FLAPPING_LINK, str(link), target], stdout=subprocess.PIPE
+    )
+    try:
+        assert flapper.stdout is not None
+        flapper.stdout.readline()  # flapping from now on
+        with caplog.at_level(logging.WARNING):
+            for _ in range(20000):
+                binder.bind(str(dev))
+                assert uio.driver_name(str(dev)) in (None, uio.UIO_DRIVER)
+        assert flapper.poll() is None, "the link stopped flapping"
+    finally:
+        flapper.kill()
+        flapper.wait()
+        if flapper.stdout is not None:
+            flapper.stdout.close()
+    assert not caplog.records  # not "bound to driver" either (realpath of a vanished link)
 
 
 def test_modprobe_when_the_driver_is_not_loaded(tree: tuple[Path, Path]) -> None:

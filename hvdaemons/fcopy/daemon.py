@@ -156,13 +156,6 @@ def run_legacy(device: str, stopper: Stopper, copier: FileCopier | None = None) 
     return service.run()
 
 
-def _driver(vmbus_dir: str) -> str | None:
-    link = os.path.join(vmbus_dir, "driver")
-    if not os.path.lexists(link):
-        return None
-    return os.path.basename(os.path.realpath(link))
-
-
 def choose_transport(legacy_path: str, discovery: uio.Discovery, stopper: Stopper) -> str | None:
     """ "legacy" or "uio" once the kernel offers one; None if stopped while waiting."""
     announced = False
@@ -171,7 +164,7 @@ def choose_transport(legacy_path: str, discovery: uio.Discovery, stopper: Stoppe
             return "legacy"
         for vmbus_dir in discovery.fcopy_devices():
             # hv_utils owns the channel on <= 6.9: its char device is on the way.
-            return "legacy" if _driver(vmbus_dir) == HV_UTILS_DRIVER else "uio"
+            return "legacy" if uio.driver_name(vmbus_dir) == HV_UTILS_DRIVER else "uio"
         if not announced:
             log.info(
                 "waiting for %s or a file-copy VMBus device (class %s)",

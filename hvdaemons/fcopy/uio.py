@@ -254,6 +254,16 @@ def find_uio_device(
 # -- binding -----------------------------------------------------------------------
 
 
+def driver_name(vmbus_dir: str) -> str | None:
+    """The driver bound to a VMBus device (its `driver` link), None if unbound or gone."""
+    try:
+        # One readlink(): the link vanishes when the device is rescinded, and
+        # os.path.realpath() (lstat, then readlink) raises if that happens between.
+        return os.path.basename(os.readlink(os.path.join(vmbus_dir, "driver")))
+    except OSError:
+        return None
+
+
 def write_attribute(path: str, data: bytes) -> None:
     """One write() to a sysfs attribute (O_NONBLOCK: harmless there, and it keeps
     the simulator's new_id FIFO from blocking us when nobody reads it)."""
@@ -307,9 +317,8 @@ class Binder:
     def bind(self, vmbus_dir: str) -> None:
         if os.path.isdir(os.path.join(vmbus_dir, "uio")):
             return
-        driver = os.path.join(vmbus_dir, "driver")
-        if os.path.lexists(driver):
-            name = os.path.basename(os.path.realpath(driver))
+        name = driver_name(vmbus_dir)
+        if name is not None:
             if name != UIO_DRIVER:
                 self._once(
                     "other:" + vmbus_dir,
