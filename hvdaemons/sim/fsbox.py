@@ -10,7 +10,8 @@ mount table it reads cannot lead to it:
 * the agent mounts a read-only overlay of `/` as the new root (so programs
   and libraries are found at their usual paths, but the overlay's own
   superblock has no block device and FIFREEZE on it fails EOPNOTSUPP),
-  tmpfs on /tmp, /run, /mnt and /dev/shm, proc, optionally sysfs, /dev,
+  a writable overlay on /tmp (the host's /tmp read-only underneath), tmpfs on
+  /run, /mnt and /dev/shm, proc, optionally sysfs, /dev,
   a bind of the work directory (itself on the host's /dev/shm tmpfs), and
   the test images (ext4, xfs; stacked loop-on-loop) with `mount -o loop`
   under /mnt;
@@ -61,7 +62,7 @@ _VIRTUAL = {
     "/sys": "sysfs",
     "/dev": "devtmpfs",
     "/dev/shm": "tmpfs",
-    "/tmp": "tmpfs",
+    "/tmp": "overlay",
     "/run": "tmpfs",
     MNT: "tmpfs",
 }
@@ -455,7 +456,20 @@ def _setup(cfg: dict[str, Any]) -> None:
     _run("mount", "-t", "tmpfs", "-o", "mode=1777,size=1m", "hvfsbox", f"{new}/dev/shm")
     os.makedirs(new + work)
     _run("mount", "--bind", work, new + work)
-    _run("mount", "-t", "tmpfs", "-o", "mode=1777", "hvfsbox", f"{new}/tmp")
+    # /tmp: writable, but still showing the host's /tmp underneath (read only),
+    # so a daemon or venv installed below /tmp (a CI checkout) runs in the box.
+    # The writes land in an upper layer on the work directory's tmpfs.
+    os.makedirs(f"{work}/tmp-upper/data")
+    os.makedirs(f"{work}/tmp-upper/work")
+    _run(
+        "mount",
+        "-t",
+        "overlay",
+        "-o",
+        f"lowerdir=/tmp,upperdir={work}/tmp-upper/data,workdir={work}/tmp-upper/work",
+        "hvfsbox-tmp",
+        f"{new}/tmp",
+    )
     _run("mount", "-t", "tmpfs", "-o", "mode=755", "hvfsbox", f"{new}/run")
     _run("mount", "-t", "tmpfs", "-o", "mode=755", "hvfsbox", f"{new}{MNT}")
     for raw in cfg["specs"]:
