@@ -408,7 +408,8 @@ def test_bad_journal_is_discarded_and_the_pool_left_alone(
 # reporting each one's start and end on stdout.
 _CHILD = r"""
 import os, sys
-sys.path.insert(0, sys.argv[3])
+# The tests package from the repository, hvdaemons from PYTHONPATH (the one under test).
+sys.path.append(sys.argv[3])
 from tests.test_kvp_pool import crash_ops
 from hvdaemons.kvp.pool import Pool
 p = Pool(sys.argv[1], 0)
