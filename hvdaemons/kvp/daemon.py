@@ -297,31 +297,11 @@ class KvpHandler:
 
     def _get_ip_info(self, msg: bytes, req: kvp.GetIpInfoRequest) -> bytes:
         status, info = self._ip().get_ip_info(req.adapter_id, req.addr_family, self.paths)
-        value = None
-        if info is not None:
-            value = kvp.IpValue(
-                adapter_id=info.adapter_id,
-                addr_family=info.addr_family,
-                dhcp_enabled=info.dhcp_enabled,
-                ip_addr=info.ip_addr,
-                sub_net=info.sub_net,
-                gate_way=info.gate_way,
-                dns_addr=info.dns_addr,
-            )
-        return kvp.reply_ip_info(msg, status, value)
+        return kvp.reply_ip_info(msg, status, info)
 
     def _set_ip_info(self, msg: bytes, req: kvp.SetIpInfoRequest) -> bytes:
         ip = self._ip()
-        v = req.value
-        info = ip.IpInfo(
-            adapter_id=v.adapter_id,
-            addr_family=v.addr_family,
-            dhcp_enabled=v.dhcp_enabled,
-            ip_addr=v.ip_addr,
-            sub_net=v.sub_net,
-            gate_way=v.gate_way,
-            dns_addr=v.dns_addr,
-        )
+        info = req.value
         status: int = ip.set_ip_info(info, self.paths)
         return kvp.reply_status(msg, status)
 

@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 
 from .. import _ffi
+from ..protocol.kvp import IpValue
 from . import netlink
 from .paths import KvpPaths
 
@@ -67,16 +68,9 @@ _ENUM_VALUE_MAX = 1022
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass(frozen=True)
-class IpInfo:
-    adapter_id: str
-    addr_family: int
-    dhcp_enabled: bool
-    # ';'-joined UTF-8 strings as in struct hv_kvp_ipaddr_value
-    ip_addr: str
-    sub_net: str
-    gate_way: str
-    dns_addr: str
+# The value GET_IP_INFO returns and SET_IP_INFO applies: the protocol's own
+# struct hv_kvp_ipaddr_value (';'-joined UTF-8 strings), under this module's name.
+IpInfo = IpValue
 
 
 def _status(name: str) -> int:

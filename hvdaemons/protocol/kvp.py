@@ -217,8 +217,8 @@ class EnumerateRequest:
 class IpValue:
     """struct hv_kvp_ipaddr_value as kernel and daemon exchange it (UTF-8 strings).
 
-    The address fields are ';'-separated lists.  Same fields as
-    hvdaemons.kvp.ipinfo.IpInfo.
+    The address fields are ';'-separated lists.  hvdaemons.kvp.ipinfo uses
+    it as its IpInfo.
     """
 
     adapter_id: str

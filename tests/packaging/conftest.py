@@ -147,12 +147,11 @@ def deb_tree(packages: Packages, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return d
 
 
-@pytest.fixture(scope="session")
-def debian_root_tar() -> Path:
-    """A minimal bookworm root with the package's dependencies, made once with
-    mmdebstrap and cached under .cache/ (about 30 s the first time)."""
+def cached_root_tar(name: str, packages: Sequence[str]) -> Path:
+    """A minimal bookworm root with packages, made once with mmdebstrap and
+    cached as .cache/packaging/<SUITE>-<name>.tar."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    tar = CACHE / f"{SUITE}-root.tar"
+    tar = CACHE / f"{SUITE}-{name}.tar"
     if not tar.exists():
         need("mmdebstrap")
         tmp = tar.with_suffix(".tmp.tar")
@@ -160,7 +159,7 @@ def debian_root_tar() -> Path:
             [
                 "mmdebstrap",
                 "--variant=apt",
-                "--include=" + ",".join(ROOT_PACKAGES),
+                "--include=" + ",".join(packages),
                 SUITE,
                 tmp,
                 f"deb {mirror()} {SUITE} main",
@@ -169,6 +168,12 @@ def debian_root_tar() -> Path:
         )
         tmp.rename(tar)
     return tar
+
+
+@pytest.fixture(scope="session")
+def debian_root_tar() -> Path:
+    """The package's dependencies only (about 30 s the first time)."""
+    return cached_root_tar("root", ROOT_PACKAGES)
 
 
 @pytest.fixture(scope="session")

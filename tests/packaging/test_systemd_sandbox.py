@@ -27,31 +27,14 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CACHE, ROOT_PACKAGES, SUITE, Packages, mirror, need, run
+from .conftest import ROOT_PACKAGES, Packages, cached_root_tar, need, run
 
 SYSTEMD_PACKAGES = (*ROOT_PACKAGES, "systemd", "systemd-sysv", "dbus")
 
 
 @pytest.fixture(scope="module")
 def systemd_root_tar() -> Path:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tar = CACHE / f"{SUITE}-systemd-root.tar"
-    if not tar.exists():
-        need("mmdebstrap")
-        tmp = tar.with_suffix(".tmp.tar")
-        run(
-            [
-                "mmdebstrap",
-                "--variant=apt",
-                "--include=" + ",".join(SYSTEMD_PACKAGES),
-                SUITE,
-                tmp,
-                f"deb {mirror()} {SUITE} main",
-            ],
-            timeout=1200,
-        )
-        tmp.rename(tar)
-    return tar
+    return cached_root_tar("systemd-root", SYSTEMD_PACKAGES)
 
 
 def derived_unit(shipped: str, device_dep: str, exec_start: str, after: str) -> str:
