@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Throughput of file copy through the uio ring: the real daemon against the simulated host.
 
-Mirrors no upstream file.  The host (this process, hvdaemons.sim.uio) pushes
+Mirrors no upstream file.  The host (this process, hvsim.uio) pushes
 one file in 6144-byte WRITE fragments, one request outstanding at a time as
 Hyper-V does; the daemon (`python -m hvdaemons.fcopy.daemon`, a separate
 process) drains the ring and writes the file.  Two host behaviours:
@@ -32,7 +32,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from hvdaemons.sim import uio as sim_uio
+from hvsim import uio as sim_uio
 
 GOAL_MBPS = 500.0
 

@@ -3,7 +3,7 @@
 """KVP daemon benchmark: our hv_kvp_daemon side by side with the reference C daemon.
 
 Mirrors nothing upstream.  Both daemons run the same way, as in
-tests/test_kvp_differential.py: default paths, the hvshim.so LD_PRELOAD
+tests/kvp/test_differential.py: default paths, the hvshim.so LD_PRELOAD
 shim connecting /dev/vmbus/hv_kvp to an in-process simulated kernel, in a
 private mount namespace whose /var/lib/hyperv is a bind mount of a seeded
 directory (on the same filesystem for both).  Measured, per daemon:
@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from hvdaemons.kvp.pool import record_bytes  # noqa: E402
 from hvdaemons.protocol import kvp  # noqa: E402
-from hvdaemons.sim.chardev import ChardevKernel  # noqa: E402
+from hvsim.chardev import ChardevKernel  # noqa: E402
 from tests.reference import refdaemons  # noqa: E402
 
 SMALL, BIG = 10, 5000

@@ -40,8 +40,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvdaemons.sim.fsbox import FsBox, FsSpec
 from tests.vss_sandbox import REFERENCES, Daemon
+
+from hvsim.fsbox import FsBox, FsSpec
 
 KINDS = ("ours", *REFERENCES)
 

@@ -93,7 +93,7 @@ int hvr_fcopy_writes(uint8_t *rx, uint8_t *tx, uint32_t ring_size, uint32_t hdr_
 		     int uio_fd, int file_fd, uint8_t *scratch, uint32_t scratch_len,
 		     uint64_t spin_ns, uint32_t max_pkts, int *state);
 
-/* The simulated host's side of a file copy (hvdaemons.sim.uio), in C so that
+/* The simulated host's side of a file copy (hvsim.uio), in C so that
  * a benchmark measures the daemon rather than the simulator: stream WRITE
  * requests for the bytes [*offset, end) of file_fd, one outstanding at a
  * time as Hyper-V does.  req (req_len bytes) is a complete WRITE request

@@ -17,8 +17,8 @@ from hvdaemons import _ffi, cli, log
 from hvdaemons.errors import ProtocolError
 from hvdaemons.notify import sd_notify
 from hvdaemons.service import Service, Stopper
-from hvdaemons.sim.chardev import ChardevKernel
 from hvdaemons.transport import FdChannel, open_device
+from hvsim.chardev import ChardevKernel
 
 
 class EchoVss:

@@ -19,7 +19,7 @@ bytes waits for an interrupt (EIO after a rescind) and write() of an s32 is
 irqcontrol (1 = clear the RX interrupt mask and signal the host, 0 = set it).
 The ring header is one page (mmap.PAGESIZE).
 
-The simulator (hvdaemons.sim.uio) serves the same protocol at a Unix
+The simulator (hvsim.uio) serves the same protocol at a Unix
 SOCK_SEQPACKET socket in place of the node (--dev-root DIR): on connect it
 sends one message whose data is two u32s (the emulated kernel's page size,
 which is the ring header size, and the map0 size) with the rings' memfd as

@@ -130,7 +130,7 @@ def test_launchers(deb_tree: Path) -> None:
         assert f"from {module} import main" in text
     uio = deb_tree / "usr/sbin/hv_fcopy_uio_daemon"
     assert uio.is_symlink() and str(uio.readlink()) == "hv_fcopy_daemon"
-    assert "from hvdaemons.sim.cli import main" in (deb_tree / "usr/bin/hvsim").read_text()
+    assert "from hvsim.cli import main" in (deb_tree / "usr/bin/hvsim").read_text()
 
 
 def test_lintian_clean(packages: Packages) -> None:

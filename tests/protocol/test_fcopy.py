@@ -9,7 +9,7 @@ import pytest
 
 from hvdaemons.protocol import fcopy as P
 from hvdaemons.protocol.status import HvStatus
-from hvdaemons.sim.fcopy import FcopyKernel, kernel_start, utf16s_to_utf8s
+from hvsim.fcopy import FcopyKernel, kernel_start, utf16s_to_utf8s
 
 
 def field(raw: bytes) -> bytes:

@@ -14,8 +14,7 @@ import pytest
 
 from hvdaemons.kvp import osinfo
 from hvdaemons.kvp.paths import KvpPaths
-
-from .kvp_support import PKG_ROOT, daemon_env
+from tests.support.kvp import PKG_ROOT, daemon_env
 
 UNAME = os.uname_result(("Linux", "guest", "6.1.0-18-amd64", "#1 SMP", "x86_64"))
 

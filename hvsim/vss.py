@@ -21,8 +21,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from ..protocol import vss
-from ..protocol.status import HvStatus, describe
+from hvdaemons.protocol import vss
+from hvdaemons.protocol.status import HvStatus, describe
+
 from .chardev import HV_UTIL_TIMEOUT, VSS_FREEZE_TIMEOUT, ChardevKernel
 from .server import Json, SimServer, call
 

@@ -2,7 +2,7 @@
 """hv_vss_daemon under faults: a filesystem that refuses to freeze, the daemon killed
 while frozen, a host that never thaws, the device failing while frozen.
 
-Same sandbox rules as test_vss_e2e.py: private mount namespace with only
+Same sandbox rules as test_e2e.py: private mount namespace with only
 loop-mounted test images, probes by second FIFREEZE, cleanup thaws and
 fails the test if it had to.
 """
@@ -13,8 +13,8 @@ import signal
 import time
 
 from hvdaemons.protocol.status import HvStatus
-from hvdaemons.sim.fsbox import FsSpec, daemon_argv
-from tests.vss_sandbox import STACKED, Daemon, sandbox, wait_until
+from hvsim.fsbox import FsSpec, daemon_argv
+from tests.support.vss_sandbox import STACKED, Daemon, sandbox, wait_until
 
 FAIL = bytes.fromhex("05400080") + bytes(8)
 IMAGES = ["/mnt/a", "/mnt/b", "/mnt/outer", "/mnt/inner"]

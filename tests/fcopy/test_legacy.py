@@ -28,8 +28,8 @@ from hvdaemons.protocol.fcopy import (
     OVER_WRITE,
     S_OK,
 )
-from hvdaemons.sim.fcopy import daemon_argv
-from tests.fcopy_support import LegacyRig, daemon_env, wait_for
+from hvsim.fcopy import daemon_argv
+from tests.support.fcopy import LegacyRig, daemon_env, wait_for
 
 GiB = 1 << 30
 
@@ -270,7 +270,7 @@ def test_hvsim_serve_and_client_copy(tmp_path: Path, guest: Path) -> None:
     d = tmp_path / "sim"
     env = daemon_env()
     sim = subprocess.Popen(
-        [sys.executable, "-m", "hvdaemons.sim.cli", "serve", "--dir", str(d), "--service", "fcopy"],
+        [sys.executable, "-m", "hvsim.cli", "serve", "--dir", str(d), "--service", "fcopy"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -288,7 +288,7 @@ def test_hvsim_serve_and_client_copy(tmp_path: Path, guest: Path) -> None:
         src.write_bytes(b"hello\n" * 2000)
 
         def client(*args: str) -> subprocess.CompletedProcess[str]:
-            argv = [sys.executable, "-m", "hvdaemons.sim.cli", "fcopy", "--dir", str(d), "copy"]
+            argv = [sys.executable, "-m", "hvsim.cli", "fcopy", "--dir", str(d), "copy"]
             return subprocess.run([*argv, *args], env=env, capture_output=True, text=True)
 
         assert wait_for(lambda: client(str(src), f"{guest}/probe").returncode == 0, 20)

@@ -46,9 +46,8 @@ from dataclasses import asdict, dataclass
 from typing import IO, Any
 
 import hvdaemons
-
-from .. import _ffi
-from ..vss.mounts import Mount, parse_mountinfo
+from hvdaemons import _ffi
+from hvdaemons.vss.mounts import Mount, parse_mountinfo
 
 FIFREEZE = _ffi.const("FIFREEZE")
 FITHAW = _ffi.const("FITHAW")
@@ -132,7 +131,7 @@ def sweep() -> None:
             continue  # being set up right now, or not ours
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                alive = b"hvdaemons.sim.fsbox" in f.read()
+                alive = b"hvsim.fsbox" in f.read()
         except OSError:
             alive = False
         if not alive:
@@ -209,7 +208,7 @@ class FsBox:
                 "--",
                 sys.executable,
                 "-m",
-                "hvdaemons.sim.fsbox",
+                "hvsim.fsbox",
                 "agent",
                 cfg,
             ],
@@ -601,4 +600,4 @@ def agent_main(config_path: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "agent":
         sys.exit(agent_main(sys.argv[2]))
-    sys.exit("usage: python -m hvdaemons.sim.fsbox agent CONFIG")
+    sys.exit("usage: python -m hvsim.fsbox agent CONFIG")

@@ -28,9 +28,9 @@ from hvdaemons.protocol.fcopy import (
     OVER_WRITE,
     S_OK,
 )
-from hvdaemons.sim.fcopy import FcopyHost
-from tests.fcopy_support import LegacyRig, tree
+from hvsim.fcopy import FcopyHost
 from tests.reference import refdaemons
+from tests.support.fcopy import LegacyRig, tree
 
 GiB = 1 << 30
 

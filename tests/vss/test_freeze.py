@@ -5,7 +5,7 @@ The Freezer is the one injected seam: it records FIFREEZE/FITHAW calls and
 answers with the kernel's errnos (EBUSY on a second freeze, EINVAL on thawing
 a thawed filesystem), so rollback, order, held logging, the deadline and the
 state file are checked without freezing anything real.  The real freezer is
-exercised end to end in test_vss_e2e.py.
+exercised end to end in test_e2e.py.
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ import sys
 import tempfile
 from typing import Any
 
-from ..protocol import kvp
-from ..protocol.status import HvStatus, describe
+from hvdaemons.protocol import kvp
+from hvdaemons.protocol.status import HvStatus, describe
+
 from .chardev import HV_UTIL_TIMEOUT, ChardevKernel
 from .server import Json, SimServer, call, stop_daemon
 

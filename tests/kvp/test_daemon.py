@@ -24,13 +24,12 @@ from hvdaemons.kvp.pool import PoolSet, record_bytes
 from hvdaemons.protocol import kvp
 from hvdaemons.protocol.status import HvStatus
 from hvdaemons.service import Service, Stopper
-from hvdaemons.sim.chardev import ChardevKernel
-from hvdaemons.sim.kvp import KvpHost, first_nic
-from hvdaemons.sim.server import call
 from hvdaemons.transport import FdChannel
-
-from .kvp_support import PKG_ROOT, R, daemon_argv, daemon_env, spawn_daemon, stop
-from .reference.refdaemons import LogReader
+from hvsim.chardev import ChardevKernel
+from hvsim.kvp import KvpHost, first_nic
+from hvsim.server import call
+from tests.reference.refdaemons import LogReader
+from tests.support.kvp import PKG_ROOT, R, daemon_argv, daemon_env, spawn_daemon, stop
 
 S_OK, S_CONT, E_FAIL = HvStatus.S_OK, HvStatus.S_CONT, HvStatus.E_FAIL
 
@@ -421,7 +420,7 @@ def test_get_ip_info_of_a_real_interface(daemon: Running) -> None:
 
 def _hvsim(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hvdaemons.sim.cli", *args],
+        [sys.executable, "-m", "hvsim.cli", *args],
         cwd=str(PKG_ROOT),
         env=daemon_env(),
         capture_output=True,
@@ -442,7 +441,7 @@ def _wait_for_socket(path: Path, timeout: float = 30) -> None:
 def test_hvsim_serve_and_client(tmp_path: Path) -> None:
     d = tmp_path / "sim"
     serve = subprocess.Popen(
-        [sys.executable, "-m", "hvdaemons.sim.cli", "serve", "--dir", str(d), "--service", "kvp"],
+        [sys.executable, "-m", "hvsim.cli", "serve", "--dir", str(d), "--service", "kvp"],
         cwd=str(PKG_ROOT),
         env=daemon_env(),
         stdout=subprocess.PIPE,

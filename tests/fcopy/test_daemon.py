@@ -20,8 +20,8 @@ from hvdaemons.fcopy.uio import FCOPY_CLASS_ID, SysfsDiscovery
 from hvdaemons.fcopy.writer import FileCopier
 from hvdaemons.protocol import fcopy as P
 from hvdaemons.service import Stopper
-from tests.fcopy_support import daemon_env
 from tests.reference.refdaemons import LogReader
+from tests.support.fcopy import daemon_env
 
 
 def vmbus_device(sysfs: Path, instance: str, driver: str | None) -> Path:

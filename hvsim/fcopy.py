@@ -33,8 +33,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..protocol import fcopy as proto
-from ..protocol.status import describe
+from hvdaemons.protocol import fcopy as proto
+from hvdaemons.protocol.status import describe
+
 from .chardev import ChardevKernel
 from .server import Json, SimServer, call, stop_daemon
 
@@ -434,8 +435,8 @@ def demo_legacy() -> int:
 
 def demo(args: argparse.Namespace) -> int:
     status = demo_legacy()
-    if importlib.util.find_spec("hvdaemons.sim.uio") is not None:
-        module = importlib.import_module("hvdaemons.sim.uio")
+    if importlib.util.find_spec("hvsim.uio") is not None:
+        module = importlib.import_module("hvsim.uio")
         demo_uio = getattr(module, "demo_uio", None)
         if demo_uio is not None:
             status |= int(demo_uio(args))

@@ -5,7 +5,7 @@ SET_IP_INFO through a fake /sys/class/net tree (veths have no VMBus device).
 
 The hv_get_* helpers used for GET are small test scripts standing in for the
 distribution's scripts; the shipped scripts are exercised end to end once
-here and in detail in test_kvp_scripts.py.
+here and in detail in test_scripts.py.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from hvdaemons import _ffi
 from hvdaemons.kvp import ipinfo
 from hvdaemons.kvp.ipinfo import IpInfo
 from hvdaemons.kvp.paths import KvpPaths
-from tests.kvp_support import IFCFG, KEYFILE
-from tests.test_kvp_netlink import NetNs
+from tests.kvp.test_netlink import NetNs
+from tests.support.kvp import IFCFG, KEYFILE
 
 HV_S_OK = _ffi.const("HV_S_OK")
 HV_E_FAIL = _ffi.const("HV_E_FAIL")

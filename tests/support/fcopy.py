@@ -2,7 +2,7 @@
 """Test rigs for the legacy file-copy daemon: a simulated /dev/vmbus/hv_fcopy with
 a real daemon process on it (ours, or Debian bookworm's reference C daemon).
 
-Mirrors nothing upstream: test harness shared by tests/test_fcopy_*.py and
+Mirrors nothing upstream: test harness shared by tests/fcopy/ and
 benchmarks/bench_fcopy.py.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import hvdaemons
-from hvdaemons.sim.chardev import ChardevKernel
-from hvdaemons.sim.fcopy import FcopyHost, daemon_argv
+from hvsim.chardev import ChardevKernel
+from hvsim.fcopy import FcopyHost, daemon_argv
 from tests.reference import refdaemons
 
 # Where the hvdaemons under test lives, so `python -m` finds it from any cwd.

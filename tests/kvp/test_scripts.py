@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import hvdaemons.kvp
-from tests.kvp_support import IFCFG, KEYFILE
+from tests.support.kvp import IFCFG, KEYFILE
 
 SCRIPTS = pathlib.Path(hvdaemons.kvp.__file__).resolve().parent / "scripts"
 

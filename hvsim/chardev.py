@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .. import _ffi
+from hvdaemons import _ffi
 
 log = logging.getLogger(__name__)
 

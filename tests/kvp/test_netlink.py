@@ -2,7 +2,7 @@
 """hvdaemons.kvp.netlink: the pure parsers on hand-made (and hostile) bytes,
 and the socket client against real veth interfaces in a network namespace.
 
-NetNs is shared with test_kvp_ipinfo.py.
+NetNs is shared with test_ipinfo.py.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ import pytest
 
 from hvdaemons.protocol import vss
 from hvdaemons.protocol.status import HvStatus
-from hvdaemons.sim.fsbox import daemon_argv, python_env
-from tests.vss_sandbox import STACKED, Daemon, need_root, sandbox, wait_until
+from hvsim.fsbox import daemon_argv, python_env
+from tests.support.vss_sandbox import STACKED, Daemon, need_root, sandbox, wait_until
 
 IMAGES = ["/mnt/a", "/mnt/b", "/mnt/outer", "/mnt/inner"]
 OK = bytes(12)
@@ -125,7 +125,7 @@ def test_hvsim_cli_drives_a_backup() -> None:
     with sandbox(STACKED) as box:
         sim = os.path.join(box.sim_dir, "cli")
         serve = subprocess.Popen(
-            [sys.executable, "-m", "hvdaemons.sim.cli", "serve", "--dir", sim, "--service", "vss"],
+            [sys.executable, "-m", "hvsim.cli", "serve", "--dir", sim, "--service", "vss"],
             env=python_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -142,7 +142,7 @@ def test_hvsim_cli_drives_a_backup() -> None:
 
             def hvsim(*args: str) -> subprocess.CompletedProcess[str]:
                 return subprocess.run(
-                    [sys.executable, "-m", "hvdaemons.sim.cli", "vss", "--dir", sim, *args],
+                    [sys.executable, "-m", "hvsim.cli", "vss", "--dir", sim, *args],
                     env=python_env(),
                     capture_output=True,
                     text=True,
@@ -170,7 +170,7 @@ def test_hvsim_cli_drives_a_backup() -> None:
 def test_hvsim_demo_vss_runs_safely() -> None:
     need_root()
     res = subprocess.run(
-        [sys.executable, "-m", "hvdaemons.sim.cli", "demo", "vss"],
+        [sys.executable, "-m", "hvsim.cli", "demo", "vss"],
         env=python_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

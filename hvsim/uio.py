@@ -53,10 +53,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from .. import _ffi
-from ..fcopy.uio import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
-from ..protocol import fcopy as fcopy_msg
-from ..protocol import icmsg
+from hvdaemons import _ffi
+from hvdaemons.fcopy.uio import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
+from hvdaemons.protocol import fcopy as fcopy_msg
+from hvdaemons.protocol import icmsg
 
 log = logging.getLogger(__name__)
 
@@ -864,7 +864,7 @@ def is_socket(path: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m hvdaemons.sim.uio",
+        prog="python -m hvsim.uio",
         description="copy a file into the guest through the simulated uio ring",
     )
     p.add_argument("--kernel", choices=sorted(VARIANTS), default=DEFAULT_VARIANT)

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""Helpers shared by the tests/test_kvp_*.py files (not a test module)."""
+"""Helpers shared by the tests/kvp/ files (not a test module)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 import hvdaemons
 from hvdaemons.protocol.kvp import RECORD_SIZE
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 # Where the hvdaemons under test lives: the installed wheel under tox (the
 # source tree has no compiled module there), the source tree otherwise.
 # Daemons run with it first on sys.path and as their cwd (python -m puts
@@ -145,8 +145,8 @@ def unshare_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-# The files SET_IP_INFO writes for tests/test_kvp_ipinfo.py's request, which
-# tests/test_kvp_scripts.py feeds to the helper scripts.
+# The files SET_IP_INFO writes for tests/kvp/test_ipinfo.py's request, which
+# tests/kvp/test_scripts.py feeds to the helper scripts.
 IFCFG = """\
 HWADDR=00:15:5D:AA:00:01
 DEVICE=a;b$c

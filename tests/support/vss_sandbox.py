@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Test rig for the VSS daemons: a safe filesystem sandbox plus daemons on simulated devices.
 
-Mirrors nothing upstream: harness shared by tests/test_vss_*.py and
+Mirrors nothing upstream: harness shared by tests/vss/ and
 benchmarks/bench_vss.py.  Every freeze happens inside an FsBox (see
-hvdaemons/sim/fsbox.py): a private mount namespace whose mount table holds
+hvsim/fsbox.py): a private mount namespace whose mount table holds
 only loop-mounted test images, verified before the box is handed out.
 Frozen state is probed with a second FIFREEZE, never by writing; the
 sandbox's cleanup thaws from outside the daemon and the test fails if
@@ -22,9 +22,9 @@ from typing import Callable
 
 import pytest
 
-from hvdaemons.sim.chardev import ChardevKernel
-from hvdaemons.sim.fsbox import FsBox, FsSpec, daemon_argv
-from hvdaemons.sim.vss import VssHost
+from hvsim.chardev import ChardevKernel
+from hvsim.fsbox import FsBox, FsSpec, daemon_argv
+from hvsim.vss import VssHost
 from tests.reference import refdaemons
 
 REFERENCES = ("bookworm", "trixie")

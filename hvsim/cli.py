@@ -28,7 +28,7 @@ SERVICES = ("kvp", "vss", "fcopy")
 
 
 def _module(name: str) -> ModuleType:
-    return importlib.import_module(f"hvdaemons.sim.{name}")
+    return importlib.import_module(f"hvsim.{name}")
 
 
 def serve(args: argparse.Namespace) -> int:

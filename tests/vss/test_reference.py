@@ -24,8 +24,8 @@ import pytest
 
 from hvdaemons.protocol import vss
 from hvdaemons.protocol.status import HvStatus
-from hvdaemons.sim.fsbox import FsBox, FsSpec
-from tests.vss_sandbox import REFERENCES, STACKED, Daemon, normalized, sandbox
+from hvsim.fsbox import FsBox, FsSpec
+from tests.support.vss_sandbox import REFERENCES, STACKED, Daemon, normalized, sandbox
 
 # Independent filesystems, a bind mount (same superblock: EBUSY in the
 # reference, deduplicated in ours) and a read-only one (skipped by both).

@@ -41,11 +41,10 @@ import pytest
 from hvdaemons.kvp.pool import parse_pool, record_bytes
 from hvdaemons.protocol import kvp
 from hvdaemons.protocol.status import HvStatus
-from hvdaemons.sim.chardev import ChardevKernel
-
-from .kvp_support import PKG_ROOT, R, daemon_env, reference_record, stop, write_pool
-from .reference import refdaemons
-from .reference.refdaemons import LogReader
+from hvsim.chardev import ChardevKernel
+from tests.reference import refdaemons
+from tests.reference.refdaemons import LogReader
+from tests.support.kvp import PKG_ROOT, R, daemon_env, reference_record, stop, write_pool
 
 S_OK, S_CONT, E_FAIL = HvStatus.S_OK, HvStatus.S_CONT, HvStatus.E_FAIL
 u32 = struct.Struct("<I").pack

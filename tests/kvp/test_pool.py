@@ -28,8 +28,7 @@ from hvdaemons.kvp.pool import (
     parse_pool,
     record_bytes,
 )
-
-from .kvp_support import (
+from tests.support.kvp import (
     REPO,
     R,
     build_c_writer,
@@ -410,7 +409,7 @@ _CHILD = r"""
 import os, sys
 # The tests package from the repository, hvdaemons from PYTHONPATH (the one under test).
 sys.path.append(sys.argv[3])
-from tests.test_kvp_pool import crash_ops
+from tests.kvp.test_pool import crash_ops
 from hvdaemons.kvp.pool import Pool
 p = Pool(sys.argv[1], 0)
 p.open()

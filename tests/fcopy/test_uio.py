@@ -24,7 +24,7 @@ import pytest
 from hvdaemons import _ffi
 from hvdaemons.protocol import fcopy as fm
 from hvdaemons.protocol import icmsg
-from hvdaemons.sim import uio as sim_uio
+from hvsim import uio as sim_uio
 
 S_OK = 0
 E_FAIL = 0x80004005
