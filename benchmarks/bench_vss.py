@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.vss_sandbox import REFERENCES, Daemon
+from tests.support.vss_sandbox import REFERENCES, Daemon
 
 from hvsim.fsbox import FsBox, FsSpec
 
