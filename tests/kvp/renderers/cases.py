@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvdaemons.kvp.renderers.base import System
+from hvdaemons.kvp.renderers.model import IpConfig, parse
 from hvdaemons.protocol.kvp import IpValue
 
 EXPECTED = Path(__file__).resolve().parent / "expected"
@@ -80,3 +82,35 @@ CASES: dict[str, Case] = {
 
 def expected(backend: str, case: str, suffix: str = "") -> str:
     return (EXPECTED / backend / f"{case}{suffix}").read_text()
+
+
+def config(case: str) -> IpConfig:
+    c = CASES[case]
+    return parse(c.ifname, c.mac, c.value)
+
+
+@dataclass
+class Machine:
+    """A scratch root and PATH for the probes: files below root, tools in bin."""
+
+    root: Path
+    bin: Path
+
+    def file(self, absolute: str, text: str = "") -> Path:
+        path = self.root / absolute.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    def dir(self, absolute: str) -> Path:
+        path = self.root / absolute.lstrip("/")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def tool(self, name: str, body: str = "exit 0\n") -> None:
+        path = self.bin / name
+        path.write_text("#!/bin/sh\n" + body)
+        path.chmod(0o755)
+
+    def system(self, **env: str) -> System:
+        return System(root=str(self.root), env={"PATH": str(self.bin), **env})
