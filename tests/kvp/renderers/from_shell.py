@@ -6,7 +6,8 @@ itself and rendered every backend's configuration.  This tool runs such a
 script (HV_KVP_NETSTACK forced, the tools it calls stubbed, HV_KVP_ROOT a
 scratch tree) on expected/handoff/CASE.{ifcfg,nmconnection} and writes what
 it installed to expected/BACKEND/CASE, so that the Python renderers are held
-to the script's output.  Not a test; run by hand:
+to the script's output, except where the script was wrong (DELIBERATE).
+Not a test; run by hand:
 
     git show 798fd9a:hvdaemons/kvp/scripts/hv_set_ifconfig > /tmp/hv_set_ifconfig.sh
     python -m tests.kvp.renderers.from_shell /tmp/hv_set_ifconfig.sh
@@ -31,6 +32,9 @@ INSTALLED = {
     "ifcfg": "etc/sysconfig/network-scripts/ifcfg-{}",
 }
 STUBS = ("netplan", "nmcli", "networkctl", "ifup", "ifdown")
+# Outputs the renderers deliberately do not take from the script, left alone:
+# networkd never matched Name= with a quote or backslash in it unescaped.
+DELIBERATE = {("networkd", "odd-name")}
 
 
 def render(script: Path, backend: str, case: str, tmp: Path) -> str:
@@ -68,7 +72,8 @@ def main(argv: list[str]) -> int:
         for backend in INSTALLED:
             (EXPECTED / backend).mkdir(exist_ok=True)
             for case in CASES:
-                (EXPECTED / backend / case).write_text(render(script, backend, case, tmp))
+                if (backend, case) not in DELIBERATE:
+                    (EXPECTED / backend / case).write_text(render(script, backend, case, tmp))
     return 0
 
 
