@@ -8,7 +8,7 @@ replies.  Added options: --device (the kernel device or a simulator socket),
 --state-dir (KVP_CONFIG_LOC) and --scripts-dir (KVP_SCRIPTS_PATH).
 
 Deliberate differences from the reference (the protocol module and
-hvdaemons.kvp.pool/ipinfo list theirs):
+hvdaemons.kvp.pool, ipinfo and ipinject list theirs):
 
 * GET answers where the kernel reads (offset 532), so the host gets the
   value instead of an empty string (spec kvp.md 6.2).
@@ -70,6 +70,13 @@ def _ipinfo() -> ModuleType:
     return ipinfo
 
 
+def _ipinject() -> ModuleType:
+    # Imported on first use, as _ipinfo().
+    from . import ipinject
+
+    return ipinject
+
+
 class KvpHandler:
     """hvdaemons.service.Handler for KVP."""
 
@@ -81,7 +88,6 @@ class KvpHandler:
         paths: KvpPaths,
         *,
         debug: bool = False,
-        ipinfo: ModuleType | None = None,
     ) -> None:
         self.pools = pools
         self.info = info
@@ -89,7 +95,6 @@ class KvpHandler:
         self.paths = paths
         self.debug = debug
         self.lic_version = osinfo.UNKNOWN_VERSION
-        self._ipinfo = ipinfo
         self._addresses: tuple[str, str] | None = None
         self._addresses_at = 0.0
 
@@ -286,23 +291,16 @@ class KvpHandler:
         # ADDRESS_MAX_AGE seconds old.
         now = time.monotonic()
         if self._addresses is None or now - self._addresses_at > ADDRESS_MAX_AGE:
-            v4, v6 = self._ip().address_lists()
+            v4, v6 = _ipinfo().address_lists()
             self._addresses, self._addresses_at = (v4, v6), now
         return self._addresses
 
-    def _ip(self) -> ModuleType:
-        if self._ipinfo is None:
-            self._ipinfo = _ipinfo()
-        return self._ipinfo
-
     def _get_ip_info(self, msg: bytes, req: kvp.GetIpInfoRequest) -> bytes:
-        status, info = self._ip().get_ip_info(req.adapter_id, req.addr_family, self.paths)
+        status, info = _ipinfo().get_ip_info(req.adapter_id, req.addr_family, self.paths)
         return kvp.reply_ip_info(msg, status, info)
 
     def _set_ip_info(self, msg: bytes, req: kvp.SetIpInfoRequest) -> bytes:
-        ip = self._ip()
-        info = req.value
-        status: int = ip.set_ip_info(info, self.paths)
+        status: int = _ipinject().set_ip_info(req.value, self.paths)
         return kvp.reply_status(msg, status)
 
 

@@ -9,7 +9,6 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,15 +17,12 @@ from pathlib import Path
 import pytest
 
 from hvdaemons.kvp import osinfo
-from hvdaemons.kvp.daemon import KvpHandler
 from hvdaemons.kvp.paths import KvpPaths
-from hvdaemons.kvp.pool import PoolSet, record_bytes
+from hvdaemons.kvp.pool import record_bytes
 from hvdaemons.protocol import kvp
 from hvdaemons.protocol.status import HvStatus
-from hvdaemons.service import Service, Stopper
-from hvdaemons.transport import FdChannel
 from hvsim.chardev import ChardevKernel
-from hvsim.kvp import KvpHost, first_nic
+from hvsim.kvp import KvpHost
 from hvsim.server import call
 from tests.reference.refdaemons import LogReader
 from tests.support.kvp import PKG_ROOT, R, daemon_argv, daemon_env, spawn_daemon, stop
@@ -335,84 +331,6 @@ def test_full_disk(tmp_path: Path) -> None:
     finally:
         stop(proc)
         kernel.close()
-
-
-# -- IP operations through the handler -------------------------------------------------------
-
-
-class FakeIpinfo:
-    """Stands in for hvdaemons.kvp.ipinfo (network access), to test the plumbing."""
-
-    IpInfo = kvp.IpValue
-
-    def __init__(self) -> None:
-        self.asked: list[tuple[str, int]] = []
-        self.set_with: list[kvp.IpValue] = []
-
-    def get_ip_info(
-        self, adapter_id: str, family: int, paths: KvpPaths
-    ) -> tuple[int, kvp.IpValue | None]:
-        self.asked.append((adapter_id, family))
-        if adapter_id != "00:15:5D:00:00:01":
-            return HvStatus.E_FAIL, None
-        return 0, kvp.IpValue(
-            adapter_id, 3, True, "10.0.0.5;fe80::1", "255.255.255.0;/64", "10.0.0.1;", "10.0.0.2;"
-        )
-
-    def set_ip_info(self, info: kvp.IpValue, paths: KvpPaths) -> int:
-        self.set_with.append(info)
-        return HvStatus.GUID_NOTFOUND
-
-    def address_lists(self) -> tuple[str, str]:
-        return "10.0.0.5", "fe80::1"
-
-
-def test_ip_operations_through_a_socket(tmp_path: Path) -> None:
-    fake = FakeIpinfo()
-    pools = PoolSet(str(tmp_path / "state"))
-    pools.open()
-    handler = KvpHandler(pools, osinfo.collect(), lambda: "guest.example", KvpPaths(), ipinfo=fake)  # type: ignore[arg-type]
-    with ChardevKernel(str(tmp_path / "hv_kvp"), "hv_kvp", timeout=10) as kernel:
-        stopper = Stopper()
-        service = Service(
-            FdChannel(path=kernel.path), handler, stopper=stopper, notify=lambda s: True
-        )
-        t = threading.Thread(target=service.run, daemon=True)
-        t.start()
-        try:
-            assert kernel.wait_registered(10)
-            host = KvpHost(kernel)
-            got = host.get_ip_info("00:15:5D:00:00:01", 1)
-            assert got.status == S_OK and got.ip is not None
-            assert (
-                got.ip.ip_addr == "10.0.0.5;fe80::1"
-                and got.ip.dhcp_enabled
-                and got.ip.addr_family == 3
-            )
-            assert host.get_ip_info("00:15:5D:00:00:02").status == E_FAIL
-            assert fake.asked == [("00:15:5D:00:00:01", 1), ("00:15:5D:00:00:02", 0)]
-            value = kvp.IpValue("{guid}", 1, False, "10.0.0.9", "255.0.0.0", "10.0.0.1", "1.1.1.1")
-            assert host.set_ip_info(value).status == HvStatus.GUID_NOTFOUND
-            assert fake.set_with == [value]
-            assert host.enumerate_all(2)[0][:4] == [
-                ("FullyQualifiedDomainName", "guest.example"),
-                ("IntegrationServicesVersion", "3.1"),
-                ("NetworkAddressIPv4", "10.0.0.5"),
-                ("NetworkAddressIPv6", "fe80::1"),
-            ]
-        finally:
-            stopper.request()
-            t.join(10)
-
-
-def test_get_ip_info_of_a_real_interface(daemon: Running) -> None:
-    nic = first_nic()
-    if nic is None:
-        pytest.skip("no non-loopback interface")
-    reply = daemon.host.get_ip_info(nic[1])
-    assert reply.status in (S_OK, E_FAIL)
-    if reply.status == S_OK:
-        assert reply.ip is not None and reply.ip.adapter_id == nic[1]
 
 
 # -- hvsim: serve, the client, the demo ---------------------------------------------------------

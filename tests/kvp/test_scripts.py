@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The shipped KVP helper scripts (hvdaemons/kvp/scripts), run for real against
-a scratch root (HV_KVP_ROOT) for each network stack.
+a scratch root (HV_KVP_ROOT) for each network stack.  hv_set_ifconfig gets
+what the daemon hands it (tests/kvp/renderers/expected/).
 
 nmcli, networkctl, netplan, resolvectl, ifup and ifdown are external programs
 the scripts drive; stubs placed first on PATH stand in for them, record their
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import hvdaemons.kvp
-from tests.support.kvp import IFCFG, KEYFILE
+from tests.kvp.renderers.cases import CASES, expected
 
 SCRIPTS = pathlib.Path(hvdaemons.kvp.__file__).resolve().parent / "scripts"
 
@@ -37,11 +38,6 @@ sys.exit(answer.get("rc", 0))
 """
 
 STUB_NAMES = ("nmcli", "networkctl", "netplan", "resolvectl", "ifup", "ifdown")
-
-
-V6_5 = "2001:0db8:0000:0000:0000:0000:0000:0005"
-V6_1 = "2001:0db8:0000:0000:0000:0000:0000:0001"
-V6_53 = "2001:0db8:0000:0000:0000:0000:0000:0053"
 
 
 @dataclass
@@ -95,13 +91,14 @@ class Sandbox:
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines()]
 
-    def inputs(self, ifcfg: str = IFCFG, keyfile: str = KEYFILE) -> tuple[str, str]:
+    def inputs(self, ifcfg: str) -> tuple[str, str]:
+        """The two files the daemon hands hv_set_ifconfig (the keyfile is not read)."""
         state = self.tmp / "state"
         state.mkdir(exist_ok=True)
-        a = state / "ifcfg-a;b$c"
-        b = state / "a;b$c.nmconnection"
+        a = state / "ifcfg-IF"
+        b = state / "IF.nmconnection"
         a.write_text(ifcfg)
-        b.write_text(keyfile)
+        b.write_text("")
         return str(a), str(b)
 
 
@@ -134,204 +131,114 @@ def test_scripts_are_executable_posix_sh() -> None:
 
 # ------------------------------------------------------------ hv_set_ifconfig
 
+# Where each backend's file goes, its mode, and what applies it.
+INSTALL = {
+    "netplan": ("etc/netplan/90-hyperv-{}.yaml", 0o600),
+    "nm": ("etc/NetworkManager/system-connections/hyperv-{}.nmconnection", 0o600),
+    "networkd": ("etc/systemd/network/05-hyperv-{}.network", 0o644),
+    "ifupdown": ("etc/network/interfaces.d/hyperv-{}", 0o644),
+    "ifcfg": ("etc/sysconfig/network-scripts/ifcfg-{}", 0o644),
+}
 
-def test_set_netplan(sb: Sandbox) -> None:
-    sb.file("etc/netplan/50-cloud-init.yaml", "network: {version: 2}\n")
-    # NetworkManager running too: netplan is still the source of truth.
-    sb.dir("run/NetworkManager")
-    sb.answer("nmcli -t -f RUNNING general", "running\n")
-    proc = sb.run("hv_set_ifconfig", *sb.inputs())
+
+def applied(backend: str, dev: str, dest: pathlib.Path) -> list[list[str]]:
+    return {
+        "netplan": [["netplan", "apply"]],
+        "nm": [
+            ["nmcli", "connection", "load", str(dest)],
+            ["nmcli", "-w", "15", "connection", "up", "id", f"hyperv-{dev}"],
+        ],
+        "networkd": [["networkctl", "reload"], ["networkctl", "reconfigure", "--", dev]],
+        "ifupdown": [["ifdown", "--", dev], ["ifup", "--", dev]],
+        "ifcfg": [["ifdown", dev], ["ifup", dev]],
+    }[backend]
+
+
+def set_ifconfig(
+    sb: Sandbox, backend: str, case: str = "static", *, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """hv_set_ifconfig as the daemon runs it: the two files, the staged one named in the environment."""
+    staged = sb.tmp / "state" / f"staged.{backend}"
+    ifcfg, keyfile = sb.inputs(expected("handoff", case, ".ifcfg"))
+    staged.write_text(expected(backend, case))
+    full_env = {"HV_KVP_NETSTACK": backend, "HV_KVP_CONFIG": str(staged), **(env or {})}
+    return sb.run("hv_set_ifconfig", ifcfg, keyfile, env=full_env)
+
+
+@pytest.mark.parametrize("backend", INSTALL)
+def test_set_installs_and_applies(sb: Sandbox, backend: str) -> None:
+    proc = set_ifconfig(sb, backend)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    dest = sb.root / INSTALL[backend][0].format("eth0")
+    assert dest.read_text() == expected(backend, "static")
+    assert mode(dest) == INSTALL[backend][1]
+    assert sb.calls() == applied(backend, "eth0", dest)
+    # Atomically: nothing left beside it.
+    assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]
+
+
+@pytest.mark.parametrize("backend", INSTALL)
+def test_set_odd_interface_name(sb: Sandbox, backend: str) -> None:
+    # The name reaches paths and tools as one argument, never as shell text.
+    proc = set_ifconfig(sb, backend, "odd-name")
     assert proc.returncode == 0, proc.stderr
-    out = sb.root / "etc/netplan/90-hyperv-a;b$c.yaml"
-    assert out.read_text() == (
-        "# Written by hv_set_ifconfig: IP configuration from the Hyper-V host.\n"
-        "network:\n"
-        "  version: 2\n"
-        "  ethernets:\n"
-        '    "a;b$c":\n'
-        "      dhcp4: false\n"
-        "      addresses:\n"
-        '        - "192.0.2.10/24"\n'
-        '        - "192.0.2.11/25"\n'
-        f'        - "{V6_5}/64"\n'
-        "      routes:\n"
-        "        - to: default\n"
-        '          via: "192.0.2.1"\n'
-        "        - to: default\n"
-        f'          via: "{V6_1}"\n'
-        "      nameservers:\n"
-        "        addresses:\n"
-        '          - "192.0.2.53"\n'
-        f'          - "{V6_53}"\n'
-        '          - "198.51.100.53"\n'
+    dev = CASES["odd-name"].ifname
+    dest = sb.root / INSTALL[backend][0].format(dev)
+    assert dest.read_text() == expected(backend, "odd-name")
+    assert sb.calls() == applied(backend, dev, dest)
+
+
+@pytest.mark.parametrize(
+    "backend,tool,message",
+    [
+        ("netplan", "netplan apply", "netplan apply failed"),
+        ("nm", "nmcli -w 15 connection up id hyperv-eth0", "nmcli connection up failed"),
+        ("networkd", "networkctl reload", "networkctl reload failed"),
+        ("ifupdown", "ifup -- eth0", "ifup eth0 failed"),
+        ("ifcfg", "ifup eth0", "ifup eth0 failed"),
+    ],
+)
+def test_set_apply_fails(sb: Sandbox, backend: str, tool: str, message: str) -> None:
+    sb.answer(tool, rc=1)
+    # ifdown failing (the interface was down) does not matter.
+    sb.answer("ifdown *", rc=1)
+    proc = set_ifconfig(sb, backend)
+    assert (proc.returncode, proc.stderr) == (1, f"hv_set_ifconfig: {message}\n")
+
+
+def test_set_refusals(sb: Sandbox) -> None:
+    def refused(proc: subprocess.CompletedProcess[str], message: str) -> None:
+        assert (proc.returncode, proc.stderr) == (1, f"hv_set_ifconfig: {message}\n")
+        assert sb.calls() == []
+        assert not any(p.is_file() for p in sb.root.rglob("*"))
+
+    refused(sb.run("hv_set_ifconfig"), "usage: hv_set_ifconfig IFCFG_FILE [NMCONNECTION_FILE]")
+    missing = str(sb.tmp / "missing")
+    refused(sb.run("hv_set_ifconfig", missing), f"cannot read {missing}")
+    ifcfg, keyfile = sb.inputs("HWADDR=00:11:22:33:44:55\nDEVICE=../x\n")
+    refused(sb.run("hv_set_ifconfig", ifcfg, keyfile), f"bad or missing DEVICE in {ifcfg}")
+    ifcfg, keyfile = sb.inputs(expected("handoff", "static", ".ifcfg"))
+    # Run by hand, or by a daemon that found nothing: no backend, no file.
+    refused(
+        sb.run("hv_set_ifconfig", ifcfg, keyfile),
+        "no supported network configuration system found",
     )
-    assert mode(out) == 0o600
-    assert sb.calls() == [["netplan", "apply"]]
-
-
-def test_set_netplan_yaml_quoting_and_dhcp(sb: Sandbox) -> None:
-    sb.file("etc/netplan/01.yaml")
-    ifcfg = 'HWADDR=00:15:5D:AA:00:01\nDEVICE=q"b\\s\nBOOTPROTO=dhcp\n'
-    proc = sb.run("hv_set_ifconfig", sb.inputs(ifcfg)[0])
-    assert proc.returncode == 0, proc.stderr
-    out = sb.root / 'etc/netplan/90-hyperv-q"b\\s.yaml'
-    assert out.read_text().splitlines()[4:] == ['    "q\\"b\\\\s":', "      dhcp4: true"]
-
-
-def test_set_networkmanager(sb: Sandbox) -> None:
-    sb.dir("run/NetworkManager")
-    sb.answer("nmcli -t -f RUNNING general", "running\n")
-    proc = sb.run("hv_set_ifconfig", *sb.inputs())
-    assert proc.returncode == 0, proc.stderr
-    out = sb.root / "etc/NetworkManager/system-connections/hyperv-a;b$c.nmconnection"
-    assert out.read_text() == KEYFILE.replace(
-        "interface-name=a;b$c\n",
-        "interface-name=a;b$c\nid=hyperv-a;b$c\ntype=ethernet\nautoconnect=true\n"
-        "autoconnect-priority=100\n",
+    refused(
+        sb.run("hv_set_ifconfig", ifcfg, keyfile, env={"HV_KVP_NETSTACK": "wicked"}),
+        "unknown HV_KVP_NETSTACK 'wicked'",
     )
-    assert mode(out) == 0o600
-    assert sb.calls() == [
-        ["nmcli", "-t", "-f", "RUNNING", "general"],
-        ["nmcli", "connection", "load", str(out)],
-        ["nmcli", "-w", "15", "connection", "up", "id", "hyperv-a;b$c"],
-    ]
-
-
-def test_set_networkmanager_failures(sb: Sandbox) -> None:
-    sb.dir("run/NetworkManager")
-    sb.answer("nmcli -t -f RUNNING general", "running\n")
-    ifcfg, _keyfile = sb.inputs()
-    proc = sb.run("hv_set_ifconfig", ifcfg)
-    assert proc.returncode == 1
-    assert "NetworkManager needs the keyfile argument" in proc.stderr
-    sb.answer("nmcli -w 15 connection up id hyperv-a;b$c", rc=4)
-    proc = sb.run("hv_set_ifconfig", *sb.inputs())
-    assert proc.returncode == 1
-    assert "nmcli connection up failed" in proc.stderr
-    # NetworkManager installed but not running, nothing else here.
-    sb.answer("nmcli -t -f RUNNING general", "stopped\n")
-    proc = sb.run("hv_set_ifconfig", *sb.inputs())
-    assert proc.returncode == 1
-    assert "no supported network configuration system found" in proc.stderr
-
-
-def test_set_networkd(sb: Sandbox) -> None:
-    sb.file("run/systemd/netif/state", "OPER_STATE=routable\n")
-    proc = sb.run("hv_set_ifconfig", *sb.inputs())
-    assert proc.returncode == 0, proc.stderr
-    out = sb.root / "etc/systemd/network/05-hyperv-a;b$c.network"
-    assert out.read_text() == (
-        "# Written by hv_set_ifconfig: IP configuration from the Hyper-V host.\n"
-        "[Match]\nName=a;b$c\n\n[Network]\nDHCP=no\n"
-        f"Address=192.0.2.10/24\nAddress=192.0.2.11/25\nAddress={V6_5}/64\n"
-        f"Gateway=192.0.2.1\nGateway=192.0.2.254\nGateway={V6_1}\n"
-        f"DNS=192.0.2.53\nDNS={V6_53}\nDNS=198.51.100.53\n"
+    refused(
+        sb.run("hv_set_ifconfig", ifcfg, keyfile, env={"HV_KVP_NETSTACK": "networkd"}),
+        "no networkd configuration to install (HV_KVP_CONFIG): hv_kvp_daemon renders it",
     )
-    assert mode(out) == 0o644
-    assert sb.calls() == [["networkctl", "reload"], ["networkctl", "reconfigure", "--", "a;b$c"]]
 
 
-def test_set_ifupdown(sb: Sandbox) -> None:
-    sb.file(
-        "etc/network/interfaces",
-        "source /etc/network/interfaces.d/*\nauto lo\niface lo inet loopback\n",
-    )
-    proc = sb.run("hv_set_ifconfig", *sb.inputs())
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""
-    out = sb.root / "etc/network/interfaces.d/hyperv-a;b$c"
-    assert out.read_text() == (
-        "# Written by hv_set_ifconfig: IP configuration from the Hyper-V host.\n"
-        "auto a;b$c\n"
-        "iface a;b$c inet static\n"
-        "    address 192.0.2.10/24\n"
-        "    gateway 192.0.2.1\n"
-        "    dns-nameservers 192.0.2.53 198.51.100.53\n"
-        "iface a;b$c inet static\n"
-        "    address 192.0.2.11/25\n"
-        "iface a;b$c inet6 static\n"
-        f"    address {V6_5}/64\n"
-        f"    gateway {V6_1}\n"
-        f"    dns-nameservers {V6_53}\n"
-    )
-    assert mode(out) == 0o644
-    assert sb.calls() == [["ifdown", "--", "a;b$c"], ["ifup", "--", "a;b$c"]]
-
-
-def test_set_ifupdown_preferred_when_it_names_the_interface(sb: Sandbox) -> None:
-    # Debian desktop: NetworkManager runs but leaves ifupdown's interfaces alone.
-    sb.file("etc/network/interfaces", "iface a;b$c inet dhcp\n")
-    sb.dir("run/NetworkManager")
-    sb.answer("nmcli -t -f RUNNING general", "running\n")
-    ifcfg = "HWADDR=00:15:5D:AA:00:01\nDEVICE=a;b$c\nBOOTPROTO=dhcp\n"
-    proc = sb.run("hv_set_ifconfig", *sb.inputs(ifcfg))
-    assert proc.returncode == 0, proc.stderr
-    assert "does not source interfaces.d" in proc.stderr
-    assert "also configured elsewhere" in proc.stderr
-    out = sb.root / "etc/network/interfaces.d/hyperv-a;b$c"
-    assert out.read_text().splitlines()[1:] == ["auto a;b$c", "iface a;b$c inet dhcp"]
-    assert [c[0] for c in sb.calls()] == ["ifdown", "ifup"]
-
-
-def test_set_ifcfg_is_safe_to_source(sb: Sandbox) -> None:
-    sb.dir("etc/sysconfig/network-scripts")
-    evil = "x'$(touch pwned)`touch pwned2`;"
-    ifcfg = IFCFG.replace("DEVICE=a;b$c", f"DEVICE={evil}") + "IPADDR2=1.2.3.4;touch${IFS}pwned3\n"
-    proc = sb.run("hv_set_ifconfig", sb.inputs(ifcfg)[0])
-    assert proc.returncode == 0, proc.stderr
-    out = sb.root / f"etc/sysconfig/network-scripts/ifcfg-{evil}"
-    assert out.read_text() == (
-        "# Written by hv_set_ifconfig: IP configuration from the Hyper-V host.\n"
-        "DEVICE='x'\\''$(touch pwned)`touch pwned2`;'\n"
-        "HWADDR='00:15:5D:AA:00:01'\n"
-        "TYPE=Ethernet\nONBOOT=yes\nBOOTPROTO=none\n"
-        "IPADDR0=192.0.2.10\nPREFIX0=24\nIPADDR1=192.0.2.11\nPREFIX1=25\n"
-        "GATEWAY=192.0.2.1\nIPV6INIT=yes\n"
-        f"IPV6ADDR={V6_5}/64\nIPV6_DEFAULTGW={V6_1}\n"
-        f"DNS1=192.0.2.53\nDNS2={V6_53}\nDNS3=198.51.100.53\n"
-        "PEERDNS=yes\nNM_CONTROLLED=no\n"
-    )
-    # network-scripts source this file: doing so must run nothing.
-    sourced = subprocess.run(
-        ["sh", "-c", '. "$1" && printf %s "$DEVICE"', "sh", str(out)],
-        cwd=sb.tmp,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert sourced.stdout == evil
-    assert sb.calls() == [["ifdown", evil], ["ifup", evil]]
-    assert not list(sb.tmp.glob("pwned*"))
-
-
-def test_set_forced_stack_and_secondary_v6(sb: Sandbox) -> None:
-    ifcfg = (
-        "HWADDR=00:15:5D:AA:00:01\nDEVICE=eth0\nBOOTPROTO=none\n"
-        "IPV6ADDR=2001:0db8:0000:0000:0000:0000:0000:0005\n"
-        "IPV6ADDR_1=2001:0db8:0000:0000:0000:0000:0000:0006\n"
-        "IPV6NETMASK=ffff:ffff:ffff:ff00:0000:0000:0000:0000\nIPV6NETMASK_1=/80\n"
-    )
-    proc = sb.run("hv_set_ifconfig", sb.inputs(ifcfg)[0], env={"HV_KVP_NETSTACK": "ifcfg"})
-    assert proc.returncode == 0, proc.stderr
-    text = (sb.root / "etc/sysconfig/network-scripts/ifcfg-eth0").read_text()
-    assert f"IPV6ADDR={V6_5}/56\n" in text
-    assert "IPV6ADDR_SECONDARIES='2001:0db8:0000:0000:0000:0000:0000:0006/80'\n" in text
-    proc = sb.run("hv_set_ifconfig", sb.inputs(ifcfg)[0], env={"HV_KVP_NETSTACK": "bogus"})
-    assert proc.returncode == 1 and "unknown HV_KVP_NETSTACK" in proc.stderr
-
-
-def test_set_failures(sb: Sandbox) -> None:
-    sb.file("etc/netplan/50.yaml")
-    sb.answer("netplan apply", rc=1)
-    proc = sb.run("hv_set_ifconfig", *sb.inputs())
-    assert proc.returncode == 1 and "netplan apply failed" in proc.stderr
-    proc = sb.run("hv_set_ifconfig")
-    assert proc.returncode == 1 and "usage" in proc.stderr
-    proc = sb.run("hv_set_ifconfig", str(sb.tmp / "missing"))
-    assert proc.returncode == 1 and "cannot read" in proc.stderr
-    proc = sb.run("hv_set_ifconfig", sb.inputs("HWADDR=00:11:22:33:44:55\nDEVICE=../x\n")[0])
-    assert proc.returncode == 1 and "bad or missing DEVICE" in proc.stderr
-    assert not (sb.root / "etc/x.yaml").exists()
+def test_set_cannot_install(sb: Sandbox) -> None:
+    (sb.root / "etc").write_text("not a directory")
+    proc = set_ifconfig(sb, "networkd")
+    dest = sb.root / INSTALL["networkd"][0].format("eth0")
+    assert proc.returncode == 1 and f"hv_set_ifconfig: cannot write {dest}" in proc.stderr
+    assert sb.calls() == []
 
 
 # ------------------------------------------------------------ hv_get_dhcp_info
