@@ -40,9 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.vss_sandbox import REFERENCES, Daemon
-
 from hvsim.fsbox import FsBox, FsSpec
+from tests.support.vss_sandbox import REFERENCES, Daemon
 
 KINDS = ("ours", *REFERENCES)
 
