@@ -4,6 +4,6 @@
 Drop-in replacements for the kernel's tools/hv daemons.
 """
 
-# The one place the version lives: pyproject.toml, the compiled module and the
+# The one place the version lives: setup.py, the compiled module and the
 # packages all read it from here.
 __version__ = "0.1.0"

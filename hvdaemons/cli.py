@@ -3,15 +3,19 @@
 
 Keeps the upstream flags (-n/--no-daemon, -h/--help) and exit codes: -h
 exits 0, an unknown option prints the usage and exits 1 (EXIT_FAILURE), as
-tools/hv's getopt loops do.
+tools/hv's getopt loops do.  An explicit --device PATH that does not exist
+exits 1 at once (a mistyped path must not look like a hang); the default
+device is waited for, because udev starts the daemon when it appears.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Sequence
+from typing import Any, Callable, NoReturn
 
 from . import _ffi, log
 from .daemonize import daemonize
@@ -26,6 +30,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(1, f"{self.prog}: {message}\n")
 
 
+class ExistingDevice(argparse.Action):
+    """--device PATH: the path must exist when the daemon starts."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        path = str(values)
+        if not os.path.exists(path):
+            parser.exit(1, f"{parser.prog}: no such device: {path}\n")
+        setattr(namespace, self.dest, path)
+
+
 def parser(prog: str, description: str, device: str | None) -> argparse.ArgumentParser:
     """An argument parser with the options every daemon has."""
     p = _Parser(prog=prog, description=description)
@@ -35,6 +55,7 @@ def parser(prog: str, description: str, device: str | None) -> argparse.Argument
     if device is not None:
         p.add_argument(
             "--device",
+            action=ExistingDevice,
             default=device,
             metavar="PATH",
             help=f"the kernel device, or a SOCK_SEQPACKET socket serving its protocol (default {device})",

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any
 
 from hvdaemons.protocol import kvp
@@ -293,6 +294,28 @@ def _client_set_ip(args: argparse.Namespace) -> int:
     return _done(reply)
 
 
+def _client_wait(args: argparse.Namespace) -> int:
+    """Exit 0 once a daemon has registered with the KVP device, 1 at the timeout.
+
+    For scripts (README.md, "Running against the simulator by hand"): the
+    kernel answers the host's requests with HV_E_FAIL until a daemon has
+    registered, as drivers/hv/hv_kvp.c does.  The control socket has no
+    notifications, so this asks again every 50 ms.
+    """
+    deadline = time.monotonic() + args.timeout
+    while True:
+        try:
+            if call(args.dir, {"command": "kvp.status"}, timeout=args.timeout).get("registered"):
+                return 0
+            why = "no daemon has registered"
+        except OSError as e:
+            why = f"cannot reach the simulator in {args.dir}: {e}"
+        if time.monotonic() >= deadline:
+            print(f"hvsim kvp: {why} within {args.timeout:g} s", file=sys.stderr)
+            return 1
+        time.sleep(0.05)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="kvp_cmd", required=True)
 
@@ -342,6 +365,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     si.add_argument("--dhcp", action="store_true", help="enable DHCP")
     si.add_argument("--family", type=int, default=kvp.ADDR_FAMILY_IPV4, help="addr_family (1 or 2)")
     si.set_defaults(func=_client_set_ip)
+
+    w = sub.add_parser("wait", help="wait until a daemon has registered with the KVP device")
+    w.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="give up after S seconds (exit 1)"
+    )
+    w.set_defaults(func=_client_wait)
 
 
 # -- the demo ------------------------------------------------------------------------

@@ -13,6 +13,16 @@ import pytest
 import hvdaemons
 
 REPO = Path(__file__).resolve().parent.parent
+INSTALLED = Path(hvdaemons.__file__).resolve().parent != REPO / "hvdaemons"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # tox 4 installs the wheel, bookworm's tox 3.28 the sdist (built into the
+    # same wheel): either way the package under test is the installed one.
+    if os.environ.get("TOX_ENV_NAME") and not INSTALLED:
+        raise pytest.UsageError(
+            f"under tox the tests must import the installed hvdaemons, not {REPO / 'hvdaemons'}"
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,8 +34,7 @@ def _cwd_outside_the_source_tree() -> Iterator[None]:
     compiled module there.  So run from elsewhere whenever the imported
     hvdaemons is not the source tree.
     """
-    installed = Path(hvdaemons.__file__).resolve().parent != REPO / "hvdaemons"
-    if not installed:
+    if not INSTALLED:
         yield
         return
     old = os.getcwd()

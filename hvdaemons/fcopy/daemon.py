@@ -208,6 +208,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p = cli.parser(prog, "Hyper-V host-to-guest file copy daemon (char device or uio)", None)
     p.add_argument(
         "--device",
+        action=cli.ExistingDevice,
         default=None,
         metavar="PATH",
         help=f"use the char-device transport at PATH (a device, or a SOCK_SEQPACKET socket "

@@ -367,11 +367,15 @@ def test_hvsim_serve_and_client(tmp_path: Path) -> None:
     daemon = None
     try:
         _wait_for_socket(d / "control")
+        res = _hvsim("kvp", "--dir", str(d), "wait", "--timeout", "0.2")
+        assert (res.returncode, res.stderr) == (
+            1,
+            "hvsim kvp: no daemon has registered within 0.2 s\n",
+        )
         daemon = spawn_daemon(str(d / "hv_kvp"), str(tmp_path / "state"))
-        deadline = time.monotonic() + 30
-        while not call(str(d), {"command": "kvp.status"})["registered"]:
-            assert time.monotonic() < deadline, "the daemon did not register"
-            time.sleep(0.05)
+        res = _hvsim("kvp", "--dir", str(d), "wait")
+        assert res.returncode == 0, res.stderr
+        assert call(str(d), {"command": "kvp.status"})["registered"]
         res = _hvsim("kvp", "--dir", str(d), "set", "--pool", "0", "greeting", "hello")
         assert (res.returncode, res.stdout.strip()) == (0, "S_OK (0x00000000)")
         res = _hvsim("kvp", "--dir", str(d), "set", "--pool", "0", "--type", "u32", "number", "7")
@@ -392,6 +396,8 @@ def test_hvsim_serve_and_client(tmp_path: Path) -> None:
         assert (res.returncode, res.stdout.strip()) == (1, "S_CONT (0x80070103)")
         res = _hvsim("kvp", "--dir", str(tmp_path / "nowhere"), "get", "k")
         assert res.returncode == 2 and "cannot reach the simulator" in res.stderr
+        res = _hvsim("kvp", "--dir", str(tmp_path / "nowhere"), "wait", "--timeout", "0.2")
+        assert res.returncode == 1 and "cannot reach the simulator" in res.stderr
     finally:
         if daemon is not None:
             stop(daemon)
