@@ -40,7 +40,7 @@ class PtpClock:
 @dataclass(frozen=True)
 class DeviceView:
     vmbus: tuple[VmbusDevice, ...]
-    misc: dict[str, str | None] = field(default_factory=dict)  # vmbus!hv_* -> node
+    misc: dict[str, str | None] = field(default_factory=dict)  # vmbus/hv_* -> node
     ptp: tuple[PtpClock, ...] = ()
     sys_path: str = "/sys"
 
@@ -106,10 +106,11 @@ def _read(ctx: Any) -> DeviceView:
                 uio_nodes=tuple(node or f"/dev/{n}" for n, node in uio),
             )
         )
+    # libudev shows the sysfs name vmbus!hv_kvp as vmbus/hv_kvp (its devnode name).
     misc = {
-        str(d.sys_name): d.device_node
+        str(d.sys_name).replace("!", "/"): d.device_node
         for d in ctx.list_devices(subsystem="misc")
-        if str(d.sys_name).startswith("vmbus!")
+        if str(d.sys_name).replace("!", "/").startswith("vmbus/")
     }
     ptp = tuple(
         PtpClock(

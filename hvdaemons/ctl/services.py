@@ -62,7 +62,7 @@ SERVICES: tuple[Service, ...] = (
         "inject IP settings, and no key/value data is exchanged",
         daemon="hv_kvp_daemon",
         unit="hv-kvp-daemon.service",
-        misc="vmbus!hv_kvp",
+        misc="vmbus/hv_kvp",
     ),
     Service(
         "vss",
@@ -73,7 +73,7 @@ SERVICES: tuple[Service, ...] = (
         "application-consistent (the host falls back to a crash-consistent or saved-state copy)",
         daemon="hv_vss_daemon",
         unit="hv-vss-daemon.service",
-        misc="vmbus!hv_vss",
+        misc="vmbus/hv_vss",
     ),
     Service(
         "fcopy",
@@ -83,7 +83,7 @@ SERVICES: tuple[Service, ...] = (
         "Copy-VMFile from the host into the guest fails",
         daemon="hv_fcopy_daemon",
         unit="hv-fcopy-daemon.service",
-        misc="vmbus!hv_fcopy",
+        misc="vmbus/hv_fcopy",
     ),
     Service(
         "psdirect",

@@ -30,6 +30,7 @@ class Row:
     component: str
     impact: str
     offered: bool | None  # None: the service has no Linux side
+    class_id: str | None = None
     instances: list[str] = field(default_factory=list)
     driver: str | None = None
     node: str | None = None
@@ -75,6 +76,7 @@ def _row(service: Service, view: DeviceView, states: dict[str, DaemonState]) -> 
         service.component,
         service.impact,
         offered=None,
+        class_id=service.class_id,
         unit=service.unit,
         note=service.note,
     )
@@ -118,7 +120,7 @@ def _row(service: Service, view: DeviceView, states: dict[str, DaemonState]) -> 
         elif service.misc is not None:
             row.node = view.misc.get(service.misc)
             if service.misc not in view.misc:
-                problems.append(f"{HV_UTILS} has not created /dev/vmbus/{service.misc[6:]}")
+                problems.append(f"{HV_UTILS} has not created /dev/{service.misc}")
     if service.daemon is not None and (row.daemon is None or not row.daemon.running):
         problems.append(f"{row.component} is not running")
     row.working = not problems
