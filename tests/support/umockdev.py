@@ -57,3 +57,21 @@ def json_of(cp: subprocess.CompletedProcess[str]) -> Any:
         return json.loads(cp.stdout)
     except ValueError as e:
         raise AssertionError(f"not JSON ({e}):\n{cp.stdout}\n{cp.stderr}") from None
+
+
+def hvctl(
+    *args: str, unprivileged: bool = False, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The installed hvctl (python -m hvdaemons.ctl.main).
+
+    unprivileged: without the capabilities that let root ignore file
+    permissions (as an ordinary user is, but still able to run this tree's
+    interpreter).
+    """
+    argv = [sys.executable, "-m", "hvdaemons.ctl.main", *args]
+    if unprivileged:
+        drop = "-dac_override,-dac_read_search,-fowner"
+        argv = ["setpriv", f"--bounding-set={drop}", f"--inh-caps={drop}", "--", *argv]
+    return subprocess.run(
+        argv, cwd=str(PKG_ROOT), env=daemon_env(), capture_output=True, text=True, timeout=timeout
+    )
