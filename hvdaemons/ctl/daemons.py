@@ -114,14 +114,16 @@ class Systemd:
 
     def states(self, daemons: Sequence[tuple[str, str]]) -> dict[str, DaemonState]:
         try:
-            blocks = {b.get("Id", ""): b for b in self.show([u for _, u in daemons])}
+            blocks = self.show([u for _, u in daemons])
         except (OSError, subprocess.SubprocessError):
+            return self.fallback.states(daemons)
+        if len(blocks) != len(daemons):
             return self.fallback.states(daemons)
         out: dict[str, DaemonState] = {}
         unknown = []
-        for program, unit in daemons:
-            b = blocks.get(unit)
-            if b is None or b.get("LoadState") in ("not-found", "masked", ""):
+        # One block per unit asked for, in order (Id= is the real name if ours is an alias).
+        for (program, unit), b in zip(daemons, blocks):
+            if b.get("LoadState") in ("not-found", "masked", ""):
                 unknown.append((program, unit))
                 continue
             active, sub = b.get("ActiveState", "?"), b.get("SubState", "?")
