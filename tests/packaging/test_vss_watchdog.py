@@ -75,13 +75,20 @@ print("thawed")
 class LoopRootContainer(Container):
     def _init_pid(self) -> int:
         # The launcher prepares the image first (tar, apt-get): wait for nspawn.
+        # Then nspawn's set-up children come and go: wait for the container's systemd.
         deadline = time.monotonic() + 600
-        comm = Path(f"/proc/{self.proc.pid}/comm")
-        while comm.read_text().strip() != "systemd-nspawn":
-            assert self.proc.poll() is None, "preparing the loop-mounted root failed"
-            assert time.monotonic() < deadline, "systemd-nspawn never started"
-            time.sleep(0.2)
-        return super()._init_pid()
+        me = self.proc.pid
+        while True:
+            assert self.proc.poll() is None, "preparing or booting the loop-mounted root failed"
+            assert time.monotonic() < deadline, "the container's systemd never started"
+            try:
+                if Path(f"/proc/{me}/comm").read_text().strip() == "systemd-nspawn":
+                    for kid in Path(f"/proc/{me}/task/{me}/children").read_text().split():
+                        if Path(f"/proc/{kid}/comm").read_text().strip() == "systemd":
+                            return int(kid)
+            except FileNotFoundError:
+                pass  # a child that just exited
+            time.sleep(0.1)
 
     def probe(self, what: str = "probe") -> str:
         cp = self.sh(f"python3 -I -B /srv/vss_probe.py {what}", check=False, timeout=60)
@@ -180,19 +187,20 @@ def test_watchdog_kill_while_frozen_is_thawed_by_exec_stop_post(
         assert re.search(r"frozen \(1 filesystem\) since \d\d:\d\d:\d\d", show), show
         # Stuck for good while frozen: no more pings.
         c.sh(f"kill -STOP {pid}")
+        # The watchdog's SIGKILL, then ExecStopPost=; a restart (RestartSec=) only after it.
         show = wait_for(
             c,
             unit,
-            ("Result", "ExecStopPost", "NRestarts", "MainPID"),
-            lambda s: "Result=watchdog" in s or "NRestarts=1" in s,
+            ("ExecStopPost", "NRestarts"),
+            lambda s: "code=exited" in s or "NRestarts=0" not in s,
             timeout=60,
         )
-        # ExecStopPost= thawed it (the watchdog's SIGKILL leaves no thaw to the daemon).
-        assert c.probe() == "thawed"
+        assert c.probe() == "thawed", show
         journal = c.sh(f"journalctl --no-pager -u {unit}", check=False).stdout
         assert "Watchdog timeout" in journal, journal[-3000:]
-        post = c.sh(f"systemctl show -p ExecStopPost {unit}").stdout
-        assert re.search(r"hv_vss_daemon --thaw ;.*status=0", post), post + show
+        assert re.search(r"killed, status=9/KILL|code=killed, status=9", journal), journal[-3000:]
+        # hv_vss_daemon --thaw's own report (ExecStopPost=, in the unit's journal).
+        assert re.search(r"thawed /$", journal, re.M), journal[-3000:]
     finally:
         c.sh("python3 -I -B /srv/vss_probe.py thaw", check=False, timeout=60)
         c.sh(f"kill -CONT {pid}", check=False)
