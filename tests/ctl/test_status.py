@@ -112,9 +112,9 @@ def check_psdirect(rows: dict, blocks: dict[str, list[str]]) -> None:  # type: i
 def check_daemon_row(
     rows: dict,  # type: ignore[type-arg]
     blocks: dict[str, list[str]],
+    *,
     key: str,
     name: str,
-    *,
     component: str,
     driver: str,
     node: str | None,
@@ -152,6 +152,32 @@ def check_daemon_row(
         assert detail(b, "daemon") == f"running (pid {pid})"
 
 
+KVP_ROW = dict(
+    key="kvp",
+    name="Data Exchange",
+    component="hv_kvp_daemon",
+    driver="hv_utils",
+    node="/dev/vmbus/hv_kvp",
+    instance=KVP[1],
+)
+VSS_ROW = dict(
+    key="vss",
+    name="Backup (volume shadow copy)",
+    component="hv_vss_daemon",
+    driver="hv_utils",
+    node="/dev/vmbus/hv_vss",
+    instance=VSS_INSTANCE,
+)
+UIO_ROW = dict(
+    key="fcopy",
+    name="Guest services",
+    component="hv_fcopy_uio_daemon",
+    driver="uio_hv_generic",
+    node="/dev/uio0",
+    instance=FCOPY_INSTANCE,
+)
+
+
 def run_both(tree: str, source: tuple[str, str], code: int) -> tuple[dict, dict[str, list[str]]]:  # type: ignore[type-arg]
     cp = hvctl_in_tree(tree, source, "status", "--json")
     assert cp.returncode == code, cp.stdout + cp.stderr
@@ -167,12 +193,9 @@ def test_generation_2_guest_with_every_service(tmp_path: Path) -> None:
     assert doc["hyperv_guest"] is True
     rows = rows_of(doc)
     check_kernel_rows(rows, blocks)
-    check_daemon_row(rows, blocks, "kvp", "Data Exchange", component="hv_kvp_daemon",
-                     driver="hv_utils", node="/dev/vmbus/hv_kvp", instance=KVP[1], pid=501)
-    check_daemon_row(rows, blocks, "vss", "Backup (volume shadow copy)", component="hv_vss_daemon",
-                     driver="hv_utils", node="/dev/vmbus/hv_vss", instance=VSS_INSTANCE, pid=502)
-    check_daemon_row(rows, blocks, "fcopy", "Guest services", component="hv_fcopy_uio_daemon",
-                     driver="uio_hv_generic", node="/dev/uio0", instance=FCOPY_INSTANCE, pid=503)
+    check_daemon_row(rows, blocks, **KVP_ROW, pid=501)
+    check_daemon_row(rows, blocks, **VSS_ROW, pid=502)
+    check_daemon_row(rows, blocks, **UIO_ROW, pid=503)
     check_psdirect(rows, blocks)
 
 
@@ -181,10 +204,8 @@ def test_host_with_guest_services_off(tmp_path: Path) -> None:
     doc, blocks = run_both("no-guest-services", ("proc", proc_tree(tmp_path, procs)), 0)
     rows = rows_of(doc)
     check_kernel_rows(rows, blocks)
-    check_daemon_row(rows, blocks, "kvp", "Data Exchange", component="hv_kvp_daemon",
-                     driver="hv_utils", node="/dev/vmbus/hv_kvp", instance=KVP[1], pid=501)
-    check_daemon_row(rows, blocks, "vss", "Backup (volume shadow copy)", component="hv_vss_daemon",
-                     driver="hv_utils", node="/dev/vmbus/hv_vss", instance=VSS_INSTANCE, pid=502)
+    check_daemon_row(rows, blocks, **KVP_ROW, pid=501)
+    check_daemon_row(rows, blocks, **VSS_ROW, pid=502)
     r = rows["fcopy"]
     assert (r["offered"], r["working"], r["driver"], r["instances"]) == (False, None, None, [])
     assert "Guest Service Interface" in r["note"]
@@ -201,8 +222,9 @@ def test_older_kernel_copies_files_through_hv_utils(tmp_path: Path) -> None:
     doc, blocks = run_both("old-kernel-fcopy-hv-utils", ("proc", proc_tree(tmp_path, procs)), 0)
     rows = rows_of(doc)
     check_kernel_rows(rows, blocks)
-    check_daemon_row(rows, blocks, "fcopy", "Guest services", component="hv_fcopy_daemon",
-                     driver="hv_utils", node="/dev/vmbus/hv_fcopy", instance=FCOPY_INSTANCE, pid=503)
+    legacy = {**UIO_ROW, "component": "hv_fcopy_daemon", "driver": "hv_utils"}
+    legacy["node"] = "/dev/vmbus/hv_fcopy"
+    check_daemon_row(rows, blocks, **legacy, pid=503)
     check_psdirect(rows, blocks)
 
 
@@ -234,12 +256,9 @@ def test_a_daemon_that_died(tmp_path: Path) -> None:
     doc, blocks = run_both("gen2-all-services", ("proc", proc_tree(tmp_path, procs)), 1)
     rows = rows_of(doc)
     check_kernel_rows(rows, blocks)
-    check_daemon_row(rows, blocks, "kvp", "Data Exchange", component="hv_kvp_daemon",
-                     driver="hv_utils", node="/dev/vmbus/hv_kvp", instance=KVP[1], pid=501)
-    check_daemon_row(rows, blocks, "vss", "Backup (volume shadow copy)", component="hv_vss_daemon",
-                     driver="hv_utils", node="/dev/vmbus/hv_vss", instance=VSS_INSTANCE, pid=None)
-    check_daemon_row(rows, blocks, "fcopy", "Guest services", component="hv_fcopy_uio_daemon",
-                     driver="uio_hv_generic", node="/dev/uio0", instance=FCOPY_INSTANCE, pid=503)
+    check_daemon_row(rows, blocks, **KVP_ROW, pid=501)
+    check_daemon_row(rows, blocks, **VSS_ROW, pid=None)
+    check_daemon_row(rows, blocks, **UIO_ROW, pid=503)
     assert text_verdicts_summary(blocks) == ["Backup (volume shadow copy)"]
 
 
