@@ -26,10 +26,15 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..kvp.paths import KvpPaths
-from ..kvp.pool import Pool, PoolUnavailable, journal_path, parse_pool, pool_path
-from ..protocol.kvp import MAX_KEY_SIZE, MAX_VALUE_SIZE, RECORD_SIZE
+
+if TYPE_CHECKING:
+    from ..kvp.pool import Pool
+
+# The record layout (hvdaemons.protocol.kvp, from <linux/hyperv.h>) is imported
+# when a command runs: the compiled module is not needed for --help.
 
 POOL_NAMES = {0: "external", 1: "guest", 2: "auto", 3: "host", 4: "internal"}
 POOL_ALIASES = {
@@ -52,10 +57,6 @@ POOL_ROLES = {
     4: "auto internal (reserved)",
 }
 HOST_POOLS = (0, 3)
-# What the kernel passes on to the host when it enumerates a pool
-# (drivers/hv/hv_kvp.c, kvp_respond_to_host(): utf8s_to_utf16s limits).
-HOST_KEY_UNITS = MAX_KEY_SIZE // 2 - 2
-HOST_VALUE_UNITS = MAX_VALUE_SIZE // 2 - 2
 LOCK_TIMEOUT = 10.0
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -116,6 +117,9 @@ def _lock_shared(fd: int, path: str, timeout: float) -> None:
 
 def read_pool(state_dir: str, number: int, timeout: float = LOCK_TIMEOUT) -> Snapshot:
     """The records of one pool under a shared lock; problems are noted, never raised."""
+    from ..kvp.pool import journal_path, parse_pool, pool_path
+    from ..protocol.kvp import RECORD_SIZE
+
     snap = Snapshot(number, pool_path(state_dir, number))
     try:
         fd = os.open(snap.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -179,19 +183,24 @@ def _snapshot_json(s: Snapshot) -> dict[str, object]:
 
 def check_key_value(pool: int, key: str, value: str | None) -> tuple[bytes, bytes]:
     """The UTF-8 key and value for pool, or KvpError (usage) saying the limits."""
+    from ..protocol.kvp import MAX_KEY_SIZE, MAX_VALUE_SIZE
+
+    # What the kernel passes on to the host when it enumerates a pool
+    # (drivers/hv/hv_kvp.c, kvp_respond_to_host(): utf8s_to_utf16s limits).
+    host_key_units, host_value_units = MAX_KEY_SIZE // 2 - 2, MAX_VALUE_SIZE // 2 - 2
     limits = (
         f"a pool record holds a key of at most {MAX_KEY_SIZE - 1} and a value of at most "
         f"{MAX_VALUE_SIZE - 1} UTF-8 bytes (each with its NUL in {MAX_KEY_SIZE}/{MAX_VALUE_SIZE})"
     )
     if pool == 1:
         limits += (
-            f"; the host reads at most {HOST_KEY_UNITS} UTF-16 code units of a key and "
-            f"{HOST_VALUE_UNITS} of a value"
+            f"; the host reads at most {host_key_units} UTF-16 code units of a key and "
+            f"{host_value_units} of a value"
         )
     out = []
     for what, text, size, units in (
-        ("key", key, MAX_KEY_SIZE, HOST_KEY_UNITS),
-        ("value", value, MAX_VALUE_SIZE, HOST_VALUE_UNITS),
+        ("key", key, MAX_KEY_SIZE, host_key_units),
+        ("value", value, MAX_VALUE_SIZE, host_value_units),
     ):
         if text is None:
             out.append(b"")
@@ -235,6 +244,8 @@ def _writable(pool: int, force: bool) -> None:
 
 
 def _open_pool(state_dir: str, number: int) -> Pool:
+    from ..kvp.pool import Pool, PoolUnavailable
+
     if not os.path.isdir(state_dir):
         raise KvpError(f"{state_dir} does not exist: has hv_kvp_daemon ever run here?")
     pool = Pool(state_dir, number)
@@ -295,7 +306,7 @@ def cmd_set(args: argparse.Namespace) -> int:
     pool = _open_pool(args.state_dir, args.pool)
     try:
         added = pool.set(key, value)
-    except (OSError, PoolUnavailable) as e:
+    except (OSError, _unavailable()) as e:
         raise KvpError(f"writing {pool.path} failed: {_reason(e)}") from None
     finally:
         pool.close()
@@ -313,7 +324,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     pool = _open_pool(args.state_dir, args.pool)
     try:
         found = pool.delete(key)
-    except (OSError, PoolUnavailable) as e:
+    except (OSError, _unavailable()) as e:
         raise KvpError(f"writing {pool.path} failed: {_reason(e)}") from None
     finally:
         pool.close()
@@ -324,6 +335,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
     if not found:
         print(f"hvctl: no key {args.key!r} in {pool_label(args.pool)}", file=sys.stderr)
     return EXIT_OK if found else EXIT_FAIL
+
+
+def _unavailable() -> type[Exception]:
+    from ..kvp.pool import PoolUnavailable
+
+    return PoolUnavailable
 
 
 def _reason(e: BaseException) -> str:

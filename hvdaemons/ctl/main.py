@@ -11,13 +11,18 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Callable, NoReturn
+from typing import TYPE_CHECKING, Callable, NoReturn
 
 from .. import __version__
-from . import kvp, status, vss
-from .daemons import DaemonSource, default_source
+from . import kvp, vss
 from .devices import DeviceView, UdevUnavailable, read_udev
-from .timesync import Timesync, cmd_timesync
+
+if TYPE_CHECKING:
+    from .daemons import DaemonSource
+    from .timesync import Timesync
+
+# Each command's implementation is imported when it runs, so that hvctl
+# --help and the kvp commands stay cheap.
 
 PROG = "hvctl"
 
@@ -77,6 +82,8 @@ def main(
             except UdevUnavailable as e:
                 print(f"{PROG}: {e}", file=sys.stderr)
                 return 1
+            from .timesync import cmd_timesync
+
             return cmd_timesync(args, view, timesync)
         result: int = func(args)
         return result
@@ -97,6 +104,9 @@ def _status(
     devices: Callable[[], DeviceView],
     daemons: DaemonSource | None,
 ) -> int:
+    from . import status
+    from .daemons import default_source
+
     try:
         view = devices()
     except UdevUnavailable as e:

@@ -13,10 +13,12 @@ import argparse
 import json
 import sys
 
-from ..vss.mounts import MOUNTINFO, Planner
+MOUNTINFO = "/proc/self/mountinfo"  # hvdaemons.vss.mounts.MOUNTINFO
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from ..vss.mounts import Planner
+
     try:
         plan = Planner(mountinfo=args.mountinfo).plan()
     except OSError as e:
