@@ -242,10 +242,10 @@ class Service:
         # the round-trip time (the host waits on it).
         poll, one, read, clock = poller.poll, self._one, self.channel.read, self._clock
         track = self._track
-        self._due = self._tick(clock())
+        due = self._due = self._tick(clock())  # STATUS=/watchdog deadline (monotonic)
         while not stopper.requested:
             try:
-                events = poll(-1 if self._due == _NEVER else self._timeout_ms())
+                events = poll(-1 if due == _NEVER else self._timeout_ms())
             except InterruptedError:
                 continue
             ready = 0
@@ -257,7 +257,7 @@ class Service:
             if stopper.requested:
                 break
             if not ready:
-                self._due = self._tick(clock())
+                due = self._due = self._tick(clock())
                 continue
             try:
                 if ready & _POLLIN:
@@ -265,16 +265,17 @@ class Service:
                     if one(msg) and track:
                         self._last = msg
                         self._last_at = now = clock()
-                        if now >= self._due or self._due == _NEVER:
-                            self._due = self._tick(now)
-                    elif self._due != _NEVER and clock() >= self._due:
-                        self._due = self._tick(clock())
+                        if now >= due or due == _NEVER:
+                            due = self._due = self._tick(now)
+                    elif due != _NEVER and clock() >= due:
+                        due = self._due = self._tick(clock())
                 elif ready & _POLL_GONE:
                     raise ChannelReset("device hung up")
             except (OSError, ChannelReset) as e:
                 poller.unregister(fd)
                 if not self._reset(e):
                     break
+                due = self._due  # _connect() ticked while it waited
                 fd = self.channel.fileno()
                 poller.register(fd, select.POLLIN)
                 read = self.channel.read
