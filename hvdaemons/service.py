@@ -59,11 +59,8 @@ class Handler(Protocol):
     def stop(self) -> None:
         """The daemon is stopping."""
 
-
-class Describes(Protocol):
-    """Optional for a Handler: a short name of a request for the STATUS= line."""
-
-    def describe(self, msg: bytes) -> str: ...
+    # Optional: describe(msg) -> str, a short name of a request ("GET pool 1")
+    # for the STATUS= line; without it the line shows no last request.
 
 
 class Stopper:

@@ -61,7 +61,7 @@ class Report:
         return EXIT_OK
 
 
-def _driver_problem(service: Service, dev: VmbusDevice, want: tuple[str, ...]) -> str | None:
+def _driver_problem(dev: VmbusDevice, want: tuple[str, ...]) -> str | None:
     if dev.driver in want:
         return None
     if dev.driver is None:
@@ -108,13 +108,13 @@ def _row(service: Service, view: DeviceView, states: dict[str, DaemonState]) -> 
         else:
             problems.append(f"{UIO_DRIVER} is bound but has no uio device")
     elif service.key == "fcopy" and dev.driver != HV_UTILS:
-        why = _driver_problem(service, dev, (UIO_DRIVER, HV_UTILS))
+        why = _driver_problem(dev, (UIO_DRIVER, HV_UTILS))
         problems.append(
             f"{why}; kernels from 6.10 on need {UIO_DRIVER} bound to it "
             f"(udev rule 70-hv-fcopy.rules does that)"
         )
     else:
-        why = _driver_problem(service, dev, (HV_UTILS,))
+        why = _driver_problem(dev, (HV_UTILS,))
         if why:
             problems.append(why)
         elif service.misc is not None:
