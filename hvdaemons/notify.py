@@ -1,10 +1,23 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET."""
+"""sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.
+
+Besides READY=1 the daemons send STATUS= lines (what `systemctl status`
+shows: registration, last request, VSS state, copy progress) and, when the
+unit sets WatchdogSec=, WATCHDOG=1 keep-alives from their request loops
+(sd_watchdog_enabled(3): $WATCHDOG_USEC, for $WATCHDOG_PID if set).
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+import time
+from collections.abc import Mapping
+from typing import Callable
+
+# STATUS= lines from one daemon at most this often (seconds); state changes
+# that must not be lost (a thaw, the end of a copy) are sent at once.
+STATUS_INTERVAL = 1.0
 
 
 def sd_notify(state: str) -> bool:
@@ -16,7 +29,82 @@ def sd_notify(state: str) -> bool:
         addr = "\0" + addr[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(state.encode(), addr)
+            sock.sendto(state.encode("utf-8", "backslashreplace"), addr)
     except OSError:
         return False
     return True
+
+
+def watchdog_interval(
+    environ: Mapping[str, str] | None = None, pid: int | None = None
+) -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of $WATCHDOG_USEC), or None without a watchdog."""
+    env = os.environ if environ is None else environ
+    usec = env.get("WATCHDOG_USEC", "")
+    owner = env.get("WATCHDOG_PID", "")
+    try:
+        if not usec or int(usec) <= 0:
+            return None
+        if owner and int(owner) != (os.getpid() if pid is None else pid):
+            return None  # meant for the process that started us
+        return int(usec) / 2e6
+    except ValueError:
+        return None
+
+
+def clock_text(wall: float) -> str:
+    """A time of day for STATUS= lines (systemctl status shows the date already)."""
+    return time.strftime("%H:%M:%S", time.localtime(wall))
+
+
+class StatusLine:
+    """The STATUS= text of a daemon, built from named parts in a fixed order.
+
+    set() changes a part; the line is sent at once unless one was sent less
+    than `interval` ago, in which case it is pending until flush() (the
+    request loop calls it when due()) or the next forced set().  Without a
+    service manager ($NOTIFY_SOCKET unset) nothing is kept or sent.
+    """
+
+    ORDER = ("device", "registered", "state", "copy", "last")
+
+    def __init__(
+        self,
+        notify: Callable[[str], bool] = sd_notify,
+        *,
+        enabled: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = STATUS_INTERVAL,
+    ) -> None:
+        self._notify = notify
+        self.enabled = bool(os.environ.get("NOTIFY_SOCKET")) if enabled is None else enabled
+        self._clock = clock
+        self.interval = interval
+        self._parts: dict[str, str] = {}
+        self.next_send = 0.0  # monotonic time from which a line may be sent
+        self.pending = False
+        self.text = ""
+
+    def set(self, part: str, text: str, *, force: bool = False) -> None:
+        if not self.enabled or self._parts.get(part, "") == text:
+            return
+        self._parts[part] = text
+        self.pending = True
+        self.flush(force=force)
+
+    def due(self) -> float | None:
+        """When the pending line may be sent (monotonic), None if nothing is pending."""
+        return self.next_send if self.pending else None
+
+    def flush(self, now: float | None = None, *, force: bool = False) -> None:
+        if not self.pending:
+            return
+        t = self._clock() if now is None else now
+        if t < self.next_send and not force:
+            return
+        order = [p for p in self.ORDER if p in self._parts]
+        order += [p for p in self._parts if p not in self.ORDER]
+        self.text = "; ".join(self._parts[p] for p in order if self._parts[p])
+        self.pending = False
+        self.next_send = t + self.interval
+        self._notify("STATUS=" + self.text)

@@ -15,10 +15,11 @@ import logging
 import os
 import select
 import signal
+import time
 from typing import Callable, Protocol
 
 from .errors import ChannelReset, ProtocolError
-from .notify import sd_notify
+from .notify import StatusLine, clock_text, sd_notify, watchdog_interval
 from .transport import Channel
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,9 @@ REOPEN_INTERVAL = 1.0
 
 _POLLIN = select.POLLIN
 _POLL_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
+_NEVER = float("inf")
+# Service(watchdog=...) default: take the interval from $WATCHDOG_USEC.
+WATCHDOG_FROM_ENV = -1.0
 
 
 class Handler(Protocol):
@@ -54,6 +58,9 @@ class Handler(Protocol):
 
     def stop(self) -> None:
         """The daemon is stopping."""
+
+    # Optional: describe(msg) -> str, a short name of a request ("GET pool 1")
+    # for the STATUS= line; without it the line shows no last request.
 
 
 class Stopper:
@@ -111,6 +118,10 @@ class Service:
         stopper: Stopper | None = None,
         notify: Callable[[str], bool] = sd_notify,
         device_name: str = "device",
+        status: StatusLine | None = None,
+        watchdog: float | None = WATCHDOG_FROM_ENV,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.channel = channel
         self.handler = handler
@@ -119,6 +130,47 @@ class Service:
         self._device = device_name
         self._registered = False
         self._ready_sent = False
+        self.status = status if status is not None else StatusLine(notify)
+        if watchdog is not None and watchdog < 0:
+            watchdog = watchdog_interval()
+        self._watchdog = watchdog
+        self._clock = clock
+        self._wall = wall
+        describe = getattr(handler, "describe", None)
+        self._describe: Callable[[bytes], str] | None = describe if callable(describe) else None
+        self._track = self.status.enabled and self._describe is not None
+        self._last: bytes | None = None  # a request not yet on the STATUS= line
+        self._last_at = 0.0
+        self._next_ping = 0.0
+        self._due = _NEVER if watchdog is None else 0.0
+
+    # -- systemd: STATUS= and the watchdog -----------------------------------
+
+    def _tick(self, now: float) -> float:
+        """Ping the watchdog and update STATUS= if due; return the next deadline."""
+        if self._watchdog is not None and now >= self._next_ping:
+            self._notify("WATCHDOG=1")
+            self._next_ping = now + self._watchdog
+        status = self.status
+        last = self._last
+        if last is not None and self._describe is not None and now >= status.next_send:
+            self._last = None
+            try:
+                what = self._describe(last)
+            except Exception:  # a describe() bug must not cost a request
+                what = f"of {len(last)} bytes"
+            when = self._wall() - (now - self._last_at)
+            status.set("last", f"last request {what} at {clock_text(when)}")
+        status.flush(now)
+        nxt = self._next_ping if self._watchdog is not None else _NEVER
+        if status.pending or self._last is not None:
+            nxt = min(nxt, status.next_send)
+        return nxt
+
+    def _timeout_ms(self) -> int:
+        if self._due == _NEVER:
+            return -1
+        return max(0, int((self._due - self._clock()) * 1000) + 1)
 
     # -- connection ------------------------------------------------------
 
@@ -136,13 +188,20 @@ class Service:
                 else:
                     self._registered = True
                     self._ready()
+                self.status.set("device", "")
                 return True
             except (OSError, ChannelReset) as e:
                 self._close()
                 if not announced:
                     log.error("open %s failed; error: %s; retrying", self._device, _describe(e))
                     announced = True
-                self.stopper.wait(REOPEN_INTERVAL)
+                    self.status.set("device", f"waiting for {self._device}", force=True)
+                # Waiting for the device is not being stuck: keep pinging.
+                self._due = self._tick(self._clock())
+                wait = REOPEN_INTERVAL
+                if self._watchdog is not None:
+                    wait = min(wait, self._watchdog)
+                self.stopper.wait(wait)
         return False
 
     def _close(self) -> None:
@@ -178,10 +237,12 @@ class Service:
         poller.register(fd, select.POLLIN)
         # Bound once: this loop runs per request, and each lookup shows in
         # the round-trip time (the host waits on it).
-        poll, one, read = poller.poll, self._one, self.channel.read
+        poll, one, read, clock = poller.poll, self._one, self.channel.read, self._clock
+        track = self._track
+        due = self._due = self._tick(clock())  # STATUS=/watchdog deadline (monotonic)
         while not stopper.requested:
             try:
-                events = poll()
+                events = poll(-1 if due == _NEVER else self._timeout_ms())
             except InterruptedError:
                 continue
             ready = 0
@@ -193,23 +254,33 @@ class Service:
             if stopper.requested:
                 break
             if not ready:
+                due = self._due = self._tick(clock())
                 continue
             try:
                 if ready & _POLLIN:
-                    one(read())
+                    msg = read()
+                    if one(msg) and track:
+                        self._last = msg
+                        self._last_at = now = clock()
+                        if now >= due or due == _NEVER:
+                            due = self._due = self._tick(now)
+                    elif due != _NEVER and clock() >= due:
+                        due = self._due = self._tick(clock())
                 elif ready & _POLL_GONE:
                     raise ChannelReset("device hung up")
             except (OSError, ChannelReset) as e:
                 poller.unregister(fd)
                 if not self._reset(e):
                     break
+                due = self._due  # _connect() ticked while it waited
                 fd = self.channel.fileno()
                 poller.register(fd, select.POLLIN)
                 read = self.channel.read
         self._finish()
         return 0
 
-    def _one(self, msg: bytes) -> None:
+    def _one(self, msg: bytes) -> bool:
+        """Handle one message; False if it was the registration reply."""
         if not self._registered:
             try:
                 taken = self.handler.registration_reply(msg)
@@ -218,7 +289,7 @@ class Service:
             if taken:
                 self._registered = True
                 self._ready()
-                return
+                return False
         try:
             reply = self.handler.handle(msg)
         except Exception:  # a bug or bad input must not end the daemon
@@ -226,6 +297,7 @@ class Service:
             reply = self.handler.failure_reply(msg)
         if reply is not None:
             self.channel.write(reply)
+        return True
 
     def _finish(self) -> None:
         self.handler.stop()

@@ -20,6 +20,7 @@ apt-get install -y -qq --no-install-recommends \
     python3-pyudev python3-setuptools python3-wheel tox git \
     util-linux mount iproute2 e2fsprogs xfsprogs kmod procps \
     binutils cpio dpkg-dev rpm rpmlint lintian mmdebstrap systemd systemd-container udev \
+    umockdev \
     ca-certificates >/dev/null
 
 # The reference C daemons for the differential tests and benchmarks.

@@ -51,8 +51,11 @@ import os
 import re
 import secrets
 import stat
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
+from ..notify import StatusLine, clock_text
 from ..protocol.fcopy import ALREADY_EXISTS, DISK_FULL, E_FAIL, S_OK, StartCopy
 
 log = logging.getLogger(__name__)
@@ -190,6 +193,7 @@ class _Copy:
     overwrite: bool
     file_size: int
     failed: int = S_OK  # set by a failed WRITE; the temporary file is gone then
+    received: int = 0  # end of the furthest WRITE seen here (progress)
 
 
 @dataclass
@@ -203,17 +207,78 @@ class _Walk:
     created: list[str] = field(default_factory=list)
 
 
+# progress(event, target, received bytes, announced size); event is one of
+# "copying" (start, then during the copy), "copied", "failed", "cancelled",
+# "abandoned".
+CopyProgress = Callable[[str, str, int, int], None]
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+class CopyStatus:
+    """The STATUS= line of the file-copy daemon: the current copy and its progress.
+
+    Progress goes out at most once a second (checked before anything is
+    formatted: WRITEs arrive by the thousand); a copy's end at once.
+    """
+
+    def __init__(
+        self,
+        status: StatusLine | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.status = status if status is not None else StatusLine()
+        self._clock = clock
+        self._wall = wall
+        self._next = 0.0
+
+    def __call__(self, event: str, target: str, received: int, size: int) -> None:
+        if event == "copying":
+            now = self._clock()
+            if received and now < self._next:
+                return
+            self._next = now + self.status.interval
+            pct = f" ({received * 100 // size}%)" if size else ""
+            self.status.set(
+                "copy", f"copying {target}: {_size(received)} of {_size(size)}{pct}", force=True
+            )
+            return
+        self._next = 0.0
+        self.status.set(
+            "copy",
+            f"last copy {target}: {event} ({_size(received)}) at {clock_text(self._wall())}",
+            force=True,
+        )
+
+
 class FileCopier:
     """One file copy at a time, as the host drives it; every method returns the host status.
 
     Transport-independent: the legacy char-device daemon and the UIO daemon
-    both feed it decoded messages.
+    both feed it decoded messages.  progress (default: the STATUS= line when
+    running under systemd, else nothing) hears of each copy's start, progress
+    and end; WRITEs a transport's C fast path does itself are not seen.
     """
 
-    def __init__(self, root: str = "/") -> None:
+    def __init__(self, root: str = "/", progress: CopyProgress | None = None) -> None:
         self.root = root
         self._copy: _Copy | None = None
         self._orphans_logged = False
+        if progress is None:
+            default = CopyStatus()
+            progress = default if default.status.enabled else None
+        self._progress = progress
+
+    def _report(self, event: str, c: _Copy) -> None:
+        if self._progress is not None:
+            self._progress(event, c.target, c.received, c.file_size)
 
     @property
     def busy(self) -> bool:
@@ -289,6 +354,7 @@ class FileCopier:
             log.error("Open Failed: %s: %s", target, _strerror(e))
             return status_of(e)
         self._copy = _Copy(dir_fd, name, temp, fd, target, req.overwrite, req.file_size)
+        self._report("copying", self._copy)
         return S_OK
 
     def _open_dir(self, parts: list[bytes], create: bool, target: str) -> int:
@@ -413,12 +479,18 @@ class FileCopier:
                 f"pwrite failed to write {len(data)} bytes at offset {offset} "
                 f"to {c.target}: {_strerror(e)}",
             )
+        if self._progress is not None:
+            end = offset + len(data)
+            if end > c.received:
+                c.received = end
+            self._progress("copying", c.target, c.received, c.file_size)
         return S_OK
 
     def _fail(self, c: _Copy, status: int, why: str) -> int:
         log.error("%s; discarding the partial file", why)
         self._remove_temp(c)
         c.failed = status
+        self._report("failed", c)
         return status
 
     # -- COMPLETE / CANCEL -------------------------------------------------
@@ -429,12 +501,19 @@ class FileCopier:
             log.error("copy finished that was not started")
             return E_FAIL
         self._copy = None
+        status = self._complete(c)
+        if self._progress is not None:
+            self._report("copied" if status == S_OK else "failed", c)
+        return status
+
+    def _complete(self, c: _Copy) -> int:
         if c.failed:
             self._remove_temp(c)
             return c.failed
         try:
             os.fsync(c.fd)
             st = os.fstat(c.fd)
+            c.received = st.st_size
             # In a directory others may write to, our name could now be theirs.
             now = os.stat(c.temp, dir_fd=c.dir_fd, follow_symlinks=False)
             if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
@@ -495,6 +574,7 @@ class FileCopier:
         if c is not None:
             log.info("copy to %s cancelled", c.target)
             self._discard()
+            self._report("cancelled", c)
         # Like the reference: cancelling nothing succeeds.
         return S_OK
 
@@ -516,6 +596,7 @@ class FileCopier:
         if c is not None:
             log.info("copy to %s abandoned; removing the partial file", c.target)
             self._discard()
+            self._report("abandoned", c)
 
     # -- helpers -----------------------------------------------------------
 

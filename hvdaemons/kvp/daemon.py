@@ -39,6 +39,7 @@ from typing import Callable
 
 from .. import cli
 from ..errors import ProtocolError
+from ..notify import StatusLine
 from ..protocol import kvp
 from ..protocol.status import HvStatus
 from ..service import Service, Stopper
@@ -88,6 +89,7 @@ class KvpHandler:
         paths: KvpPaths,
         *,
         debug: bool = False,
+        status: StatusLine | None = None,
     ) -> None:
         self.pools = pools
         self.info = info
@@ -97,6 +99,7 @@ class KvpHandler:
         self.lic_version = osinfo.UNKNOWN_VERSION
         self._addresses: tuple[str, str] | None = None
         self._addresses_at = 0.0
+        self.status = status if status is not None else StatusLine(enabled=False)
 
     # -- registration ------------------------------------------------------------
 
@@ -112,7 +115,19 @@ class KvpHandler:
         version = kvp.cstring(msg, kvp.OFF_REG_VERSION, kvp.OFF_REG_VERSION + kvp.REG_VERSION_SIZE)
         self.lic_version = version.decode("utf-8", "surrogateescape")
         log.info("KVP LIC Version: %s", self.lic_version)
+        self.status.set("registered", f"registered with protocol version {self.lic_version}")
         return True
+
+    def describe(self, msg: bytes) -> str:
+        """The request for the STATUS= line, e.g. "GET pool 1"."""
+        op = msg[kvp.OFF_OP] if len(msg) > kvp.OFF_OP else -1
+        try:
+            name = kvp.KvpOp(op).name
+        except ValueError:
+            name = f"op {op}"
+        if op in (kvp.KvpOp.GET_IP_INFO, kvp.KvpOp.SET_IP_INFO):
+            return name
+        return f"{name} pool {msg[kvp.OFF_POOL]}" if len(msg) > kvp.OFF_POOL else name
 
     # -- requests -----------------------------------------------------------------
 
@@ -349,9 +364,14 @@ def serve(args: argparse.Namespace, stopper: Stopper) -> int:
         log.error("Failed to initialize the pools")
         pools.close()
         return 1
-    handler = KvpHandler(pools, info, resolver.result, paths, debug=args.debug)
+    status = StatusLine()
+    handler = KvpHandler(pools, info, resolver.result, paths, debug=args.debug, status=status)
     service = Service(
-        FdChannel(path=args.device), handler, stopper=stopper, device_name=args.device
+        FdChannel(path=args.device),
+        handler,
+        stopper=stopper,
+        device_name=args.device,
+        status=status,
     )
     return service.run()
 

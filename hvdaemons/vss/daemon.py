@@ -22,7 +22,9 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
+from typing import Callable
 
 # Filesystems may be frozen while this process runs: nothing may be
 # imported or compiled lazily later, so every module is imported here and
@@ -32,12 +34,13 @@ sys.dont_write_bytecode = True
 from .. import cli  # noqa: E402
 from .. import log as hvlog  # noqa: E402
 from ..errors import ProtocolError  # noqa: E402
+from ..notify import StatusLine, clock_text  # noqa: E402
 from ..protocol import vss  # noqa: E402
 from ..protocol.status import HvStatus  # noqa: E402
 from ..service import Service, Stopper  # noqa: E402
 from ..transport import FdChannel  # noqa: E402
 from .freeze import FreezeEngine, IoctlFreezer, Marker, Outcome  # noqa: E402
-from .mounts import Planner  # noqa: E402
+from .mounts import Planner, Target  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,9 @@ DEFAULT_THAW_DEADLINE = 300.0
 class VssHandler:
     """The service.Handler of the VSS daemon."""
 
-    def __init__(self, engine: FreezeEngine) -> None:
+    def __init__(self, engine: FreezeEngine, status: StatusLine | None = None) -> None:
         self.engine = engine
+        self.status = status if status is not None else StatusLine(enabled=False)
 
     def registration(self) -> bytes:
         return vss.registration()
@@ -63,7 +67,14 @@ class VssHandler:
     def registration_reply(self, msg: bytes) -> bool:
         version = vss.parse_registration_reply(msg)  # ProtocolError: reopen
         log.info("VSS: kernel module version: %d", version)
+        self.status.set("registered", f"registered with protocol version {version}")
         return True
+
+    def describe(self, msg: bytes) -> str:
+        try:
+            return vss.VssOp(vss.parse_request(msg).op).name
+        except (ProtocolError, ValueError):
+            return f"of {len(msg)} bytes"
 
     def handle(self, msg: bytes) -> bytes | None:
         try:
@@ -101,6 +112,27 @@ class VssHandler:
 
     def stop(self) -> None:
         self.engine.close()
+
+
+class FreezeStatus:
+    """FreezeEngine's on_change: "frozen"/"thawed since" on the STATUS= line, sent at once."""
+
+    def __init__(self, status: StatusLine, wall: Callable[[], float] = time.time) -> None:
+        self.status = status
+        self._wall = wall
+        self._count = -1
+
+    def __call__(self, frozen: list[Target]) -> None:
+        if len(frozen) == self._count:
+            return
+        self._count = len(frozen)
+        since = clock_text(self._wall())
+        if frozen:
+            n = len(frozen)
+            text = f"frozen ({n} filesystem{'s' if n != 1 else ''}) since {since}"
+        else:
+            text = f"thawed since {since}"
+        self.status.set("state", text, force=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -170,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 planner.watch()
             except OSError as e:
                 log.warning("cannot watch %s: %s", planner.mountinfo, e.strerror)
+            status = StatusLine()
+            frozen_status = FreezeStatus(status)
             engine = FreezeEngine(
                 planner,
                 IoctlFreezer(),
@@ -177,8 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 thaw_deadline=max(0.0, args.thaw_deadline),
                 defer_release=True,
                 should_stop=lambda: stopper.requested,
+                on_change=frozen_status,
             )
             engine.recover()
+            frozen_status(engine.frozen)
         finally:
             hvlog.release()
         try:
@@ -191,9 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         service = Service(
             FdChannel(path=args.device),
-            VssHandler(engine),
+            VssHandler(engine, status),
             stopper=stopper,
             device_name=args.device,
+            status=status,
         )
         return service.run()
 

@@ -284,6 +284,7 @@ class FreezeEngine:
         should_stop: Callable[[], bool] = lambda: False,
         hold_logs: Callable[[], None] = hvlog.hold,
         release_logs: Callable[[], None] = hvlog.release,
+        on_change: Callable[[list[Target]], None] = lambda frozen: None,
     ) -> None:
         self.planner = planner
         self.freezer = freezer
@@ -292,6 +293,9 @@ class FreezeEngine:
         self._should_stop = should_stop
         self._hold = hold_logs
         self._release = release_logs
+        # Told what is frozen after every change (the STATUS= line); it must
+        # not write to a filesystem.
+        self._on_change = on_change
         self._lock = threading.RLock()
         # What this daemon froze (including EBUSY: already frozen), in order.
         self._frozen: list[Target] = []
@@ -356,6 +360,7 @@ class FreezeEngine:
                 )
             for t, why in out.unreachable:
                 log.warning("%s skipped: %s", t.mount_point, why)
+            self._on_change(list(self._frozen))
             if self._deadline is not None and self._frozen and self.thaw_deadline > 0:
                 self._deadline.arm(self.thaw_deadline, self._on_deadline)
             if not self._frozen:
@@ -502,6 +507,7 @@ class FreezeEngine:
     def _set_frozen(self, targets: list[Target]) -> None:
         self._frozen = targets
         self._frozen_devs = {t.dev for t in targets}
+        self._on_change(list(targets))
 
     def _plan_quietly(self) -> list[Target]:
         try:

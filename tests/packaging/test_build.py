@@ -62,6 +62,7 @@ def test_rpm_file_list(packages: Packages) -> None:
     expected = {
         *(f"/usr/sbin/{b}" for b in SBIN),
         "/usr/bin/hvsim",
+        "/usr/bin/hvctl",
         "/usr/lib/systemd/system/hv-kvp-daemon.service",
         "/usr/lib/systemd/system/hypervkvpd.service",
         "/usr/lib/udev/rules.d/70-hv-kvp.rules",
@@ -80,6 +81,7 @@ def test_rpm_file_list(packages: Packages) -> None:
     for b in SBIN:
         assert f"/usr/share/man/man8/{b}.8.gz" in docs
     assert "/usr/share/man/man1/hvsim.1.gz" in docs
+    assert "/usr/share/man/man1/hvctl.1.gz" in docs
     # Helper scripts where KvpPaths.scripts_dir points, executable, no ".sh".
     listing = run(["rpm", "-qplv", packages.rpm]).stdout
     scripts = re.findall(r"^(-\S+) .* (/usr/libexec/hypervkvpd/\S+)$", listing, re.M)
@@ -131,6 +133,7 @@ def test_launchers(deb_tree: Path) -> None:
     uio = deb_tree / "usr/sbin/hv_fcopy_uio_daemon"
     assert uio.is_symlink() and str(uio.readlink()) == "hv_fcopy_daemon"
     assert "from hvsim.cli import main" in (deb_tree / "usr/bin/hvsim").read_text()
+    assert "from hvdaemons.ctl.main import main" in (deb_tree / "usr/bin/hvctl").read_text()
 
 
 def test_lintian_clean(packages: Packages) -> None:

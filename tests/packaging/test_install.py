@@ -49,6 +49,17 @@ def test_install_run_remove_purge(debian_root: Root, packages: Packages) -> None
         assert not missing, f"{page}.8 lacks {sorted(missing)}"
     cp = debian_root.run(["hvsim", "--help"])
     assert "serve" in cp.stdout
+    # hvctl: in /usr/bin, and its man page documents every option of every command.
+    man = (PACKAGING / "man" / "hvctl.1").read_text().replace("\\-", "-")
+    for cmd in (["status"], ["kvp", "list"], ["kvp", "set"], ["vss", "plan"], ["timesync"]):
+        cp = debian_root.run(["/usr/bin/hvctl", *cmd, "--help"])
+        missing = set(re.findall(r"--[a-z][a-z-]+", cp.stdout)) - set(
+            re.findall(r"--[a-z][a-z-]+", man)
+        )
+        assert not missing, f"hvctl.1 lacks {sorted(missing)} of hvctl {' '.join(cmd)}"
+    # Outside Hyper-V (this root): a clear message and exit 2.
+    cp = debian_root.run(["hvctl", "status"], check=False)
+    assert cp.returncode == 2 and "not a Hyper-V guest" in cp.stderr, cp.stdout + cp.stderr
 
     # postinst byte-compiled the private modules; the KVP state dir exists.
     assert list((debian_root / "usr/lib/hvdaemons/hvdaemons/__pycache__").glob("*.pyc"))

@@ -17,6 +17,7 @@ container's mount table includes file systems of the host (nspawn's
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -51,22 +52,23 @@ def derived_unit(shipped: str, device_dep: str, exec_start: str, after: str) -> 
     return "\n".join(out) + "\n"
 
 
+NSPAWN = (
+    "systemd-nspawn",
+    "--register=no",
+    "--keep-unit",
+    "-b",
+    "--console=pipe",
+    "--quiet",
+)
+
+
 class Container:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, argv: list[str] | None = None) -> None:
+        """Boot root; argv: a command that ends by exec'ing systemd-nspawn (NSPAWN) itself."""
         self.root = root
         need("systemd-nspawn")
         self.proc = subprocess.Popen(
-            [
-                "systemd-nspawn",
-                "-D",
-                str(root),
-                "--register=no",
-                "--keep-unit",
-                "-b",
-                "--console=pipe",
-                "--quiet",
-                "systemd.unit=multi-user.target",
-            ],
+            argv or [*NSPAWN, "-D", str(root), "systemd.unit=multi-user.target"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -252,3 +254,91 @@ def wait_for(
             return show
         assert time.monotonic() < deadline, show
         time.sleep(0.05)
+
+
+# hvctl status inside the container, with the devices of a Generation 2 guest
+# (the container has no VMBus) and the daemon state from the real systemd.
+HVCTL_GEN2 = """\
+import sys
+sys.path.insert(0, "/usr/lib/hvdaemons")
+from hvdaemons.ctl.devices import DeviceView, VmbusDevice
+from hvdaemons.ctl.main import main
+HV = "hv_utils"
+view = DeviceView(
+    (
+        VmbusDevice("a", "a9a0f4e7-5a45-4d96-b827-8a841e8c03e6", "a", HV),
+        VmbusDevice("b", "35fa2e29-ea23-4236-96ae-3a6ebacba440", "b", HV),
+        VmbusDevice("c", "34d14be3-dee4-41c8-9ae7-6b174977c192", "c", HV),
+    ),
+    {"vmbus/hv_kvp": "/dev/vmbus/hv_kvp", "vmbus/hv_vss": "/dev/vmbus/hv_vss",
+     "vmbus/hv_fcopy": "/dev/vmbus/hv_fcopy"},
+)
+sys.exit(main(sys.argv[1:], devices=lambda: view))
+"""
+
+
+def test_status_lines_hvctl_and_the_watchdog(container: Container) -> None:
+    """STATUS= lines in systemctl status and hvctl status; a stuck KVP daemon is restarted."""
+    start(container, "kvp")
+    unit = "hvtest-kvp.service"
+    show = wait_for(container, unit, ("StatusText",), lambda s: "registered with" in s)
+    assert "StatusText=registered with protocol version 3.1" in show, show
+    container.sh("hvsim kvp --dir /run/hvsim-kvp get --pool 1 NoSuchKey", check=False)
+    show = wait_for(container, unit, ("StatusText",), lambda s: "last request" in s)
+    assert re.search(r"; last request GET pool 1 at \d\d:\d\d:\d\d$", show.strip()), show
+    status = container.sh(f"systemctl status --no-pager {unit}", check=False).stdout
+    assert "Status: \"registered with protocol version 3.1; last request GET pool 1" in status
+
+    # hvctl status asks systemd about hv-kvp-daemon.service & co.: here aliases
+    # of the test units.
+    for svc in ("kvp", "vss", "fcopy"):
+        container.sh(
+            f"ln -sf /etc/systemd/system/hvtest-{svc}.service "
+            f"/etc/systemd/system/hv-{svc}-daemon.service"
+        )
+    container.sh("systemctl daemon-reload")
+    (container.root / "srv/hvctl_gen2.py").write_text(HVCTL_GEN2)
+    cp = container.sh("python3 -I /srv/hvctl_gen2.py status --json", check=False)
+    doc = json.loads(cp.stdout)
+    kvp = next(r for r in doc["services"] if r["key"] == "kvp")
+    assert kvp["daemon"]["how"] == "systemd", kvp
+    assert kvp["daemon"]["state"] == "hv-kvp-daemon.service: active (running)"
+    assert kvp["daemon"]["status"].startswith("registered with protocol version 3.1; last request")
+    assert kvp["working"] is True
+    text = container.sh("python3 -I /srv/hvctl_gen2.py status", check=False).stdout
+    assert "  status     registered with protocol version 3.1; last request GET pool 1" in text
+
+    # The watchdog, 2 s instead of the shipped 60 s so the test is quick.
+    drop = container.root / f"etc/systemd/system/{unit}.d"
+    drop.mkdir(parents=True, exist_ok=True)
+    (drop / "watchdog.conf").write_text("[Service]\nWatchdogSec=2s\n")
+    container.sh(f"systemctl daemon-reload && systemctl stop {unit}")
+    container.sh("systemctl restart hvsim-kvp.service")
+    start(container, "kvp")
+    first = wait_for(container, unit, ("WatchdogTimestampMonotonic",), lambda s: "=0" not in s)
+    wait_for(container, unit, ("WatchdogTimestampMonotonic",), lambda s: s != first)
+    pid = container.sh(f"systemctl show -p MainPID --value {unit}").stdout.strip()
+    # Stuck for good: another program holds the pool's flock() lock, and the
+    # host's next SET makes the request loop wait for it.
+    container.sh("systemd-run --unit=hvtest-locker flock /var/lib/hyperv/.kvp_pool_1 sleep 600")
+    try:
+        container.sh("systemd-run --unit=hvtest-set hvsim kvp --dir /run/hvsim-kvp set --pool 1 K V")
+        journal = ""
+        deadline = time.monotonic() + 60
+        while "Watchdog timeout" not in journal:
+            assert time.monotonic() < deadline, journal
+            time.sleep(0.2)
+            journal = container.sh(f"journalctl --no-pager -u {unit}", check=False).stdout
+        container.sh("systemctl restart hvsim-kvp.service")
+        show = wait_for(
+            container,
+            unit,
+            ("ActiveState", "SubState", "NRestarts", "MainPID"),
+            lambda s: "NRestarts=0" not in s and "SubState=running" in s,
+            timeout=60,
+        )
+        assert f"MainPID={pid}\n" not in show, show
+    finally:
+        container.sh("systemctl stop hvtest-locker.service hvtest-set.service", check=False)
+        (drop / "watchdog.conf").unlink()
+        container.sh("systemctl daemon-reload", check=False)
