@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hvdaemons.protocol import fcopy as P
-from tests.fcopy_support import LegacyRig
+from tests.support.fcopy import LegacyRig
 
 FRAGMENT = P.DATA_FRAGMENT
 
