@@ -3,8 +3,8 @@
 
 Mirrors hv_start_fcopy / hv_copy_data / hv_copy_finished / hv_copy_cancel of
 tools/hv/hv_fcopy_daemon.c and tools/hv/hv_fcopy_uio_daemon.c, with their
-defects fixed (spec fcopy.md §4, defect 13).  What a host or a local user
-can rely on:
+defects fixed (they follow symlinks, truncate in place and keep partial
+files).  What a host or a local user can rely on:
 
 * The destination is path_name/file_name, resolved from "/" one component
   at a time with directory descriptors (openat), never through a path string
@@ -53,6 +53,7 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 
+from ..log import Once
 from ..protocol.fcopy import ALREADY_EXISTS, DISK_FULL, E_FAIL, S_OK, StartCopy
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,8 @@ class FileCopier:
     def __init__(self, root: str = "/") -> None:
         self.root = root
         self._copy: _Copy | None = None
-        self._orphans_logged = False
+        # Once per stray run: a host that keeps writing must not flood the log.
+        self._orphans = Once(log)
 
     @property
     def busy(self) -> bool:
@@ -248,7 +250,7 @@ class FileCopier:
             # Upstream leaks the old descriptor and leaves its file.
             log.warning("new copy while copying to %s; discarding that one", self._copy.target)
             self._discard()
-        self._orphans_logged = False
+        self._orphans.reset()
         try:
             name = file_name_bytes(req.file_name)
             parts = path_components(req.path_name)
@@ -387,10 +389,7 @@ class FileCopier:
     def write(self, offset: int, data: bytes | memoryview) -> int:
         c = self._copy
         if c is None:
-            if not self._orphans_logged:
-                # Once per stray run: a host that keeps writing must not flood the log.
-                log.error("data for a copy that was not started")
-                self._orphans_logged = True
+            self._orphans(logging.ERROR, "data for a copy that was not started")
             return E_FAIL
         if c.failed:
             return c.failed
