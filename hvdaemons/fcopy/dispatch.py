@@ -54,7 +54,8 @@ class Dispatch:
         copier = self.copier
         try:
             if msg[:4] == _WRITE_OP:
-                # Nearly every message during a copy: no dataclass, no copy of the data.
+                # Most messages of a copy (those the C fast paths leave to us among
+                # them): no dataclass, no copy of the data.
                 return copier.write(*write_payload(msg))
             req = self._decode(msg)
         except FcopyDecodeError as e:
