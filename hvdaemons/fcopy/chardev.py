@@ -35,7 +35,8 @@ class FcopyHandler:
 
     def __init__(self, copier: FileCopier) -> None:
         self.copier = copier
-        self.dispatch = Dispatch(copier, utf16=False)
+        # Bound once: this runs for every request the C pump leaves to Python.
+        self._status = Dispatch(copier, utf16=False).status
 
     def registration(self) -> bytes | None:
         return _REGISTRATION
@@ -49,7 +50,7 @@ class FcopyHandler:
     def handle(self, msg: bytes) -> bytes | None:
         if not msg:
             return None  # PumpChannel woke up with nothing pending
-        status = self.dispatch(msg)
+        status = self._status(msg)
         return _OK_REPLY if status == S_OK else encode_status(status)
 
     def failure_reply(self, msg: bytes) -> bytes | None:

@@ -43,14 +43,8 @@ class Dispatch:
         # One line per copy: a host repeating a mistake gets statuses, not a flood.
         self._bad = Once(log)
 
-    def __call__(self, msg: bytes) -> int:
-        try:
-            return self._carry_out(msg)
-        except Exception:  # a bug must fail the request and its copy, not the daemon
-            log.exception("file copy request failed")
-            return self.copier.reject(E_FAIL)
-
-    def _carry_out(self, msg: bytes) -> int:
+    def status(self, msg: bytes) -> int:
+        """Carry out one message (from its hv_fcopy_hdr on); the status for the host."""
         copier = self.copier
         try:
             if msg[:4] == _WRITE_OP:
@@ -58,15 +52,18 @@ class Dispatch:
                 # them): no dataclass, no copy of the data.
                 return copier.write(*write_payload(msg))
             req = self._decode(msg)
+            if isinstance(req, StartCopy):
+                self._bad.reset()
+                return copier.start(req)
+            if isinstance(req, CompleteCopy):
+                return copier.complete()
+            # A WRITE never gets this far: its op took the first branch.
+            assert isinstance(req, CancelCopy)
+            return copier.cancel()
         except FcopyDecodeError as e:
             self._bad(logging.ERROR, "%s", e)
             # Data may be missing now: the copy fails as a failed WRITE would.
             return copier.reject(E_FAIL)
-        if isinstance(req, StartCopy):
-            self._bad.reset()
-            return copier.start(req)
-        if isinstance(req, CompleteCopy):
-            return copier.complete()
-        # A WRITE never gets this far: its op took the first branch.
-        assert isinstance(req, CancelCopy)
-        return copier.cancel()
+        except Exception:  # a bug must fail the request and its copy, not the daemon
+            log.exception("file copy request failed")
+            return copier.reject(E_FAIL)

@@ -79,7 +79,7 @@ class IcHandler:
     """Turns one host packet into the response payload (or None when there is nothing to answer)."""
 
     def __init__(self, copier: FileCopier) -> None:
-        self.dispatch = Dispatch(copier, utf16=True)
+        self._fcopy_status = Dispatch(copier, utf16=True).status
         self.negotiated: tuple[icmsg.Version, icmsg.Version] | None = None
         self._complain = _Limiter()
 
@@ -116,7 +116,7 @@ class IcHandler:
                 self._complain(logging.ERROR, "IC version negotiation failed")
             return neg.reply, pkt.trans_id
         if hdr.msgtype == icmsg.ICMSGTYPE_FCOPY:
-            status = self.dispatch(icmsg.body(pkt.payload))
+            status = self._fcopy_status(icmsg.body(pkt.payload))
             return icmsg.response(pkt.payload, status), pkt.trans_id
         self._complain(logging.WARNING, "unexpected IC message type %d", hdr.msgtype)
         return icmsg.response(pkt.payload, icmsg.HV_E_FAIL), pkt.trans_id
