@@ -8,10 +8,12 @@
  * Every index and descriptor the other side controls is checked before use,
  * and a packet is copied out whole before its descriptor is trusted. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/hyperv.h>
 #include <sys/socket.h>
 
 #include "ring.cdef.h"
@@ -399,20 +401,62 @@ void hvr_store(uint8_t *base, uint32_t offset, uint32_t value)
 
 /* -- file-copy fast path ------------------------------------------------------ */
 
-/* Offsets in an in-band packet (16-byte descriptor, then the IC payload). */
-#define FC_IC (HVR_DESC_SIZE)
-#define FC_IC_MSGTYPE (FC_IC + 12)
-#define FC_IC_STATUS (FC_IC + 20)
-#define FC_IC_FLAGS (FC_IC + 25)
-#define FC_BODY (FC_IC + 28)
-#define FC_OP (FC_BODY + 0)
-#define FC_OFFSET (FC_BODY + 40)
-#define FC_SIZE (FC_BODY + 48)
-#define FC_DATA (FC_BODY + 52)
-#define FC_FRAGMENT 6144u
-#define FC_MSGTYPE_FCOPY 7
-#define FC_OP_WRITE 1
-#define FC_ICFLAGS_RESPONSE 4
+/* The packet descriptor and the IC headers, as include/linux/hyperv.h declares
+ * them (struct vmpacket_descriptor, vmbuspipe_hdr, ic_version, icmsg_hdr; the
+ * UAPI header has only the file-copy structs, so tools/hv/vmbus_bufring.h
+ * copies them too).  Every offset below comes from these and from
+ * <linux/hyperv.h>'s struct hv_do_fcopy, through the compiler. */
+struct vmpacket_descriptor {
+	uint16_t type;
+	uint16_t offset8;
+	uint16_t len8;
+	uint16_t flags;
+	uint64_t trans_id;
+} __attribute__((packed));
+
+struct vmbuspipe_hdr {
+	uint32_t flags;
+	uint32_t msgsize;
+} __attribute__((packed));
+
+struct ic_version {
+	uint16_t major;
+	uint16_t minor;
+} __attribute__((packed));
+
+struct icmsg_hdr {
+	struct ic_version icverframe;
+	uint16_t icmsgtype;
+	struct ic_version icvermsg;
+	uint16_t icmsgsize;
+	uint32_t status;
+	uint8_t ictransaction_id;
+	uint8_t icflags;
+	uint8_t reserved[2];
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct vmpacket_descriptor) == HVR_DESC_SIZE, "HVR_DESC_SIZE");
+
+/* Offsets in an in-band packet: descriptor, pipe header, IC header, body. */
+#define FC_DESC_TYPE offsetof(struct vmpacket_descriptor, type)
+#define FC_DESC_OFFSET8 offsetof(struct vmpacket_descriptor, offset8)
+#define FC_DESC_TRANS_ID offsetof(struct vmpacket_descriptor, trans_id)
+#define FC_IC sizeof(struct vmpacket_descriptor)
+#define FC_ICMSG (FC_IC + sizeof(struct vmbuspipe_hdr))
+#define FC_IC_MSGTYPE (FC_ICMSG + offsetof(struct icmsg_hdr, icmsgtype))
+#define FC_IC_STATUS (FC_ICMSG + offsetof(struct icmsg_hdr, status))
+#define FC_IC_FLAGS (FC_ICMSG + offsetof(struct icmsg_hdr, icflags))
+#define FC_BODY (FC_ICMSG + sizeof(struct icmsg_hdr))
+#define FC_OP (FC_BODY + offsetof(struct hv_fcopy_hdr, operation))
+#define FC_OFFSET (FC_BODY + offsetof(struct hv_do_fcopy, offset))
+#define FC_SIZE (FC_BODY + offsetof(struct hv_do_fcopy, size))
+#define FC_DATA (FC_BODY + offsetof(struct hv_do_fcopy, data))
+#define FC_FRAGMENT ((uint32_t)DATA_FRAGMENT)
+#define FC_PKT_DATA_INBAND 6 /* VM_PKT_DATA_INBAND */
+#define FC_MSGTYPE_FCOPY 7 /* ICMSGTYPE_FCOPY */
+#define FC_OP_WRITE WRITE_TO_FILE
+#define FC_ICFLAGS_TRANSACTION 1 /* ICMSGHDRFLAG_TRANSACTION */
+#define FC_ICFLAGS_RESPONSE 4 /* ICMSGHDRFLAG_RESPONSE */
 
 static int irq_signal(int uio_fd)
 {
@@ -433,16 +477,16 @@ static int fast_write_ok(const uint8_t *pkt, uint32_t len, uint64_t *offset, uin
 	uint16_t type, offset8, msgtype;
 	uint32_t op;
 
-	memcpy(&type, pkt, 2);
-	memcpy(&offset8, pkt + 2, 2);
-	if (type != 6 || offset8 * 8u != HVR_DESC_SIZE || len < FC_DATA)
+	memcpy(&type, pkt + FC_DESC_TYPE, sizeof(type));
+	memcpy(&offset8, pkt + FC_DESC_OFFSET8, sizeof(offset8));
+	if (type != FC_PKT_DATA_INBAND || offset8 * 8u != FC_IC || len < FC_DATA)
 		return 0;
-	memcpy(&msgtype, pkt + FC_IC_MSGTYPE, 2);
-	memcpy(&op, pkt + FC_OP, 4);
+	memcpy(&msgtype, pkt + FC_IC_MSGTYPE, sizeof(msgtype));
+	memcpy(&op, pkt + FC_OP, sizeof(op));
 	if (msgtype != FC_MSGTYPE_FCOPY || op != FC_OP_WRITE || (pkt[FC_IC_FLAGS] & FC_ICFLAGS_RESPONSE))
 		return 0;
-	memcpy(offset, pkt + FC_OFFSET, 8);
-	memcpy(size, pkt + FC_SIZE, 4);
+	memcpy(offset, pkt + FC_OFFSET, sizeof(*offset));
+	memcpy(size, pkt + FC_SIZE, sizeof(*size));
 	if (*size > FC_FRAGMENT || *size > len - FC_DATA || *offset > (uint64_t)INT64_MAX - *size)
 		return 0;
 	return 1;
@@ -510,11 +554,11 @@ int hvr_fcopy_writes(uint8_t *rx, uint8_t *tx, uint32_t ring_size, uint32_t hdr_
 			if (rc < 0)
 				return rc;
 		}
-		memset(scratch + FC_IC_STATUS, 0, 4);
-		scratch[FC_IC_FLAGS] = 1 | FC_ICFLAGS_RESPONSE;
-		memcpy(&trans_id, scratch + 8, 8);
-		rc = hvr_send(tx, ring_size, hdr_size, 6, 0, trans_id, scratch + HVR_DESC_SIZE,
-			      (uint32_t)len - HVR_DESC_SIZE, &signal);
+		memset(scratch + FC_IC_STATUS, 0, sizeof(((struct icmsg_hdr *)0)->status));
+		scratch[FC_IC_FLAGS] = FC_ICFLAGS_TRANSACTION | FC_ICFLAGS_RESPONSE;
+		memcpy(&trans_id, scratch + FC_DESC_TRANS_ID, sizeof(trans_id));
+		rc = hvr_send(tx, ring_size, hdr_size, FC_PKT_DATA_INBAND, 0, trans_id,
+			      scratch + FC_IC, (uint32_t)len - FC_IC, &signal);
 		if (rc < 0)
 			return rc;
 		if (signal) {

@@ -9,7 +9,8 @@ the foreground we write to stderr: under systemd (JOURNAL_STREAM set) as
 
 hold()/release() keep records in memory while filesystems are frozen: a
 write to a journal or log file on a frozen filesystem would block the daemon
-that has to thaw it.
+that has to thaw it.  Once keeps a fault that repeats (a host resending a bad
+message, a device that stays away) to one line.
 """
 
 from __future__ import annotations
@@ -108,3 +109,29 @@ def release() -> None:
     held, _holder.held = _holder.held, None
     for record in held:
         _holder.target.handle(record)
+
+
+class Once:
+    """Log each kind of trouble once, until reset(): a fault that repeats costs one line.
+
+    The kind is the key given, else the message's format string, so one
+    instance can watch several troubles at once.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._said: set[object] = set()
+
+    def __call__(self, level: int, msg: str, *args: object, key: object = None) -> bool:
+        """Log msg % args unless this kind was logged since the last reset(); True if logged."""
+        kind = msg if key is None else key
+        if kind in self._said:
+            return False
+        self._said.add(kind)
+        # stacklevel: the record names the caller, not this helper.
+        self._logger.log(level, msg, *args, stacklevel=2)
+        return True
+
+    def reset(self) -> None:
+        """Speak again about every kind (a new copy started, the device works again)."""
+        self._said.clear()

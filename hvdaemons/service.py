@@ -7,6 +7,10 @@ hibernation fixes, a failed read or write closes the device, reopens it and
 registers again.  Unlike upstream nothing calls exit() on the way: a bad
 message gets a failure reply, a lost device is waited for, and only a stop
 signal ends the loop.
+
+Stopper and wait_for_device() serve every daemon, the uio file-copy transport
+included: the one way to stop, and the one way to wait for a device while
+saying so once.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import os
 import select
 import signal
 import time
-from typing import Callable, Protocol
+from dataclasses import dataclass
+from typing import Callable, Protocol, TypeVar
 
 from .errors import ChannelReset, ProtocolError
+from .log import Once
 from .notify import StatusLine, clock_text, sd_notify, watchdog_interval
 from .transport import Channel
 
@@ -63,6 +69,16 @@ class Handler(Protocol):
     # for the STATUS= line; without it the line shows no last request.
 
 
+class Wakeup(Protocol):
+    """Besides a stop request, what ends a wait for a device early (a udev monitor)."""
+
+    def wake_fd(self) -> int | None:
+        """A descriptor readable when devices change, or None to look again by timer only."""
+
+    def drain_events(self) -> None:
+        """Consume what made wake_fd() readable."""
+
+
 class Stopper:
     """SIGTERM/SIGINT set a flag and wake the poll loop through a pipe."""
 
@@ -100,11 +116,54 @@ class Stopper:
         except BlockingIOError:
             pass
 
-    def wait(self, timeout: float) -> None:
-        """Sleep up to timeout seconds, waking early on a stop request."""
-        if not self.requested:
-            select.select([self._r], [], [], timeout)
-            self.drain()
+    def wait(self, timeout: float, wake: Wakeup | None = None) -> None:
+        """Sleep up to timeout seconds, waking early on a stop request or an event of wake."""
+        if self.requested:
+            return
+        fds = [self._r]
+        event_fd = None if wake is None else wake.wake_fd()
+        if event_fd is not None:
+            fds.append(event_fd)
+        ready, _, _ = select.select(fds, [], [], timeout)
+        if wake is not None and event_fd in ready:
+            wake.drain_events()
+        self.drain()
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Why the device cannot be used yet (a log line: level, message, args), and when to look again."""
+
+    level: int
+    message: str
+    args: tuple[object, ...] = ()
+    retry: float = REOPEN_INTERVAL
+
+
+T = TypeVar("T")
+
+
+def wait_for_device(
+    look: Callable[[], T | Missing],
+    stopper: Stopper,
+    *,
+    logger: logging.Logger = log,
+    wake: Wakeup | None = None,
+) -> T | None:
+    """Call look() until it returns the device; None if a stop request comes first.
+
+    While look() returns Missing, the first reason is logged, once per wait (a
+    host with the service turned off must not fill the journal), and the next
+    look comes after its retry interval, or sooner on an event of wake.
+    """
+    say = Once(logger)
+    while not stopper.requested:
+        found = look()
+        if not isinstance(found, Missing):
+            return found
+        say(found.level, found.message, *found.args, key=Missing)
+        stopper.wait(found.retry, wake)
+    return None
 
 
 class Service:
@@ -176,33 +235,35 @@ class Service:
 
     def _connect(self) -> bool:
         """Open if needed and register; wait while the device is missing.  False if stopped."""
-        announced = False
-        while not self.stopper.requested:
-            try:
-                if self.channel.closed:
-                    self.channel.reopen()
-                reg = self.handler.registration()
-                if reg is not None:
-                    self.channel.write(reg)
-                    self._registered = False
-                else:
-                    self._registered = True
-                    self._ready()
-                self.status.set("device", "")
-                return True
-            except (OSError, ChannelReset) as e:
-                self._close()
-                if not announced:
-                    log.error("open %s failed; error: %s; retrying", self._device, _describe(e))
-                    announced = True
-                    self.status.set("device", f"waiting for {self._device}", force=True)
-                # Waiting for the device is not being stuck: keep pinging.
-                self._due = self._tick(self._clock())
-                wait = REOPEN_INTERVAL
-                if self._watchdog is not None:
-                    wait = min(wait, self._watchdog)
-                self.stopper.wait(wait)
-        return False
+        return wait_for_device(self._open, self.stopper) is not None
+
+    def _open(self) -> bool | Missing:
+        try:
+            if self.channel.closed:
+                self.channel.reopen()
+            reg = self.handler.registration()
+            if reg is not None:
+                self.channel.write(reg)
+                self._registered = False
+            else:
+                self._registered = True
+                self._ready()
+            self.status.set("device", "")
+            return True
+        except (OSError, ChannelReset) as e:
+            self._close()
+            self.status.set("device", f"waiting for {self._device}", force=True)
+            # Waiting for the device is not being stuck: keep pinging.
+            self._due = self._tick(self._clock())
+            retry = REOPEN_INTERVAL
+            if self._watchdog is not None:
+                retry = min(retry, self._watchdog)
+            return Missing(
+                logging.ERROR,
+                "open %s failed; error: %s; retrying",
+                (self._device, _describe(e)),
+                retry,
+            )
 
     def _close(self) -> None:
         try:

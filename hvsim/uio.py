@@ -17,7 +17,7 @@ Layout under ROOT (the daemon gets --sysfs-root ROOT/sys --dev-root ROOT/dev):
   sys/class/uio/uioN/{name,version,maps/map0/{name,size,offset}}
   dev/uioN                                             SOCK_SEQPACKET socket
 
-The node's protocol (see hvdaemons.fcopy.uio): on connect the simulator
+The node's protocol (see hvdaemons.fcopy.uio_channel): on connect the simulator
 sends u32 page size + u32 map0 size with the memfd of map0 (2 x R bytes:
 TX then RX) as SCM_RIGHTS; afterwards it sends the s32 event count as a
 4-byte message per interrupt (read() on /dev/uioN), and every 4-byte s32 the
@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
 from hvdaemons import _ffi
-from hvdaemons.fcopy.uio import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
+from hvdaemons.fcopy.discovery import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
 from hvdaemons.protocol import fcopy as fcopy_msg
 from hvdaemons.protocol import icmsg
 

@@ -8,6 +8,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from hvdaemons import _ffi, cli, log
 from hvdaemons.errors import ProtocolError
 from hvdaemons.notify import sd_notify
-from hvdaemons.service import Service, Stopper
+from hvdaemons.service import Missing, Service, Stopper, wait_for_device
 from hvdaemons.transport import FdChannel, open_device
 from hvsim.chardev import ChardevKernel
 
@@ -215,6 +216,96 @@ def test_stopper_wakes_a_waiting_loop() -> None:
     threading.Timer(0.1, stopper.request).start()
     stopper.wait(10)
     assert stopper.requested
+
+
+def test_once_logs_each_kind_once_until_reset(caplog: pytest.LogCaptureFixture) -> None:
+    once = log.Once(logging.getLogger("hvdaemons.test"))
+    with caplog.at_level(logging.INFO):
+        for i in range(3):
+            once(logging.ERROR, "open %s failed: %s", "/dev/x", f"error {i}")  # kind: the format
+            once(logging.WARNING, "%s is bound to %s", "dev", "hv_utils", key="dev")
+            once(logging.WARNING, "%s is bound to %s", "other", "hv_utils", key="other")
+        assert once(logging.ERROR, "open %s failed: %s", "/dev/x", "again") is False
+        once.reset()
+        assert once(logging.ERROR, "open %s failed: %s", "/dev/x", "after reset") is True
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR, "open /dev/x failed: error 0"),
+        (logging.WARNING, "dev is bound to hv_utils"),
+        (logging.WARNING, "other is bound to hv_utils"),
+        (logging.ERROR, "open /dev/x failed: after reset"),
+    ]
+    # The record names the caller, not the helper.
+    assert {r.funcName for r in caplog.records} == {"test_once_logs_each_kind_once_until_reset"}
+
+
+class PipeEvents:
+    """A device-event source on a real pipe, as a udev monitor is one on a netlink socket."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.drained = 0
+
+    def wake_fd(self) -> int | None:
+        return self.r
+
+    def drain_events(self) -> None:
+        self.drained += len(os.read(self.r, 64))
+
+    def close(self) -> None:
+        os.close(self.r)
+        os.close(self.w)
+
+
+def test_wait_for_device_says_the_first_reason_once_and_wakes_on_events(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events = PipeEvents()
+    looks: list[int] = []
+    reasons = ["no device", "no driver", "no driver"]
+
+    def look() -> str | Missing:
+        looks.append(len(looks))
+        if len(looks) > len(reasons):
+            return "the device"
+        # A long retry: only a device event can end these sleeps in time.
+        return Missing(logging.INFO, "waiting: %s", (reasons[len(looks) - 1],), retry=60)
+
+    def announce_devices() -> None:
+        deadline = time.monotonic() + 30  # a hang guard
+        for i in range(len(reasons)):
+            os.write(events.w, b"e")
+            while events.drained <= i:  # taken: the next event wakes the next sleep
+                assert time.monotonic() < deadline, "the wait never took the event"
+                threading.Event().wait(0.01)
+
+    stopper = Stopper()
+    found: list[str | None] = []
+    t = threading.Thread(target=lambda: found.append(wait_for_device(look, stopper, wake=events)))
+    try:
+        with caplog.at_level(logging.INFO):
+            t.start()
+            announce_devices()
+            t.join(30)  # a hang guard, far beyond the test's run time
+        assert not t.is_alive()
+        assert found == ["the device"] and len(looks) == 4
+        assert [r.getMessage() for r in caplog.records] == ["waiting: no device"]
+    finally:
+        stopper.request()
+        t.join(30)
+        events.close()
+
+
+def test_wait_for_device_ends_on_a_stop_request() -> None:
+    stopper = Stopper()
+    looks: list[bool] = []
+
+    def look() -> str | Missing:
+        looks.append(True)
+        return Missing(logging.INFO, "waiting", retry=60)
+
+    threading.Timer(0.2, stopper.request).start()
+    assert wait_for_device(look, stopper) is None
+    assert looks  # it looked before it slept
 
 
 def test_process_name_is_set() -> None:

@@ -3,8 +3,8 @@
 
 Mirrors hv_start_fcopy / hv_copy_data / hv_copy_finished / hv_copy_cancel of
 tools/hv/hv_fcopy_daemon.c and tools/hv/hv_fcopy_uio_daemon.c, with their
-defects fixed (spec fcopy.md §4, defect 13).  What a host or a local user
-can rely on:
+defects fixed (they follow symlinks, truncate in place and keep partial
+files).  What a host or a local user can rely on:
 
 * The destination is path_name/file_name, resolved from "/" one component
   at a time with directory descriptors (openat), never through a path string
@@ -55,6 +55,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..log import Once
 from ..notify import StatusLine, clock_text
 from ..protocol.fcopy import ALREADY_EXISTS, DISK_FULL, E_FAIL, S_OK, StartCopy
 
@@ -270,7 +271,8 @@ class FileCopier:
     def __init__(self, root: str = "/", progress: CopyProgress | None = None) -> None:
         self.root = root
         self._copy: _Copy | None = None
-        self._orphans_logged = False
+        # Once per stray run: a host that keeps writing must not flood the log.
+        self._orphans = Once(log)
         if progress is None:
             default = CopyStatus()
             progress = default if default.status.enabled else None
@@ -313,7 +315,7 @@ class FileCopier:
             # Upstream leaks the old descriptor and leaves its file.
             log.warning("new copy while copying to %s; discarding that one", self._copy.target)
             self._discard()
-        self._orphans_logged = False
+        self._orphans.reset()
         try:
             name = file_name_bytes(req.file_name)
             parts = path_components(req.path_name)
@@ -453,10 +455,7 @@ class FileCopier:
     def write(self, offset: int, data: bytes | memoryview) -> int:
         c = self._copy
         if c is None:
-            if not self._orphans_logged:
-                # Once per stray run: a host that keeps writing must not flood the log.
-                log.error("data for a copy that was not started")
-                self._orphans_logged = True
+            self._orphans(logging.ERROR, "data for a copy that was not started")
             return E_FAIL
         if c.failed:
             return c.failed

@@ -40,10 +40,13 @@ _W_OFFSET = _ffi.offsetof("struct hv_do_fcopy", "offset")
 _W_SIZE = _ffi.offsetof("struct hv_do_fcopy", "size")
 _W_DATA = _ffi.offsetof("struct hv_do_fcopy", "data")
 
+# loff_t is a signed 64-bit count: pwrite(2) refuses data that would end beyond it.
+MAX_FILE_OFFSET = (1 << 63) - 1
+
 OVER_WRITE = _ffi.const("OVER_WRITE")
 CREATE_PATH = _ffi.const("CREATE_PATH")
 
-# The statuses a file copy reports (spec fcopy.md 1.3).
+# The statuses a file copy reports (hv_fcopy_daemon.c: hv_start_fcopy() and friends).
 S_OK = HvStatus.S_OK
 E_FAIL = HvStatus.E_FAIL
 ALREADY_EXISTS = HvStatus.ERROR_ALREADY_EXISTS
@@ -174,7 +177,10 @@ assert _W_SIZE == _W_OFFSET + 8
 def write_payload(msg: bytes) -> tuple[int, memoryview]:
     """(offset, data) of a WRITE_TO_FILE without copying the data: the daemons' hot path.
 
-    Validates like decode(): size at most one fragment and within the message.
+    Validates like decode(): size at most one fragment and within the message,
+    the last byte within a file offset (loff_t).  The C fast paths check the
+    same (fast_write() in bindings/fcopy.c, fast_write_ok() in bindings/ring.c);
+    tests/protocol/test_fcopy_write.py holds all three to one table.
     """
     if len(msg) < _W_DATA:
         raise FcopyDecodeError(f"WRITE_TO_FILE of {len(msg)} bytes, need at least {_W_DATA}")
@@ -186,6 +192,10 @@ def write_payload(msg: bytes) -> tuple[int, memoryview]:
     if _W_DATA + size > len(msg):
         raise FcopyDecodeError(
             f"WRITE_TO_FILE claims {size} bytes but only {len(msg) - _W_DATA} arrived"
+        )
+    if offset > MAX_FILE_OFFSET - size:
+        raise FcopyDecodeError(
+            f"WRITE_TO_FILE of {size} bytes at offset {offset} is beyond the largest file offset"
         )
     return offset, memoryview(msg)[_W_DATA : _W_DATA + size]
 

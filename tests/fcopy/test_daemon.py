@@ -1,12 +1,10 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""hv_fcopy_daemon's command line, transport selection and legacy handler."""
+"""hv_fcopy_daemon's command line and its choice of transport (hvdaemons.fcopy.daemon)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -14,31 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from hvdaemons.errors import ProtocolError
+from hvdaemons.fcopy import chardev
 from hvdaemons.fcopy import daemon as D
-from hvdaemons.fcopy.uio import FCOPY_CLASS_ID, SysfsDiscovery
-from hvdaemons.fcopy.writer import FileCopier
-from hvdaemons.protocol import fcopy as P
+from hvdaemons.fcopy.discovery import SysfsDiscovery
 from hvdaemons.service import Stopper
 from tests.reference.refdaemons import LogReader
-from tests.support.fcopy import daemon_env
-
-
-def vmbus_device(sysfs: Path, instance: str, driver: str | None) -> Path:
-    dev = sysfs / "bus" / "vmbus" / "devices" / instance
-    dev.mkdir(parents=True)
-    (dev / "class_id").write_text("{" + FCOPY_CLASS_ID + "}\n")
-    if driver is not None:
-        drv = sysfs / "bus" / "vmbus" / "drivers" / driver
-        drv.mkdir(parents=True, exist_ok=True)
-        (dev / "driver").symlink_to(drv)
-    return dev
+from tests.support.fcopy import daemon_env, vmbus_device
 
 
 def test_choose_legacy_when_the_char_device_exists(tmp_path: Path) -> None:
     legacy = tmp_path / "hv_fcopy"
     legacy.write_bytes(b"")
-    vmbus_device(tmp_path / "sys", "eb765408-105f-49b6-b4aa-c123b64d17d4", None)
+    vmbus_device(tmp_path / "sys", "eb765408-105f-49b6-b4aa-c123b64d17d4")
     assert (
         D.choose_transport(str(legacy), SysfsDiscovery(str(tmp_path / "sys")), Stopper())
         == "legacy"
@@ -46,7 +31,7 @@ def test_choose_legacy_when_the_char_device_exists(tmp_path: Path) -> None:
 
 
 def test_choose_legacy_when_hv_utils_owns_the_channel(tmp_path: Path) -> None:
-    vmbus_device(tmp_path / "sys", "eb765408-105f-49b6-b4aa-c123b64d17d4", "hv_utils")
+    vmbus_device(tmp_path / "sys", "eb765408-105f-49b6-b4aa-c123b64d17d4", driver="hv_utils")
     disc = SysfsDiscovery(str(tmp_path / "sys"))
     assert D.choose_transport(str(tmp_path / "none"), disc, Stopper()) == "legacy"
 
@@ -54,7 +39,7 @@ def test_choose_legacy_when_hv_utils_owns_the_channel(tmp_path: Path) -> None:
 @pytest.mark.parametrize("driver", [None, "uio_hv_generic"])
 def test_choose_uio_for_a_file_copy_vmbus_device(tmp_path: Path, driver: str | None) -> None:
     # Any instance GUID: the class decides.
-    vmbus_device(tmp_path / "sys", "00000000-1111-2222-3333-444444444444", driver)
+    vmbus_device(tmp_path / "sys", "00000000-1111-2222-3333-444444444444", driver=driver)
     disc = SysfsDiscovery(str(tmp_path / "sys"))
     assert D.choose_transport(str(tmp_path / "none"), disc, Stopper()) == "uio"
 
@@ -76,28 +61,6 @@ def test_wait_for_either_transport_logs_once(
     stopper = Stopper()
     threading.Timer(0.2, stopper.request).start()
     assert D.choose_transport(str(tmp_path / "none"), disc, stopper) is None
-
-
-def test_handler_registration_and_dispatch(tmp_path: Path) -> None:
-    h = D.FcopyHandler(FileCopier())
-    assert h.registration() == struct.pack("<i", 1)
-    assert h.registration_reply(struct.pack("<I", 1)) is True
-    with pytest.raises(ProtocolError):
-        h.registration_reply(bytes(8))
-    start = P.encode_start("f", str(tmp_path), 0, 3, utf16=False)
-    assert h.handle(start) == P.encode_status(P.S_OK)
-    assert h.handle(P.encode_write(0, b"abc")) == P.encode_status(P.S_OK)
-    assert h.handle(P.encode_complete() + bytes(28)) == P.encode_status(P.S_OK)
-    assert (tmp_path / "f").read_bytes() == b"abc"
-    assert h.handle(b"\x09\0\0\0" + bytes(32)) == P.encode_status(P.E_FAIL)
-    assert h.handle(b"\0") == P.encode_status(P.E_FAIL)
-    # A request that raised: HV_E_FAIL, and the copy in progress fails.
-    assert h.handle(P.encode_start("g", str(tmp_path), 0, 3, utf16=False)) == P.encode_status(
-        P.S_OK
-    )
-    assert h.failure_reply(start) == P.encode_status(P.E_FAIL)
-    assert h.handle(P.encode_complete()) == P.encode_status(P.E_FAIL)
-    assert os.listdir(tmp_path) == ["f"]
 
 
 def run_daemon(argv0: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -125,7 +88,7 @@ def test_waits_quietly_without_any_transport(tmp_path: Path, argv0: str, ident: 
     logs = LogReader(p)
     try:
         logs.wait_for(f"<6>{ident}: starting; pid is:{p.pid}")
-        logs.wait_for(f"<6>{ident}: waiting for {D.LEGACY_DEVICE} or a file-copy VMBus device")
+        logs.wait_for(f"<6>{ident}: waiting for {chardev.DEVICE} or a file-copy VMBus device")
         assert p.poll() is None
     finally:
         p.send_signal(signal.SIGTERM)

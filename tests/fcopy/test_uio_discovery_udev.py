@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""The file-copy daemon's pyudev discovery (hvdaemons.fcopy.uio.PyudevDiscovery)
+"""The file-copy daemon's pyudev discovery (hvdaemons.fcopy.discovery.PyudevDiscovery)
 against recorded guests that libudev reads under umockdev (tests/ctl/trees).
 
 SysfsDiscovery is tested on plain directory trees (test_uio_discovery.py);
@@ -15,19 +15,19 @@ FCOPY = f"{VMBUS}/eb765408-105f-49b6-b4aa-c123b64d17d4"
 
 PROBE = """
 import json
-from hvdaemons.fcopy import daemon, uio
+from hvdaemons.fcopy import daemon, discovery
 from hvdaemons.service import Stopper
 
-disc = uio.make_discovery()
+disc = discovery.make_discovery()
 found = disc.fcopy_devices()
 dev = [disc.uio_device(d) for d in found]
 print(json.dumps({
     "kind": type(disc).__name__,
     "sysfs_root": disc.sysfs_root,
     "devices": found,
-    "drivers": [uio.driver_name(d) for d in found],
+    "drivers": [discovery.driver_name(d) for d in found],
     "uio": [None if u is None else [u.vmbus_dir, u.name, u.node, u.map_size] for u in dev],
-    "find": None if uio.find_uio_device() is None else uio.find_uio_device().name,
+    "find": None if discovery.find_uio_device() is None else discovery.find_uio_device().name,
     "transport": daemon.choose_transport("/nonexistent/hv_fcopy", disc, Stopper()) if found else None,
 }))
 """

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""Test rigs for the legacy file-copy daemon: a simulated /dev/vmbus/hv_fcopy with
-a real daemon process on it (ours, or Debian bookworm's reference C daemon).
+"""Test rigs for the file-copy daemon: a simulated /dev/vmbus/hv_fcopy with a real
+daemon process on it (ours, or Debian bookworm's reference C daemon), and
+VMBus devices in a sysfs-like tree for discovery and binding.
 
 Mirrors nothing upstream: test harness shared by tests/fcopy/ and
 benchmarks/bench_fcopy.py.
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import hvdaemons
+from hvdaemons.fcopy.discovery import FCOPY_CLASS_ID
 from hvsim.chardev import ChardevKernel
 from hvsim.fcopy import FcopyHost, daemon_argv
 from tests.reference import refdaemons
@@ -120,6 +122,22 @@ class LegacyRig:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def vmbus_device(
+    sysfs: Path, instance: str, class_id: str | None = FCOPY_CLASS_ID, driver: str | None = None
+) -> Path:
+    """A VMBus device as sysfs shows it: class_id and device_id ("{guid}"), a driver link."""
+    dev = sysfs / "bus" / "vmbus" / "devices" / instance
+    dev.mkdir(parents=True)
+    if class_id is not None:
+        (dev / "class_id").write_text("{" + class_id + "}\n")
+    (dev / "device_id").write_text("{" + instance + "}\n")
+    if driver is not None:
+        drv = sysfs / "bus" / "vmbus" / "drivers" / driver
+        drv.mkdir(parents=True, exist_ok=True)
+        (dev / "driver").symlink_to(drv)
+    return dev
 
 
 def wait_for(predicate: object, timeout: float = 10.0, step: float = 0.02) -> bool:

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""End to end: the unmodified hv_fcopy_daemon process on a simulated /dev/vmbus/hv_fcopy.
+"""The char-device transport (hvdaemons.fcopy.chardev): its handler, and end to end
+the unmodified hv_fcopy_daemon process on a simulated /dev/vmbus/hv_fcopy.
 
 The host sends what Copy-VMFile sends, the simulated hv_fcopy.c turns it into
 exactly the bytes the kernel hands the daemon (UTF-8 names, 6196-byte WRITEs,
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -18,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from hvdaemons.fcopy.writer import TEMP_RE
+from hvdaemons.errors import ProtocolError
+from hvdaemons.fcopy.chardev import FcopyHandler
+from hvdaemons.fcopy.writer import TEMP_RE, FileCopier
 from hvdaemons.protocol import fcopy as P
 from hvdaemons.protocol.fcopy import (
     ALREADY_EXISTS,
@@ -32,6 +36,29 @@ from hvsim.fcopy import daemon_argv
 from tests.support.fcopy import LegacyRig, daemon_env, wait_for
 
 GiB = 1 << 30
+
+
+def test_handler_registers_and_answers_with_an_int_status(tmp_path: Path) -> None:
+    h = FcopyHandler(FileCopier())
+    assert h.registration() == struct.pack("<i", 1)  # FCOPY_CURRENT_VERSION
+    assert h.registration_reply(struct.pack("<I", 1)) is True
+    with pytest.raises(ProtocolError):
+        h.registration_reply(bytes(8))
+    start = P.encode_start("f", str(tmp_path), 0, 3, utf16=False)
+    assert h.handle(start) == P.encode_status(P.S_OK)
+    assert h.handle(P.encode_write(0, b"abc")) == P.encode_status(P.S_OK)
+    assert h.handle(P.encode_complete() + bytes(28)) == P.encode_status(P.S_OK)
+    assert (tmp_path / "f").read_bytes() == b"abc"
+    assert h.handle(b"\x09\0\0\0" + bytes(32)) == P.encode_status(P.E_FAIL)
+    assert h.handle(b"\0") == P.encode_status(P.E_FAIL)
+    assert h.handle(b"") is None  # the pump woke up with nothing pending
+    # A request that raised in the service loop: HV_E_FAIL, and the copy in progress fails.
+    assert h.handle(P.encode_start("g", str(tmp_path), 0, 3, utf16=False)) == P.encode_status(
+        P.S_OK
+    )
+    assert h.failure_reply(start) == P.encode_status(P.E_FAIL)
+    assert h.handle(P.encode_complete()) == P.encode_status(P.E_FAIL)
+    assert os.listdir(tmp_path) == ["f"]
 
 
 @pytest.fixture(scope="module")

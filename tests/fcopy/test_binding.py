@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""Finding the file-copy device and binding it to uio_hv_generic (hvdaemons.fcopy.uio).
+"""Binding the file-copy device to uio_hv_generic (hvdaemons.fcopy.binding).
 
 Real directory trees laid out like /sys; the clock and, for the errno cases
 a plain file cannot produce, the attribute writer are injected.
@@ -16,66 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from hvdaemons.fcopy import uio
-
-FCOPY = uio.FCOPY_CLASS_ID
-INSTANCE = uio.FCOPY_INSTANCE_ID
-
-
-def vmbus_device(sysfs: Path, instance: str, class_id: str | None) -> Path:
-    d = sysfs / "bus" / "vmbus" / "devices" / instance
-    d.mkdir(parents=True)
-    if class_id is not None:
-        (d / "class_id").write_text("{" + class_id + "}\n")
-    (d / "device_id").write_text("{" + instance + "}\n")
-    return d
-
-
-def bind_uio(sysfs: Path, dev: Path, name: str, size: int) -> None:
-    (dev / "uio" / name).mkdir(parents=True)
-    maps = sysfs / "class" / "uio" / name / "maps" / "map0"
-    maps.mkdir(parents=True)
-    (maps / "size").write_text(f"0x{size:x}\n")
-
-
-def test_found_by_class_not_by_instance(tmp_path: Path) -> None:
-    sysfs = tmp_path / "sys"
-    vmbus_device(
-        sysfs, "11111111-2222-3333-4444-555555555555", "a9a0f4e7-5a45-4d96-b827-8a841e8c03e6"
-    )
-    other = vmbus_device(sysfs, "66666666-2222-3333-4444-555555555555", FCOPY.upper())
-    bind_uio(sysfs, other, "uio4", 0xA000)
-    disc = uio.SysfsDiscovery(str(sysfs), "/devroot")
-    assert disc.fcopy_devices() == [str(other)]
-    dev = uio.find_uio_device(str(sysfs), "/devroot", disc)
-    assert dev == uio.UioDevice(str(other), "uio4", "/devroot/uio4", 0xA000)
-    assert dev.ring_size == 0x5000
-
-
-def test_fixed_instance_is_a_fallback_when_class_id_is_unreadable(tmp_path: Path) -> None:
-    sysfs = tmp_path / "sys"
-    dev = vmbus_device(sysfs, INSTANCE, None)
-    assert uio.SysfsDiscovery(str(sysfs)).fcopy_devices() == [str(dev)]
-
-
-def test_map_size_is_hex_text(tmp_path: Path) -> None:
-    d = tmp_path / "maps" / "map0"
-    d.mkdir(parents=True)
-    (d / "size").write_text("0x8000\n")
-    assert uio.map_size(str(tmp_path)) == 0x8000
-    (d / "size").write_text("garbage\n")
-    assert uio.map_size(str(tmp_path)) is None
-
-
-def test_nothing_there(tmp_path: Path) -> None:
-    assert uio.find_uio_device(str(tmp_path), str(tmp_path)) is None
-
-
-def test_pyudev_discovery_runs_on_this_machine() -> None:
-    """No Hyper-V here: the udev database has no file-copy device, and asking does not fail."""
-    disc = uio.PyudevDiscovery()
-    assert disc.fcopy_devices() == []
-    disc.drain_events()
+from hvdaemons.fcopy import binding as B
+from hvdaemons.fcopy.discovery import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER, driver_name
+from tests.support.fcopy import vmbus_device
 
 
 class Clock:
@@ -100,7 +43,7 @@ class Writes:
 @pytest.fixture
 def tree(tmp_path: Path) -> tuple[Path, Path]:
     sysfs = tmp_path / "sys"
-    dev = vmbus_device(sysfs, INSTANCE, FCOPY)
+    dev = vmbus_device(sysfs, FCOPY_INSTANCE_ID)
     (sysfs / "bus" / "vmbus" / "drivers" / "uio_hv_generic").mkdir(parents=True)
     return sysfs, dev
 
@@ -108,26 +51,33 @@ def tree(tmp_path: Path) -> tuple[Path, Path]:
 def test_new_id_written_once_after_the_grace_period(tree: tuple[Path, Path]) -> None:
     sysfs, dev = tree
     clock, writes = Clock(), Writes()
-    binder = uio.Binder(str(sysfs), None, clock, writes)
+    binder = B.Binder(str(sysfs), None, clock, writes)
     binder.bind(str(dev))
     assert writes.calls == []  # a kernel binding by default gets its chance
-    clock.now += uio.BIND_GRACE
+    clock.now += B.BIND_GRACE
     binder.bind(str(dev))
     new_id = str(sysfs / "bus/vmbus/drivers/uio_hv_generic/new_id")
-    assert writes.calls == [(new_id, FCOPY.encode())]
+    assert writes.calls == [(new_id, FCOPY_CLASS_ID.encode())]
     clock.now += 60
     binder.bind(str(dev))  # not bound yet: still not written twice
     assert len(writes.calls) == 1
 
 
+def past_the_grace_period(tree: tuple[Path, Path], error: int) -> tuple[B.Binder, Clock, Writes]:
+    """A Binder that has seen the unbound device BIND_GRACE ago; new_id writes fail with error."""
+    sysfs, dev = tree
+    clock, writes = Clock(), Writes(error)
+    binder = B.Binder(str(sysfs), None, clock, writes)
+    binder.bind(str(dev))
+    clock.now += B.BIND_GRACE
+    return binder, clock, writes
+
+
 def test_eexist_means_the_id_is_there(
     tree: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    sysfs, dev = tree
-    clock, writes = Clock(), Writes(errno.EEXIST)
-    binder = uio.Binder(str(sysfs), None, clock, writes)
-    binder.bind(str(dev))
-    clock.now += uio.BIND_GRACE
+    dev = tree[1]
+    binder, clock, writes = past_the_grace_period(tree, errno.EEXIST)
     with caplog.at_level(logging.INFO):
         binder.bind(str(dev))
         clock.now += 60
@@ -139,11 +89,8 @@ def test_eexist_means_the_id_is_there(
 def test_failed_write_logged_once_and_retried_slowly(
     tree: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    sysfs, dev = tree
-    clock, writes = Clock(), Writes(errno.ENODEV)
-    binder = uio.Binder(str(sysfs), None, clock, writes)
-    binder.bind(str(dev))
-    clock.now += uio.BIND_GRACE
+    dev = tree[1]
+    binder, clock, writes = past_the_grace_period(tree, errno.ENODEV)
     with caplog.at_level(logging.INFO):
         for _ in range(10):
             binder.bind(str(dev))
@@ -157,7 +104,7 @@ def test_already_bound_or_other_driver_is_left_alone(
 ) -> None:
     sysfs, dev = tree
     clock, writes = Clock(), Writes()
-    binder = uio.Binder(str(sysfs), None, clock, writes)
+    binder = B.Binder(str(sysfs), None, clock, writes)
     hv_utils = sysfs / "bus" / "vmbus" / "drivers" / "hv_utils"
     hv_utils.mkdir()
     (dev / "driver").symlink_to(hv_utils)
@@ -193,7 +140,7 @@ def test_driver_link_vanishing_under_the_scan(
     killed the daemon right after a rescind.
     """
     sysfs, dev = tree
-    binder = uio.Binder(str(sysfs), None, Clock(), Writes())
+    binder = B.Binder(str(sysfs), None, Clock(), Writes())
     link, target = dev / "driver", os.path.relpath(binder.driver_dir(), dev)
     flapper = subprocess.Popen(
         [sys.executable, "-c", _FLAPPING_LINK, str(link), target], stdout=subprocess.PIPE
@@ -204,7 +151,7 @@ def test_driver_link_vanishing_under_the_scan(
         with caplog.at_level(logging.WARNING):
             for _ in range(20000):
                 binder.bind(str(dev))
-                assert uio.driver_name(str(dev)) in (None, uio.UIO_DRIVER)
+                assert driver_name(str(dev)) in (None, UIO_DRIVER)
         assert flapper.poll() is None, "the link stopped flapping"
     finally:
         flapper.kill()
@@ -219,9 +166,9 @@ def test_modprobe_when_the_driver_is_not_loaded(tree: tuple[Path, Path]) -> None
     (sysfs / "bus" / "vmbus" / "drivers" / "uio_hv_generic").rmdir()
     loaded: list[str] = []
     clock, writes = Clock(), Writes()
-    binder = uio.Binder(str(sysfs), loaded.append, clock, writes)
+    binder = B.Binder(str(sysfs), loaded.append, clock, writes)
     binder.bind(str(dev))
-    clock.now += uio.BIND_GRACE
+    clock.now += B.BIND_GRACE
     binder.bind(str(dev))
     assert loaded == ["uio_hv_generic"]
     assert len(writes.calls) == 1
@@ -233,5 +180,5 @@ def test_real_fifo_without_a_reader_does_not_block(tree: tuple[Path, Path]) -> N
     fifo = sysfs / "bus" / "vmbus" / "drivers" / "uio_hv_generic" / "new_id"
     os.mkfifo(fifo)
     with pytest.raises(OSError) as e:
-        uio.write_attribute(str(fifo), b"x")
+        B.write_attribute(str(fifo), b"x")
     assert e.value.errno == errno.ENXIO

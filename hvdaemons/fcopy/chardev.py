@@ -1,0 +1,99 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""The hv_utils char-device transport of file copy: /dev/vmbus/hv_fcopy (kernels up to 6.9).
+
+Mirrors tools/hv/hv_fcopy_daemon.c: register with FCOPY_CURRENT_VERSION,
+then one message per read() and one int status per write(), in
+hvdaemons.service's loop (which reopens the device after a reset, e.g. a
+hibernation).  The messages go to the shared dispatch; the WRITEs of a running
+copy are answered in C by _ffi.FcopyPump.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+
+from .. import _ffi
+from ..errors import ChannelReset, ProtocolError
+from ..protocol.fcopy import E_FAIL, S_OK, encode_status
+from ..service import Service, Stopper
+from ..transport import READ_SIZE, FdChannel
+from .dispatch import Dispatch
+from .writer import FileCopier
+
+log = logging.getLogger(__name__)
+
+DEVICE = "/dev/vmbus/hv_fcopy"
+IDENT = "HV_FCOPY"
+
+_REGISTRATION = struct.pack("<i", _ffi.const("FCOPY_CURRENT_VERSION"))
+_OK_REPLY = encode_status(S_OK)
+
+
+class FcopyHandler:
+    """hvdaemons.service.Handler for /dev/vmbus/hv_fcopy: one int status per message."""
+
+    def __init__(self, copier: FileCopier) -> None:
+        self.copier = copier
+        # Bound once: this runs for every request the C pump leaves to Python.
+        self._status = Dispatch(copier, utf16=False).status
+
+    def registration(self) -> bytes | None:
+        return _REGISTRATION
+
+    def registration_reply(self, msg: bytes) -> bool:
+        if len(msg) != 4:
+            raise ProtocolError("invalid version negotiation")
+        log.info("kernel module version: %u", struct.unpack("<I", msg)[0])
+        return True
+
+    def handle(self, msg: bytes) -> bytes | None:
+        if not msg:
+            return None  # PumpChannel woke up with nothing pending
+        status = self._status(msg)
+        return _OK_REPLY if status == S_OK else encode_status(status)
+
+    def failure_reply(self, msg: bytes) -> bytes | None:
+        self.copier.reject(E_FAIL)
+        return encode_status(E_FAIL)
+
+    def reset(self) -> None:
+        # The kernel answered the host HV_E_FAIL; that copy is over.
+        self.copier.abort()
+
+    def stop(self) -> None:
+        self.copier.abort()
+
+
+class PumpChannel(FdChannel):
+    """The device channel, with WRITEs of a running copy answered in C.
+
+    While the copier has a file open, read() lets _ffi.FcopyPump serve the
+    stream of WRITE_TO_FILE messages (read, pwrite, reply 0: what the C daemon
+    does per message) and returns only the first message it did not answer,
+    which the handler then treats as usual, failures included.  It returns b""
+    when the stop pipe woke it with nothing pending; the handler answers
+    that with nothing.  Device errors raise as from FdChannel.read().
+    """
+
+    def __init__(self, path: str, copier: FileCopier, wake_fd: int) -> None:
+        super().__init__(path=path)
+        self._copier = copier
+        self._wake_fd = wake_fd
+        self._pump = _ffi.FcopyPump(READ_SIZE)
+
+    def read(self) -> bytes:
+        file_fd = self._copier.data_fd
+        if file_fd < 0:
+            return super().read()
+        try:
+            return self._pump.run(self.fileno(), file_fd, self._wake_fd)
+        except ConnectionResetError as e:
+            raise ChannelReset("end of file on the device") from e
+
+
+def run(device: str, copier: FileCopier, stopper: Stopper) -> int:
+    """Serve the char device (or a socket speaking its protocol) until stopped."""
+    channel = PumpChannel(device, copier, stopper.fileno())
+    service = Service(channel, FcopyHandler(copier), stopper=stopper, device_name=device)
+    return service.run()
