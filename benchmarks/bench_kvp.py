@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from hvdaemons.kvp.pool import record_bytes  # noqa: E402
-from hvdaemons.protocol import kvp  # noqa: E402
 from hvsim.chardev import ChardevKernel  # noqa: E402
+from hvsim.protocol import kvp  # noqa: E402
 from tests.reference import refdaemons  # noqa: E402
 
 SMALL, BIG = 10, 5000

@@ -37,6 +37,7 @@ from hvdaemons.protocol import fcopy as proto
 from hvdaemons.protocol.status import describe
 
 from .chardev import ChardevKernel
+from .protocol import fcopy as sim_fcopy
 from .server import Json, SimServer, call, stop_daemon
 
 # hv_util.c allocates the service's receive buffer as two 4 KiB pages.
@@ -86,7 +87,7 @@ def kernel_start(host_body: bytes) -> bytes:
     file_field = host_body[_FILE_NAME : _FILE_NAME + 2 * _NAME_UNITS]
     path_field = host_body[_PATH_NAME : _PATH_NAME + 2 * _NAME_UNITS]
     flags, size = struct.unpack_from("<IQ", host_body, _PATH_NAME + 2 * _NAME_UNITS)
-    return proto.encode_start(
+    return sim_fcopy.encode_start(
         utf16s_to_utf8s(file_field, _NAME_UNITS - 1),
         utf16s_to_utf8s(path_field, _NAME_UNITS - 1),
         flags,
@@ -149,25 +150,25 @@ class FcopyHost:
             reply = self.kernel.request(msg, wait_for_daemon=self.wait_for_daemon)
         if reply is None:
             return proto.E_FAIL
-        return proto.decode_status(reply)
+        return sim_fcopy.decode_status(reply)
 
     def start(
         self, file_name: str | bytes, path_name: str | bytes, flags: int = 0, file_size: int = 0
     ) -> int:
-        return self.send(proto.encode_start(file_name, path_name, flags, file_size, utf16=True))
+        return self.send(sim_fcopy.encode_start(file_name, path_name, flags, file_size, utf16=True))
 
     def write(self, offset: int, data: bytes, *, size: int | None = None) -> int:
-        return self.send(proto.encode_write(offset, data, size=size))
+        return self.send(sim_fcopy.encode_write(offset, data, size=size))
 
     def complete(self) -> int:
-        return self.send(proto.encode_complete())
+        return self.send(sim_fcopy.encode_complete())
 
     def cancel(self) -> int:
-        return self.send(proto.encode_cancel())
+        return self.send(sim_fcopy.encode_cancel())
 
     def hibernate(self) -> None:
         """The kernel's fake CANCEL before suspend; the daemon's reply is refused."""
-        self.kernel.inject(proto.encode_cancel())
+        self.kernel.inject(sim_fcopy.encode_cancel())
 
     def copy_file(
         self,

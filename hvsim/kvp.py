@@ -5,7 +5,7 @@ Mirrors drivers/hv/hv_kvp.c on top of the hv_utils transport simulation
 (chardev.ChardevKernel): KvpHost turns host-level requests (text keys and
 values, REG_SZ/REG_U32/REG_U64) into the zero-filled struct hv_kvp_msg the
 kernel hands the daemon, and reads the daemon's replies the way the kernel
-does before answering the host (hvdaemons.protocol.kvp.read_reply).
+does before answering the host (hvsim.protocol.kvp.read_reply).
 
 `hvsim serve` gets the kvp.* control commands; `hvsim kvp --dir DIR ...` is
 their client; `hvsim demo kvp` runs the installed hv_kvp_daemon against the
@@ -27,6 +27,7 @@ from hvdaemons.protocol import kvp
 from hvdaemons.protocol.status import HvStatus, describe
 
 from .chardev import HV_UTIL_TIMEOUT, ChardevKernel
+from .protocol import kvp as sim_kvp
 from .server import Json, SimServer, call, stop_daemon
 
 KVP_DEVICE = "hv_kvp"
@@ -37,7 +38,7 @@ POOL_NAMES = {
     3: "Guest\\Parameter (auto external)",
     4: "auto internal",
 }
-_VALUE_TYPES = {"sz": kvp.RegType.SZ, "u32": kvp.RegType.U32, "u64": kvp.RegType.U64}
+_VALUE_TYPES = {"sz": sim_kvp.RegType.SZ, "u32": sim_kvp.RegType.U32, "u64": sim_kvp.RegType.U64}
 
 
 class KvpHost:
@@ -57,25 +58,25 @@ class KvpHost:
         self.raw_reply = self.kernel.request(msg, timeout=timeout)
         return self.raw_reply
 
-    def _ask(self, msg: bytes, op: int) -> kvp.HostReply:
+    def _ask(self, msg: bytes, op: int) -> sim_kvp.HostReply:
         reply = self.exchange(msg)
         if reply is None:
-            return kvp.HostReply(HvStatus.E_FAIL)
-        return kvp.read_reply(op, reply)
+            return sim_kvp.HostReply(HvStatus.E_FAIL)
+        return sim_kvp.read_reply(op, reply)
 
     def set(
-        self, pool: int, key: str, value: Any, value_type: int = kvp.RegType.SZ
-    ) -> kvp.HostReply:
-        return self._ask(kvp.kernel_set(pool, key, value, value_type), kvp.KvpOp.SET)
+        self, pool: int, key: str, value: Any, value_type: int = sim_kvp.RegType.SZ
+    ) -> sim_kvp.HostReply:
+        return self._ask(sim_kvp.kernel_set(pool, key, value, value_type), kvp.KvpOp.SET)
 
-    def get(self, pool: int, key: str) -> kvp.HostReply:
-        return self._ask(kvp.kernel_get(pool, key), kvp.KvpOp.GET)
+    def get(self, pool: int, key: str) -> sim_kvp.HostReply:
+        return self._ask(sim_kvp.kernel_get(pool, key), kvp.KvpOp.GET)
 
-    def delete(self, pool: int, key: str) -> kvp.HostReply:
-        return self._ask(kvp.kernel_delete(pool, key), kvp.KvpOp.DELETE)
+    def delete(self, pool: int, key: str) -> sim_kvp.HostReply:
+        return self._ask(sim_kvp.kernel_delete(pool, key), kvp.KvpOp.DELETE)
 
-    def enumerate(self, pool: int, index: int) -> kvp.HostReply:
-        return self._ask(kvp.kernel_enumerate(pool, index), kvp.KvpOp.ENUMERATE)
+    def enumerate(self, pool: int, index: int) -> sim_kvp.HostReply:
+        return self._ask(sim_kvp.kernel_enumerate(pool, index), kvp.KvpOp.ENUMERATE)
 
     def enumerate_all(self, pool: int, limit: int = 100_000) -> tuple[list[tuple[str, str]], int]:
         """Every item of a pool, as the host enumerates: index 0, 1, ... until a non-zero status.
@@ -92,20 +93,20 @@ class KvpHost:
         return items, HvStatus.S_OK
 
     def get_ip_info(
-        self, adapter_id: str, addr_family: int = kvp.ADDR_FAMILY_NONE
-    ) -> kvp.HostReply:
+        self, adapter_id: str, addr_family: int = sim_kvp.ADDR_FAMILY_NONE
+    ) -> sim_kvp.HostReply:
         """GET_IP_INFO for a MAC address (upper-case, ':'-separated, as Hyper-V sends it)."""
-        return self._ask(kvp.kernel_get_ip_info(adapter_id, addr_family), kvp.KvpOp.GET_IP_INFO)
+        return self._ask(sim_kvp.kernel_get_ip_info(adapter_id, addr_family), kvp.KvpOp.GET_IP_INFO)
 
-    def set_ip_info(self, value: kvp.IpValue) -> kvp.HostReply:
+    def set_ip_info(self, value: kvp.IpValue) -> sim_kvp.HostReply:
         """SET_IP_INFO (IP injection) for the NIC whose device GUID is value.adapter_id."""
-        return self._ask(kvp.kernel_set_ip_info(value), kvp.KvpOp.SET_IP_INFO)
+        return self._ask(sim_kvp.kernel_set_ip_info(value), kvp.KvpOp.SET_IP_INFO)
 
 
 # -- `hvsim serve` and its client ---------------------------------------------------
 
 
-def _reply_json(reply: kvp.HostReply) -> Json:
+def _reply_json(reply: sim_kvp.HostReply) -> Json:
     out: Json = {"status": reply.status, "status_name": describe(reply.status)}
     if reply.key is not None:
         out["key"] = reply.key
@@ -340,7 +341,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     si.add_argument("--gateway", action="append", default=[], help="default gateway")
     si.add_argument("--dns", action="append", default=[], help="DNS server")
     si.add_argument("--dhcp", action="store_true", help="enable DHCP")
-    si.add_argument("--family", type=int, default=kvp.ADDR_FAMILY_IPV4, help="addr_family (1 or 2)")
+    si.add_argument(
+        "--family", type=int, default=sim_kvp.ADDR_FAMILY_IPV4, help="addr_family (1 or 2)"
+    )
     si.set_defaults(func=_client_set_ip)
 
 
@@ -470,7 +473,7 @@ def demo(args: argparse.Namespace) -> int:
             key, value = "hvsim-demo", "hello from the host ✓"
             reply = host.set(0, key, value)
             check(reply.status == HvStatus.S_OK, f"SET {key}={value!r}: {describe(reply.status)}")
-            reply = host.set(0, "hvsim-demo-u32", 4_000_000_000, kvp.RegType.U32)
+            reply = host.set(0, "hvsim-demo-u32", 4_000_000_000, sim_kvp.RegType.U32)
             check(
                 reply.status == HvStatus.S_OK,
                 f"SET hvsim-demo-u32 (REG_U32 4000000000): {describe(reply.status)}",

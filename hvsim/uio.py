@@ -58,6 +58,9 @@ from hvdaemons.fcopy.uio import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
 from hvdaemons.protocol import fcopy as fcopy_msg
 from hvdaemons.protocol import icmsg
 
+from .protocol import fcopy as sim_fcopy
+from .protocol import icmsg as sim_icmsg
+
 log = logging.getLogger(__name__)
 
 _HELLO = struct.Struct("<II")
@@ -566,7 +569,7 @@ class UioHost:
         self, fw: list[icmsg.Version] | None = None, svc: list[icmsg.Version] | None = None
     ) -> tuple[int, bytes]:
         """Offer versions (default what Hyper-V offers for file copy); return (status, body)."""
-        req = icmsg.negotiate_request(fw or [(3, 0)], svc or [(1, 0), (1, 1)])
+        req = sim_icmsg.negotiate_request(fw or [(3, 0)], svc or [(1, 0), (1, 1)])
         reply = self.request(req)
         if len(reply) != len(req) + (-len(req) % 8):
             raise HostError(f"negotiate reply of {len(reply)} bytes to {len(req)}")
@@ -584,7 +587,7 @@ class UioHost:
     def fcopy(self, body: bytes | bytearray) -> int:
         """Send one file-copy message; return the status the guest answered."""
         self._ic_tid = (self._ic_tid + 1) & 0xFF
-        payload = icmsg.build_request(
+        payload = sim_icmsg.build_request(
             icmsg.ICMSGTYPE_FCOPY, bytes(body), transaction_id=self._ic_tid
         )
         reply = self.request(payload)
@@ -603,17 +606,17 @@ class UioHost:
         self, file_name: str | bytes, path_name: str | bytes, flags: int = 0, file_size: int = 0
     ) -> int:
         return self.fcopy(
-            fcopy_msg.encode_start(file_name, path_name, flags, file_size, utf16=True)
+            sim_fcopy.encode_start(file_name, path_name, flags, file_size, utf16=True)
         )
 
     def write(self, offset: int, data: bytes, *, size: int | None = None) -> int:
-        return self.fcopy(fcopy_msg.encode_write(offset, data, size=size))
+        return self.fcopy(sim_fcopy.encode_write(offset, data, size=size))
 
     def complete(self) -> int:
-        return self.fcopy(fcopy_msg.encode_complete())
+        return self.fcopy(sim_fcopy.encode_complete())
 
     def cancel(self) -> int:
-        return self.fcopy(fcopy_msg.encode_cancel())
+        return self.fcopy(sim_fcopy.encode_cancel())
 
     def copy_file(
         self,
@@ -679,7 +682,7 @@ class UioHost:
         rx, tx = self.sim.rx, self.sim.tx
         if rx is None or tx is None:
             raise Rescinded("no channel")
-        template = icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, fcopy_msg.encode_write(0, b""))
+        template = sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_write(0, b""))
         stream = _ffi.HostStream(
             fd,
             size,
@@ -731,7 +734,7 @@ class UioHost:
         buf = getattr(self, "_wbuf", None)
         if buf is None:
             buf = bytearray(
-                icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, fcopy_msg.encode_write(0, b""))
+                sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_write(0, b""))
             )
             self._wbuf = buf
         return buf

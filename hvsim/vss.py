@@ -25,6 +25,7 @@ from hvdaemons.protocol import vss
 from hvdaemons.protocol.status import HvStatus, describe
 
 from .chardev import HV_UTIL_TIMEOUT, VSS_FREEZE_TIMEOUT, ChardevKernel
+from .protocol import vss as sim_vss
 from .server import Json, SimServer, call
 
 NAME = "hv_vss"
@@ -81,10 +82,10 @@ class VssHost:
         limit = self.freeze_timeout if op == vss.VssOp.FREEZE else self.timeout
         t0 = time.monotonic()
         reply = self.kernel.request(
-            vss.request(op, flags), timeout=limit, wait_for_daemon=wait_for_daemon
+            sim_vss.request(op, flags), timeout=limit, wait_for_daemon=wait_for_daemon
         )
         took = time.monotonic() - t0
-        status = None if reply is None else vss.reply_status(reply)
+        status = None if reply is None else sim_vss.reply_status(reply)
         return VssResult(vss.op_name(op), status, reply or b"", took)
 
     def hot_backup(self) -> VssResult:
@@ -117,7 +118,7 @@ class VssHost:
 
     def hibernate(self) -> None:
         """The fake THAW hv_utils queues on suspend; the daemon's reply is refused."""
-        self.kernel.inject(vss.request(vss.VssOp.THAW))
+        self.kernel.inject(sim_vss.request(vss.VssOp.THAW))
 
 
 SCENARIOS = (

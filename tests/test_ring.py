@@ -385,8 +385,9 @@ def test_soak(size: int, hdr: int) -> None:
 
 def fcopy_request(body: bytes) -> bytes:
     from hvdaemons.protocol import icmsg
+    from hvsim.protocol import icmsg as sim_icmsg
 
-    return icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, body, transaction_id=3)
+    return sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, body, transaction_id=3)
 
 
 @pytest.fixture
@@ -405,8 +406,8 @@ def rings() -> Iterator[tuple[_ffi.Ring, _ffi.Ring]]:
 def test_fast_path_serves_writes_and_echoes(
     rings: tuple[_ffi.Ring, _ffi.Ring], tmp_path: Path
 ) -> None:
-    from hvdaemons.protocol import fcopy as fm
     from hvdaemons.protocol import icmsg
+    from hvsim.protocol import fcopy as fm
 
     tx, rx = rings
     irq_r, irq_w = os.pipe()
@@ -438,7 +439,7 @@ def test_fast_path_serves_writes_and_echoes(
 def test_fast_path_leaves_everything_else_to_python(
     rings: tuple[_ffi.Ring, _ffi.Ring], tmp_path: Path, case: str
 ) -> None:
-    from hvdaemons.protocol import fcopy as fm
+    from hvsim.protocol import fcopy as fm
 
     tx, rx = rings
     irq_r, irq_w = os.pipe()
@@ -465,7 +466,7 @@ def test_fast_path_leaves_everything_else_to_python(
 
 
 def test_fast_path_waits_for_room_in_tx(rings: tuple[_ffi.Ring, _ffi.Ring], tmp_path: Path) -> None:
-    from hvdaemons.protocol import fcopy as fm
+    from hvsim.protocol import fcopy as fm
 
     tx, rx = rings
     irq_r, irq_w = os.pipe()

@@ -20,6 +20,7 @@ from hvdaemons.fcopy.uio import FCOPY_CLASS_ID, SysfsDiscovery
 from hvdaemons.fcopy.writer import FileCopier
 from hvdaemons.protocol import fcopy as P
 from hvdaemons.service import Stopper
+from hvsim.protocol import fcopy as sim_fcopy
 from tests.reference.refdaemons import LogReader
 from tests.support.fcopy import daemon_env
 
@@ -84,19 +85,19 @@ def test_handler_registration_and_dispatch(tmp_path: Path) -> None:
     assert h.registration_reply(struct.pack("<I", 1)) is True
     with pytest.raises(ProtocolError):
         h.registration_reply(bytes(8))
-    start = P.encode_start("f", str(tmp_path), 0, 3, utf16=False)
+    start = sim_fcopy.encode_start("f", str(tmp_path), 0, 3, utf16=False)
     assert h.handle(start) == P.encode_status(P.S_OK)
-    assert h.handle(P.encode_write(0, b"abc")) == P.encode_status(P.S_OK)
-    assert h.handle(P.encode_complete() + bytes(28)) == P.encode_status(P.S_OK)
+    assert h.handle(sim_fcopy.encode_write(0, b"abc")) == P.encode_status(P.S_OK)
+    assert h.handle(sim_fcopy.encode_complete() + bytes(28)) == P.encode_status(P.S_OK)
     assert (tmp_path / "f").read_bytes() == b"abc"
     assert h.handle(b"\x09\0\0\0" + bytes(32)) == P.encode_status(P.E_FAIL)
     assert h.handle(b"\0") == P.encode_status(P.E_FAIL)
     # A request that raised: HV_E_FAIL, and the copy in progress fails.
-    assert h.handle(P.encode_start("g", str(tmp_path), 0, 3, utf16=False)) == P.encode_status(
-        P.S_OK
-    )
+    assert h.handle(
+        sim_fcopy.encode_start("g", str(tmp_path), 0, 3, utf16=False)
+    ) == P.encode_status(P.S_OK)
     assert h.failure_reply(start) == P.encode_status(P.E_FAIL)
-    assert h.handle(P.encode_complete()) == P.encode_status(P.E_FAIL)
+    assert h.handle(sim_fcopy.encode_complete()) == P.encode_status(P.E_FAIL)
     assert os.listdir(tmp_path) == ["f"]
 
 

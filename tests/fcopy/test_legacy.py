@@ -29,6 +29,7 @@ from hvdaemons.protocol.fcopy import (
     S_OK,
 )
 from hvsim.fcopy import daemon_argv
+from hvsim.protocol import fcopy as sim_fcopy
 from tests.support.fcopy import LegacyRig, daemon_env, wait_for
 
 GiB = 1 << 30
@@ -171,7 +172,7 @@ def test_invalid_write_fails_the_copy_and_logs_once(rig: LegacyRig, guest: Path)
 
 
 def test_unknown_operation_gets_e_fail(rig: LegacyRig) -> None:
-    assert rig.host.send(P.header(7)) == E_FAIL
+    assert rig.host.send(sim_fcopy.header(7)) == E_FAIL
     rig.logs.wait_for("Unknown operation: 7")
 
 
