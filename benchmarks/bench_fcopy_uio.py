@@ -9,7 +9,7 @@ process) drains the ring and writes the file.  Two host behaviours:
   interrupt  the simulator's Python host sleeps until the guest signals each
              response (an irqcontrol write and a wake-up on both sides per
              request); the Python host itself is the limit here
-  poll       the host streams the WRITEs from C (Ring.host_fcopy_stream) and
+  poll       the host streams the WRITEs from C (HostRing.host_fcopy_stream) and
              spins on the TX ring with its interrupt mask set, as a busy
              native host would; the guest then skips its signals.  This is
              the figure for the daemon: its WRITE path runs in C as well

@@ -58,6 +58,7 @@ from hvdaemons.fcopy.uio import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
 from hvdaemons.protocol import fcopy as fcopy_msg
 from hvdaemons.protocol import icmsg
 
+from . import _ffi as sim_ffi
 from .protocol import fcopy as sim_fcopy
 from .protocol import icmsg as sim_icmsg
 
@@ -150,8 +151,8 @@ class UioSim:
         self._listener: socket.socket | None = None
         self._conn: socket.socket | None = None
         self._mapping: object | None = None
-        self.tx: _ffi.Ring | None = None  # guest -> host
-        self.rx: _ffi.Ring | None = None  # host -> guest
+        self.tx: sim_ffi.HostRing | None = None  # guest -> host
+        self.rx: sim_ffi.HostRing | None = None  # host -> guest
         self._lock = threading.Lock()
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -232,8 +233,8 @@ class UioSim:
 
             self._mapping = mmap.mmap(self._memfd, self.variant.map_size)
             r = self.variant.ring_size
-            self.tx = _ffi.Ring(self._mapping, 0, r, self.variant.page_size)
-            self.rx = _ffi.Ring(self._mapping, r, r, self.variant.page_size)
+            self.tx = sim_ffi.HostRing(self._mapping, 0, r, self.variant.page_size)
+            self.rx = sim_ffi.HostRing(self._mapping, r, r, self.variant.page_size)
             if os.path.lexists(self.node):
                 os.unlink(self.node)
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -330,7 +331,7 @@ class UioSim:
                     value = _S32.unpack(data)[0]
                     if self.rx is not None:
                         # hv_uio_irqcontrol: interrupt_mask = !value, then signal if value.
-                        self.rx.store(_ffi.RING_INTERRUPT_MASK, 0 if value else 1)
+                        self.rx.store(sim_ffi.RING_INTERRUPT_MASK, 0 if value else 1)
                     if not value:
                         self.guest_masks += 1
                         continue
@@ -369,7 +370,7 @@ class UioSim:
             return
         assert self.rx is not None
         if self.variant.masks_in_callback:
-            self.rx.store(_ffi.RING_INTERRUPT_MASK, 1)
+            self.rx.store(sim_ffi.RING_INTERRUPT_MASK, 1)
         self.interrupts += 1
         try:
             conn.send(_S32.pack(self.interrupts), socket.MSG_DONTWAIT)
@@ -501,12 +502,12 @@ class UioHost:
         self.sim.signal_guest()
 
     @staticmethod
-    def _raw_write(ring: _ffi.Ring, data: bytes) -> None:
+    def _raw_write(ring: sim_ffi.HostRing, data: bytes) -> None:
         if len(data) % 8:
             data += bytes(8 - len(data) % 8)
-        w = ring.load(_ffi.RING_WRITE_INDEX)
+        w = ring.load(sim_ffi.RING_WRITE_INDEX)
         ring.write_data(w, data)
-        ring.store(_ffi.RING_WRITE_INDEX, (w + len(data)) % ring.data_size)
+        ring.store(sim_ffi.RING_WRITE_INDEX, (w + len(data)) % ring.data_size)
 
     def wait_consumed(self, timeout: float = 10.0) -> None:
         """Wait until the guest has read everything in RX (after packets it must not answer)."""
@@ -632,7 +633,7 @@ class UioHost:
         """Push a file (a path, bytes, or an open binary file) as Copy-VMFile does.
 
         cancel_after=N sends CANCEL instead of the (N+1)th WRITE.  fast=True
-        (a file source) streams the WRITEs from C (Ring.host_fcopy_stream),
+        (a file source) streams the WRITEs from C (HostRing.host_fcopy_stream),
         spinning spin_ns for each response: a host fast enough to measure the
         daemon with.
         """
@@ -683,7 +684,7 @@ class UioHost:
         if rx is None or tx is None:
             raise Rescinded("no channel")
         template = sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_write(0, b""))
-        stream = _ffi.HostStream(
+        stream = sim_ffi.HostStream(
             fd,
             size,
             template,
@@ -699,7 +700,7 @@ class UioHost:
             self._trans_id = stream.trans_id
             self.sim.interrupts = stream.irq_count
             self.requests += sent
-            if state == _ffi.HOST_WAIT:
+            if state == sim_ffi.HOST_WAIT:
                 # The response is late: wait for the guest's signal as usual.
                 reply = self.response(stream.trans_id)
                 status = self._status(reply, PAYLOAD_WRITE)
@@ -708,11 +709,11 @@ class UioHost:
                 if status != fcopy_msg.S_OK:
                     return False
                 continue
-            if state == _ffi.HOST_FULL:
+            if state == sim_ffi.HOST_FULL:
                 result.writes.extend([fcopy_msg.S_OK] * sent)
                 self.sim.pump(0.1)
                 continue
-            if state == _ffi.HOST_STATUS:
+            if state == sim_ffi.HOST_STATUS:
                 result.writes.extend([fcopy_msg.S_OK] * (sent - 1) + [stream.status])
                 return False
             result.writes.extend([fcopy_msg.S_OK] * sent)

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from hvdaemons import _ffi
 from hvdaemons.protocol import fcopy as fm
 from hvdaemons.protocol import icmsg
 from hvsim import uio as sim_uio
@@ -371,8 +370,6 @@ def test_device_node_is_a_socket_and_sysfs_is_complete(tmp_path: Path) -> None:
         assert (
             Path(sim.vmbus_dir) / "modalias"
         ).read_text() == "vmbus:e34bd134e4dec8419ae76b174977c192\n"
-        ring = _ffi.RING_WRITE_INDEX  # keep the import used: the node serves these rings
-        assert ring == 0
     finally:
         sim.close()
 
