@@ -2,8 +2,8 @@
 """The kernel side of one hv_utils transport device, over a SOCK_SEQPACKET socket.
 
 Mirrors drivers/hv/hv_utils_transport.c plus the per-service registration
-and timeout rules of hv_kvp.c, hv_snapshot.c and hv_fcopy.c (see
-shared/spec/transport.md): one daemon at a time, one registration
+and timeout rules of hv_kvp.c, hv_snapshot.c and hv_fcopy.c
+(hvutil_transport_send(), the services' *_on_msg() handlers): one daemon at a time, one registration
 handshake, then strict request/reply with a per-request timeout after which
 the host is answered HV_E_FAIL.  Where the kernel would fail a daemon's
 write() with EINVAL (wrong size, spurious reply), the simulator records the
@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 
 from hvdaemons import _ffi
+
+from .protocol.kvp import kernel_registration_reply
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +60,7 @@ class KvpRules(ServiceRules):
         op = msg[0]
         if op not in (_ffi.const("KVP_OP_REGISTER1"), _ffi.const("KVP_OP_REGISTER")):
             raise ValueError(f"registration with op {op}")
-        reply = bytearray(KVP_MSG_SIZE)
-        reply[0] = op
-        version = b"3.1\0"
-        off = _ffi.offsetof("struct hv_kvp_msg", "body", "kvp_register", "version")
-        reply[off : off + len(version)] = version
-        return bytes(reply)
+        return kernel_registration_reply(op)
 
     def reply_ok(self, reply: bytes) -> bool:
         return len(reply) >= KVP_MSG_SIZE

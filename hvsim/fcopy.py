@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Simulated host and hv_utils kernel side of file copy (legacy /dev/vmbus/hv_fcopy).
 
-Mirrors drivers/hv/hv_fcopy.c (Linux <= 6.9) as seen by the daemon (spec
-fcopy.md §2): the host's messages carry UTF-16LE names; the kernel copies
-each IC payload into its receive buffer and hands the daemon
+Mirrors drivers/hv/hv_fcopy.c (Linux <= 6.9) as seen by the daemon: the
+host's messages carry UTF-16LE names; the kernel copies each IC payload
+into its receive buffer and hands the daemon
 
 * START: a freshly built 1088-byte hv_start_fcopy with the names converted by
   utf16s_to_utf8s() (at most 259 bytes, lone surrogates and characters that
@@ -16,7 +16,7 @@ each IC payload into its receive buffer and hands the daemon
 The host side (FcopyHost.copy_file) sends START, the fragments, then
 COMPLETE (or CANCEL), as Copy-VMFile does.  `hvsim fcopy --dir D copy SRC
 DEST` drives a running `hvsim serve`; `hvsim demo fcopy` runs the real
-hv_fcopy_daemon against it (and the uio transport's demo when present).
+hv_fcopy_daemon against it.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from hvdaemons.protocol import fcopy as proto
+from hvdaemons.protocol import icmsg
 from hvdaemons.protocol.status import describe
 
 from .chardev import ChardevKernel
@@ -42,12 +43,8 @@ from .server import Json, SimServer, call, stop_daemon
 
 # hv_util.c allocates the service's receive buffer as two 4 KiB pages.
 RECV_BUFFER = 2 * 4096
-ICMSG_HDR = 28  # vmbuspipe_hdr + icmsg_hdr
-ICMSGTYPE_FCOPY = 7
-_IC = struct.Struct("<IIHHHHHHIBBH")
+ICMSG_HDR = icmsg.ICMSG_HDR_SIZE  # vmbuspipe_hdr + icmsg_hdr
 _NAME_UNITS = proto.W_MAX_PATH
-_FILE_NAME = 36
-_PATH_NAME = _FILE_NAME + 2 * _NAME_UNITS
 
 
 def utf16s_to_utf8s(field: bytes, maxout: int) -> bytes:
@@ -84,9 +81,10 @@ def utf16s_to_utf8s(field: bytes, maxout: int) -> bytes:
 
 def kernel_start(host_body: bytes) -> bytes:
     """What hv_fcopy.c builds from the host's START for the daemon."""
-    file_field = host_body[_FILE_NAME : _FILE_NAME + 2 * _NAME_UNITS]
-    path_field = host_body[_PATH_NAME : _PATH_NAME + 2 * _NAME_UNITS]
-    flags, size = struct.unpack_from("<IQ", host_body, _PATH_NAME + 2 * _NAME_UNITS)
+    file_field = host_body[proto.OFF_FILE_NAME : proto.OFF_FILE_NAME + proto.NAME_FIELD_SIZE]
+    path_field = host_body[proto.OFF_PATH_NAME : proto.OFF_PATH_NAME + proto.NAME_FIELD_SIZE]
+    (flags,) = struct.unpack_from("<I", host_body, proto.OFF_COPY_FLAGS)
+    (size,) = struct.unpack_from("<Q", host_body, proto.OFF_FILE_SIZE)
     return sim_fcopy.encode_start(
         utf16s_to_utf8s(file_field, _NAME_UNITS - 1),
         utf16s_to_utf8s(path_field, _NAME_UNITS - 1),
@@ -98,7 +96,9 @@ def kernel_start(host_body: bytes) -> bytes:
 
 def ic_header(body_len: int, transaction: int = 0) -> bytes:
     """A host request's pipe + IC header (framework 3.0, FCopy 1.1)."""
-    return _IC.pack(0, body_len + 20, 3, 0, ICMSGTYPE_FCOPY, 1, 1, body_len, 0, transaction, 3, 0)
+    return icmsg.ICMSG_HDR.pack(
+        0, body_len + 20, 3, 0, icmsg.ICMSGTYPE_FCOPY, 1, 1, body_len, 0, transaction, 3, 0
+    )
 
 
 class FcopyKernel:

@@ -2,7 +2,7 @@
 """Simulated uio_hv_generic file-copy channel and the Hyper-V host behind it.
 
 Mirrors what drivers/uio/uio_hv_generic.c and the host do for the
-hv_fcopy_uio_daemon (spec fcopy.md 3): a sysfs tree for discovery, a
+hv_fcopy_uio_daemon (tools/hv/hv_fcopy_uio_daemon.c): a sysfs tree for discovery, a
 "device node" serving the ring memory and the interrupt semantics, and a
 host that negotiates and pushes files through the rings.  The simulator runs
 in its own process (the caller's; the daemon is another process), so both
@@ -36,13 +36,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import logging
 import os
 import select
 import shutil
 import socket
-import stat
 import struct
 import subprocess
 import sys
@@ -468,7 +466,7 @@ class UioHost:
         trans_id: int | None = None,
         *,
         ptype: int = icmsg.VM_PKT_DATA_INBAND,
-        flags: int = 1,
+        flags: int = sim_icmsg.VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED,
     ) -> int:
         """Put one packet into RX (waiting for room) and signal if needed; return its trans_id."""
         rx = self.sim.rx
@@ -855,26 +853,3 @@ def _wait_bound(sim: UioSim, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise HostError("the daemon did not bind the device (new_id)")
         time.sleep(0.02)
-
-
-def is_socket(path: str) -> bool:
-    try:
-        return stat.S_ISSOCK(os.stat(path).st_mode)
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            return False
-        raise
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m hvsim.uio",
-        description="copy a file into the guest through the simulated uio ring",
-    )
-    p.add_argument("--kernel", choices=sorted(VARIANTS), default=DEFAULT_VARIANT)
-    p.add_argument("--size", type=int, default=0)
-    return demo_uio(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The host side of a Hyper-V backup, against /dev/vmbus/hv_vss's protocol.
 
-Mirrors what drivers/hv/hv_snapshot.c forwards to the daemon (spec vss.md
-3-5): HOT_BACKUP, FREEZE and THAW as 12-byte messages, each answered within
+Mirrors what drivers/hv/hv_snapshot.c forwards to the daemon
+(hv_vss_onchannelcallback(), vss_send_op()): HOT_BACKUP, FREEZE and THAW as 12-byte messages, each answered within
 the kernel's timeout (FREEZE 900 s, the others 30 s) or failed with
 HV_E_FAIL by the kernel; on hibernation a fake THAW the daemon cannot
 usefully answer.  The scenarios are what a host does: a backup (HOT_BACKUP,

@@ -127,14 +127,6 @@ def response(payload: bytes, status: int) -> bytes:
     return bytes(out)
 
 
-def response_with_body(payload: bytes, status: int, new_body: bytes) -> bytes:
-    """response(), with the body replaced in place (truncated to the request's length)."""
-    out = bytearray(response(payload, status))
-    room = len(out) - ICMSG_HDR_SIZE
-    out[ICMSG_HDR_SIZE : ICMSG_HDR_SIZE + min(room, len(new_body))] = new_body[:room]
-    return bytes(out)
-
-
 @dataclass(frozen=True)
 class Negotiated:
     reply: bytes

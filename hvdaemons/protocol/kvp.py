@@ -36,11 +36,6 @@ MAX_VALUE_SIZE = _ffi.const("HV_KVP_EXCHANGE_MAX_VALUE_SIZE")  # 2048
 # A pool file record is the key and value arrays back to back (struct
 # kvp_record in hv_kvp_daemon.c): 2560 bytes.
 RECORD_SIZE = MAX_KEY_SIZE + MAX_VALUE_SIZE
-
-
-# The legacy registration op: the same number as GET_IP_INFO, so it is not a
-# KvpOp member (it only means REGISTER during the handshake).
-KVP_OP_REGISTER = _ffi.const("KVP_OP_REGISTER")
 POOL_COUNT = _ffi.const("KVP_POOL_COUNT")  # 5
 
 
@@ -84,9 +79,6 @@ OFF_DEL_KEY = _ffi.offsetof(_M, "body", "kvp_delete", "key")  # 8
 
 # The ENUMERATE view is 4 bytes further on: index comes first.
 OFF_ENUM_INDEX = _ffi.offsetof(_M, "body", "kvp_enum_data", "index")  # 4
-OFF_ENUM_VALUE_TYPE = _ffi.offsetof(_M, "body", "kvp_enum_data", "data", "value_type")  # 8
-OFF_ENUM_KEY_SIZE = _ffi.offsetof(_M, "body", "kvp_enum_data", "data", "key_size")  # 12
-OFF_ENUM_VALUE_SIZE = _ffi.offsetof(_M, "body", "kvp_enum_data", "data", "value_size")  # 16
 OFF_ENUM_KEY = _ffi.offsetof(_M, "body", "kvp_enum_data", "data", "key")  # 20
 OFF_ENUM_VALUE = _ffi.offsetof(_M, "body", "kvp_enum_data", "data", "value")  # 532
 

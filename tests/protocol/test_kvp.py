@@ -34,7 +34,6 @@ def test_constants_and_enums() -> None:
     assert kvp.KVP_MSG_SIZE == SIZE
     assert (kvp.MAX_KEY_SIZE, kvp.MAX_VALUE_SIZE, kvp.RECORD_SIZE) == (512, 2048, 2560)
     assert [int(op) for op in kvp.KvpOp] == [0, 1, 2, 3, 4, 5, 100]
-    assert kvp.KVP_OP_REGISTER == 4
     assert [int(p) for p in kvp.KvpPool] == [0, 1, 2, 3, 4]
     assert (sim_kvp.RegType.SZ, sim_kvp.RegType.U32, sim_kvp.RegType.U64) == (1, 4, 8)
     assert (sim_kvp.ADDR_FAMILY_IPV4, sim_kvp.ADDR_FAMILY_IPV6) == (1, 2)
