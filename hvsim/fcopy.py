@@ -37,6 +37,7 @@ from hvdaemons.protocol import fcopy as proto
 from hvdaemons.protocol import icmsg
 from hvdaemons.protocol.status import describe
 
+from . import launch
 from .chardev import ChardevKernel
 from .protocol import fcopy as sim_fcopy
 from .server import Json, SimServer, call, stop_daemon
@@ -341,21 +342,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- the demo ------------------------------------------------------------------------
 
 
-def daemon_argv(name: str = "hv_fcopy_daemon") -> list[str]:
-    """How to run our installed daemon: the console script beside this Python, else -m."""
-    script = os.path.join(os.path.dirname(sys.executable), name)
-    if os.access(script, os.X_OK):
-        return [script]
-    return [sys.executable, "-m", "hvdaemons.fcopy.daemon"]
-
-
 def spawn_daemon(device: str, extra: list[str] | None = None, **kw: Any) -> subprocess.Popen[bytes]:
     """Start our hv_fcopy_daemon in the foreground on the simulated device."""
-    return subprocess.Popen(
-        [*daemon_argv(), "-n", "--device", device, *(extra or [])],
+    proc: subprocess.Popen[bytes] = launch.popen(
+        [*launch.daemon_argv("hv_fcopy_daemon"), "-n", "--device", device, *(extra or [])],
         stdin=subprocess.DEVNULL,
         **kw,
     )
+    return proc
 
 
 def _content(path: str) -> bytes | None:
@@ -447,7 +441,6 @@ def demo(args: argparse.Namespace) -> int:
 __all__ = [
     "FcopyHost",
     "FcopyKernel",
-    "daemon_argv",
     "demo",
     "install",
     "kernel_start",

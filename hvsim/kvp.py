@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 from typing import Any
 
+import hvdaemons.kvp
 from hvdaemons.protocol import kvp
 from hvdaemons.protocol.status import HvStatus, describe
 
+from . import launch
 from .chardev import HV_UTIL_TIMEOUT, ChardevKernel
 from .protocol import kvp as sim_kvp
 from .server import Json, SimServer, call, stop_daemon
@@ -350,36 +351,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- the demo ------------------------------------------------------------------------
 
 
-def daemon_argv() -> list[str]:
-    """Our installed hv_kvp_daemon: the console script beside this Python, else -m.
-
-    A hv_kvp_daemon found on PATH is used only if it is ours (Debian's C
-    daemon of the same name does not know --device).
-    """
-    candidates = [os.path.join(os.path.dirname(sys.executable), "hv_kvp_daemon")]
-    found = shutil.which("hv_kvp_daemon")
-    if found:
-        candidates.append(found)
-    for script in candidates:
-        if os.access(script, os.X_OK) and _is_python_script(script):
-            return [script]
-    return [sys.executable, "-m", "hvdaemons.kvp.daemon"]
-
-
-def _is_python_script(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(512)
-    except OSError:
-        return False
-    return head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]
-
-
 def packaged_scripts_dir() -> str | None:
-    """The helper scripts shipped inside the package, if present."""
-    here = os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kvp", "scripts"
-    )
+    """The helper scripts inside the installed package (a wheel has them; the
+    .deb installs them where the daemon looks by default instead)."""
+    here = os.path.join(os.path.dirname(os.path.abspath(hvdaemons.kvp.__file__)), "scripts")
     return here if os.path.isdir(here) else None
 
 
@@ -423,7 +398,7 @@ def demo(args: argparse.Namespace) -> int:
         kernel = server.add_chardev(KVP_DEVICE, timeout=HV_UTIL_TIMEOUT)
         host = KvpHost(kernel)
         argv = [
-            *daemon_argv(),
+            *launch.daemon_argv("hv_kvp_daemon"),
             "-n",
             "--device",
             kernel.path,
@@ -434,7 +409,7 @@ def demo(args: argparse.Namespace) -> int:
         if scripts:
             argv += ["--scripts-dir", scripts]
         print(f"  daemon: {' '.join(argv)}")
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = launch.popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             if not kernel.wait_registered(30):
                 print("  the daemon did not register with the (simulated) kernel")

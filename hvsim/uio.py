@@ -57,6 +57,7 @@ from hvdaemons.protocol import fcopy as fcopy_msg
 from hvdaemons.protocol import icmsg
 
 from . import _ffi as sim_ffi
+from . import launch
 from .protocol import fcopy as sim_fcopy
 from .protocol import icmsg as sim_icmsg
 
@@ -761,9 +762,7 @@ def _fragments(stream: BinaryIO) -> Iterator[tuple[int, memoryview]]:
 def daemon_command(root: str, extra: list[str] | None = None) -> list[str]:
     """The unmodified daemon, foreground, pointed at a simulator tree."""
     return [
-        sys.executable,
-        "-m",
-        "hvdaemons.fcopy.daemon",
+        *launch.daemon_argv("hv_fcopy_daemon"),
         "-n",
         "--sysfs-root",
         os.path.join(root, "sys"),
@@ -779,13 +778,7 @@ def running_daemon(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start the daemon on the simulator tree; SIGTERM and reap it afterwards."""
     out = open(log_path or os.devnull, "ab")  # noqa: SIM115 - closed below
-    # The daemon imports the same hvdaemons as we do (a source tree or site-packages).
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen(
-        daemon_command(root, extra), stdout=out, stderr=subprocess.STDOUT, env=env
-    )
+    proc = launch.popen(daemon_command(root, extra), stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:

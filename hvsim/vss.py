@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from hvdaemons.protocol import vss
 from hvdaemons.protocol.status import HvStatus, describe
 
+from . import launch
 from .chardev import HV_UTIL_TIMEOUT, VSS_FREEZE_TIMEOUT, ChardevKernel
 from .protocol import vss as sim_vss
 from .server import Json, SimServer, call
@@ -221,7 +222,7 @@ def _stderr_lines(proc: subprocess.Popen[bytes], timeout: float) -> list[str]:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from .fsbox import FsBox, FsSpec, daemon_argv
+    from .fsbox import FsBox, FsSpec
 
     specs = [
         FsSpec("data", "ext4"),
@@ -236,7 +237,7 @@ def demo(args: argparse.Namespace) -> int:
     try:
         box.start()
         print("   mount table verified: nothing but our images and virtual filesystems")
-        plan = box.run([*daemon_argv(), "--list"])
+        plan = box.run([*launch.daemon_argv("hv_vss_daemon"), "--list"])
         print("== hv_vss_daemon --list")
         for line in plan.stdout.splitlines():
             if line.startswith(("would", "  ")) and "not a /dev/" not in line:
@@ -245,7 +246,7 @@ def demo(args: argparse.Namespace) -> int:
         try:
             host = VssHost(kernel)
             proc = box.popen(
-                [*daemon_argv(), "-n", "--device", kernel.path],
+                [*launch.daemon_argv("hv_vss_daemon"), "-n", "--device", kernel.path],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

@@ -22,7 +22,7 @@ from hvdaemons.protocol import fcopy as P
 from hvdaemons.service import Stopper
 from hvsim.protocol import fcopy as sim_fcopy
 from tests.reference.refdaemons import LogReader
-from tests.support.fcopy import daemon_env
+from tests.support.fcopy import NEUTRAL_CWD, daemon_env
 
 
 def vmbus_device(sysfs: Path, instance: str, driver: str | None) -> Path:
@@ -108,6 +108,7 @@ def run_daemon(argv0: str, args: list[str]) -> subprocess.Popen[bytes]:
     )
     return subprocess.Popen(
         [sys.executable, "-c", code, argv0, *args],
+        cwd=NEUTRAL_CWD,
         env=daemon_env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

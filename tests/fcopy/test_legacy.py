@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +27,9 @@ from hvdaemons.protocol.fcopy import (
     OVER_WRITE,
     S_OK,
 )
-from hvsim.fcopy import daemon_argv
+from hvsim.launch import NEUTRAL_CWD, python_argv
 from hvsim.protocol import fcopy as sim_fcopy
-from tests.support.fcopy import LegacyRig, daemon_env, wait_for
+from tests.support.fcopy import LegacyRig, daemon_argv, daemon_env, wait_for
 
 GiB = 1 << 30
 
@@ -271,7 +270,8 @@ def test_hvsim_serve_and_client_copy(tmp_path: Path, guest: Path) -> None:
     d = tmp_path / "sim"
     env = daemon_env()
     sim = subprocess.Popen(
-        [sys.executable, "-m", "hvsim.cli", "serve", "--dir", str(d), "--service", "fcopy"],
+        [*python_argv("hvsim.cli"), "serve", "--dir", str(d), "--service", "fcopy"],
+        cwd=NEUTRAL_CWD,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -282,6 +282,7 @@ def test_hvsim_serve_and_client_copy(tmp_path: Path, guest: Path) -> None:
         assert b"serving hv_fcopy" in sim.stdout.readline()
         daemon = subprocess.Popen(
             [*daemon_argv(), "-n", "--device", str(d / "hv_fcopy")],
+            cwd=NEUTRAL_CWD,
             env=env,
             stderr=subprocess.DEVNULL,
         )
@@ -289,8 +290,10 @@ def test_hvsim_serve_and_client_copy(tmp_path: Path, guest: Path) -> None:
         src.write_bytes(b"hello\n" * 2000)
 
         def client(*args: str) -> subprocess.CompletedProcess[str]:
-            argv = [sys.executable, "-m", "hvsim.cli", "fcopy", "--dir", str(d), "copy"]
-            return subprocess.run([*argv, *args], env=env, capture_output=True, text=True)
+            argv = [*python_argv("hvsim.cli"), "fcopy", "--dir", str(d), "copy"]
+            return subprocess.run(
+                [*argv, *args], cwd=NEUTRAL_CWD, env=env, capture_output=True, text=True
+            )
 
         assert wait_for(lambda: client(str(src), f"{guest}/probe").returncode == 0, 20)
         res = client(str(src), f"{guest}/new/", "--create-path")

@@ -8,7 +8,6 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,10 +26,11 @@ from hvdaemons.service import Service, Stopper
 from hvdaemons.transport import FdChannel
 from hvsim.chardev import ChardevKernel
 from hvsim.kvp import KvpHost, first_nic
+from hvsim.launch import python_argv
 from hvsim.protocol import kvp as sim_kvp
 from hvsim.server import call
 from tests.reference.refdaemons import LogReader
-from tests.support.kvp import PKG_ROOT, R, daemon_argv, daemon_env, spawn_daemon, stop
+from tests.support.kvp import NEUTRAL_CWD, R, daemon_argv, daemon_env, spawn_daemon, stop
 
 S_OK, S_CONT, E_FAIL = HvStatus.S_OK, HvStatus.S_CONT, HvStatus.E_FAIL
 
@@ -73,7 +73,7 @@ def daemon(tmp_path: Path) -> Iterator[Running]:
 
 def test_help_and_bad_options() -> None:
     res = subprocess.run(
-        [*daemon_argv(), "-h"], cwd=str(PKG_ROOT), env=daemon_env(), capture_output=True, text=True
+        [*daemon_argv(), "-h"], cwd=NEUTRAL_CWD, env=daemon_env(), capture_output=True, text=True
     )
     assert res.returncode == 0
     for flag in ("-n, --no-daemon", "-d, --debug", "--device", "--state-dir", "--scripts-dir"):
@@ -81,7 +81,7 @@ def test_help_and_bad_options() -> None:
     assert "hv_kvp_daemon" in res.stdout
     res = subprocess.run(
         [*daemon_argv(), "--bogus"],
-        cwd=str(PKG_ROOT),
+        cwd=NEUTRAL_CWD,
         env=daemon_env(),
         capture_output=True,
         text=True,
@@ -316,7 +316,7 @@ def test_full_disk(tmp_path: Path) -> None:
     argv = [*daemon_argv(), "-n", "--device", kernel.path, "--state-dir", str(state)]
     proc = subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(state), *argv],
-        cwd=str(PKG_ROOT),
+        cwd=NEUTRAL_CWD,
         env=daemon_env(),
         stderr=subprocess.PIPE,
     )
@@ -421,8 +421,8 @@ def test_get_ip_info_of_a_real_interface(daemon: Running) -> None:
 
 def _hvsim(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hvsim.cli", *args],
-        cwd=str(PKG_ROOT),
+        [*python_argv("hvsim.cli"), *args],
+        cwd=NEUTRAL_CWD,
         env=daemon_env(),
         capture_output=True,
         text=True,
@@ -442,8 +442,8 @@ def _wait_for_socket(path: Path, timeout: float = 30) -> None:
 def test_hvsim_serve_and_client(tmp_path: Path) -> None:
     d = tmp_path / "sim"
     serve = subprocess.Popen(
-        [sys.executable, "-m", "hvsim.cli", "serve", "--dir", str(d), "--service", "kvp"],
-        cwd=str(PKG_ROOT),
+        [*python_argv("hvsim.cli"), "serve", "--dir", str(d), "--service", "kvp"],
+        cwd=NEUTRAL_CWD,
         env=daemon_env(),
         stdout=subprocess.PIPE,
     )

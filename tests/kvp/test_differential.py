@@ -31,7 +31,6 @@ from __future__ import annotations
 import fcntl
 import struct
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -45,7 +44,15 @@ from hvsim.chardev import ChardevKernel
 from hvsim.protocol import kvp as sim_kvp
 from tests.reference import refdaemons
 from tests.reference.refdaemons import LogReader
-from tests.support.kvp import PKG_ROOT, R, daemon_env, reference_record, stop, write_pool
+from tests.support.kvp import (
+    NEUTRAL_CWD,
+    R,
+    daemon_argv,
+    daemon_env,
+    reference_record,
+    stop,
+    write_pool,
+)
 
 S_OK, S_CONT, E_FAIL = HvStatus.S_OK, HvStatus.S_CONT, HvStatus.E_FAIL
 u32 = struct.Struct("<I").pack
@@ -165,11 +172,11 @@ def play(tmp: Path, who: str, release: str) -> Run:
         env["LD_PRELOAD"] = str(refdaemons.build_shim())
         env["HVSHIM_DIR"] = str(sim)
         argv = refdaemons.sandbox_argv(
-            [sys.executable, "-m", "hvdaemons.kvp.daemon", "-n"], tmpfs=(), binds=binds
+            [*daemon_argv(), "-n"], tmpfs=(), binds=binds
         )
         proc = subprocess.Popen(
             argv,
-            cwd=str(PKG_ROOT),
+            cwd=NEUTRAL_CWD,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

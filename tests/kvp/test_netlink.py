@@ -11,7 +11,6 @@ import errno
 import itertools
 import json
 import os
-import pathlib
 import socket
 import struct
 import subprocess
@@ -22,11 +21,10 @@ from typing import Any
 
 import pytest
 
-import hvdaemons
 from hvdaemons.kvp import netlink as nl
+from hvsim import launch
 
 # The hvdaemons under test: installed under tox, else the source tree.
-REPO_ROOT = pathlib.Path(hvdaemons.__file__).resolve().parent.parent
 _counter = itertools.count()
 
 
@@ -67,12 +65,9 @@ class NetNs:
 
     def python(self, code: str, env: dict[str, str] | None = None) -> Any:
         """Run Python code in the namespace; it must print one JSON document."""
-        full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = str(REPO_ROOT)
-        full_env.update(env or {})
-        proc = subprocess.run(
+        proc = launch.run(
             ["ip", "netns", "exec", self.name, sys.executable, "-c", textwrap.dedent(code)],
-            env=full_env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=120,
