@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from hvdaemons import _ffi
 
 from .protocol.kvp import kernel_registration_reply
+from .sockets import OwnedSocket
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +133,8 @@ class ChardevKernel:
         self._lock = threading.Lock()
         self._registered = threading.Condition(self._lock)
         self._conn: _Conn | None = None
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        if os.path.lexists(path):
-            os.unlink(path)
-        self._listener.bind(path)
-        os.chmod(path, 0o600)
-        self._listener.listen(4)
+        # Replaces a stale socket; raises SocketInUse if a live one is there.
+        self._listener = OwnedSocket(path, backlog=4, mode=0o600)
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
         self._host_busy = threading.Lock()
         self._thread = threading.Thread(target=self._accept_loop, name=f"sim-{name}", daemon=True)
@@ -321,16 +318,12 @@ class ChardevKernel:
             self._drop(conn)
 
     def close(self) -> None:
-        if self._listener.fileno() < 0:
+        if self._listener.sock.fileno() < 0:
             return  # already closed
         os.write(self._stop_w, b"x")
         self._thread.join(5)
         self.hangup()
-        self._listener.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        self._listener.close()  # removes the path only if it is still ours
         os.close(self._stop_r)
         os.close(self._stop_w)
 

@@ -9,6 +9,7 @@ hvsim demo [kvp|vss|fcopy|all]              start the real daemons against it an
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from .server import SimServer
+from .sockets import SocketInUse
 
 # Each service module provides:
 #   install(server: SimServer, args: argparse.Namespace) -> None   devices and control commands
@@ -32,19 +34,44 @@ def _module(name: str) -> ModuleType:
 
 
 def serve(args: argparse.Namespace) -> int:
+    # First thing: a SIGTERM or ^C at any point ends the server cleanly.
+    stop_r, stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+
+    def stop(_signum: int, _frame: object) -> None:
+        try:
+            os.write(stop_w, b"x")
+        except BlockingIOError:
+            pass  # already asked to stop
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     server = SimServer(args.dir)
-    for name in args.service or SERVICES:
-        _module(name).install(server, args)
-    r, w = os.pipe()
-    signal.signal(signal.SIGTERM, lambda *_: os.write(w, b"x"))
-    signal.signal(signal.SIGINT, lambda *_: os.write(w, b"x"))
-    print(
-        f"hvsim: serving {', '.join(sorted(server.kernels)) or 'nothing'} in {args.dir}", flush=True
-    )
     try:
-        server.serve(r)
+        server.listen()  # before any device, so that a refused server touches nothing
+        for name in args.service or SERVICES:
+            _module(name).install(server, args)
+        print(
+            f"hvsim: serving {', '.join(sorted(server.kernels)) or 'nothing'} in {args.dir}",
+            flush=True,
+        )
+        server.serve(stop_r)
+    except SocketInUse as e:
+        if e.errno == errno.EADDRINUSE and e.filename == server.path("control"):
+            print(
+                f"hvsim: a simulator is already serving in {args.dir} ({e.filename} answers);"
+                " stop it or use another --dir",
+                file=sys.stderr,
+            )
+        else:
+            print(f"hvsim: cannot serve in {args.dir}: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"hvsim: cannot serve in {args.dir}: {e}", file=sys.stderr)
+        return 1
     finally:
         server.close()
+        os.close(stop_r)
+        os.close(stop_w)
     return 0
 
 
