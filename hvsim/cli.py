@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from .demo import run as run_demo
 from .server import SimServer
 from .sockets import SocketInUse
 
@@ -25,7 +26,7 @@ from .sockets import SocketInUse
 #   install(server: SimServer, args: argparse.Namespace) -> None   devices and control commands
 #   add_arguments(parser) -> None                                  its `hvsim <service>` client commands
 #   add_serve_arguments(parser) -> None                            options for `hvsim serve`
-#   demo(args: argparse.Namespace) -> int                          the end-to-end demo
+#   DEMOS: ((title, step(part: demo.Part) -> None), ...)           its parts of `hvsim demo`
 SERVICES = ("kvp", "vss", "fcopy")
 
 
@@ -77,10 +78,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     names = SERVICES if args.which == "all" else (args.which,)
-    status = 0
-    for name in names:
-        status |= _module(name).demo(args)
-    return status
+    return run_demo([step for name in names for step in _module(name).DEMOS], debug=args.debug)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo", help="run the real daemons against the simulator and show the host's view"
     )
     d.add_argument("which", nargs="?", default="all", choices=(*SERVICES, "all"))
+    d.add_argument(
+        "--debug", action="store_true", help="print the traceback of an unexpected error"
+    )
     d.set_defaults(func=demo)
 
     for name in SERVICES:

@@ -22,8 +22,6 @@ hv_fcopy_daemon against it.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import os
 import struct
 import subprocess
@@ -37,8 +35,9 @@ from hvdaemons.protocol import fcopy as proto
 from hvdaemons.protocol import icmsg
 from hvdaemons.protocol.status import describe
 
-from . import launch
+from . import launch, uio
 from .chardev import ChardevKernel
+from .demo import Part, wait_registered
 from .protocol import fcopy as sim_fcopy
 from .server import Json, SimServer, call, stop_daemon
 
@@ -360,32 +359,27 @@ def _content(path: str) -> bytes | None:
         return None
 
 
-def demo_legacy() -> int:
+def demo_legacy(part: Part) -> None:
+    """`hvsim demo fcopy`, char-device part: Copy-VMFile through /dev/vmbus/hv_fcopy."""
     print("== file copy over the legacy char device (/dev/vmbus/hv_fcopy) ==")
-    failures = 0
     with tempfile.TemporaryDirectory(prefix="hvsim-fcopy-") as tmp:
         guest = os.path.join(tmp, "guest")
         os.mkdir(guest)
         with ChardevKernel(os.path.join(tmp, "hv_fcopy"), "hv_fcopy", timeout=10) as kernel:
             proc = spawn_daemon(kernel.path, stderr=subprocess.PIPE)
             try:
-                if not kernel.wait_registered(20):
-                    print("the daemon did not register")
-                    return 1
+                wait_registered(kernel, proc, 20)
                 host = FcopyHost(kernel)
                 data = os.urandom(100_000) + "naïve — 日本語 — 😀\n".encode()
                 dest = os.path.join(guest, "inbox", "2024")
                 name = "Résumé-отчёт-😀.txt"
 
                 def step(what: str, got: list[int], want: int, check: bool = True) -> None:
-                    nonlocal failures
-                    ok = got[-1] == want and (got[0] == want or got[0] == proto.S_OK)
-                    ok = ok and check
-                    failures += not ok
+                    ok = got[-1] == want and (got[0] == want or got[0] == proto.S_OK) and check
                     n = max(0, len(got) - 2)
-                    print(
-                        f"  {what}: START {describe(got[0])}, {n} WRITEs, "
-                        f"last {describe(got[-1])} {'ok' if ok else 'UNEXPECTED'}"
+                    part.check(
+                        ok,
+                        f"{what}: START {describe(got[0])}, {n} WRITEs, last {describe(got[-1])}",
                     )
 
                 got = host.copy_file(data, dest, name, proto.CREATE_PATH)
@@ -420,28 +414,26 @@ def demo_legacy() -> int:
                         st = os.stat(p)
                         print(f"    {oct(st.st_mode & 0o777)} {st.st_size:>7} {p[len(guest) :]}")
             finally:
-                err = stop_daemon(proc)
+                part.daemon_log = stop_daemon(proc).decode(errors="replace").splitlines()
             print("  daemon log:")
-            for line in err.decode(errors="replace").splitlines():
+            for line in part.daemon_log:
                 print(f"    {line}")
-    print(f"legacy file copy: {'ok' if not failures else f'{failures} unexpected results'}")
-    return 1 if failures else 0
+            part.check(
+                proc.returncode == 0, f"the daemon exited with status {proc.returncode} on SIGTERM"
+            )
 
 
-def demo(args: argparse.Namespace) -> int:
-    status = demo_legacy()
-    if importlib.util.find_spec("hvsim.uio") is not None:
-        module = importlib.import_module("hvsim.uio")
-        demo_uio = getattr(module, "demo_uio", None)
-        if demo_uio is not None:
-            status |= int(demo_uio(args))
-    return status
+# `hvsim demo fcopy`: both transports, each its own part of the summary.
+DEMOS = (
+    ("file copy over the char device", demo_legacy),
+    ("file copy over the uio ring", uio.demo_uio),
+)
 
 
 __all__ = [
+    "DEMOS",
     "FcopyHost",
     "FcopyKernel",
-    "demo",
     "install",
     "kernel_start",
     "utf16s_to_utf8s",

@@ -28,6 +28,7 @@ from hvdaemons.protocol.status import HvStatus, describe
 
 from . import launch
 from .chardev import HV_UTIL_TIMEOUT, ChardevKernel
+from .demo import Part, wait_registered
 from .protocol import kvp as sim_kvp
 from .server import Json, SimServer, call, stop_daemon
 
@@ -384,15 +385,9 @@ def first_nic() -> tuple[str, str] | None:
     return nics[0] if nics else None
 
 
-def demo(args: argparse.Namespace) -> int:
+def demo(part: Part) -> None:
+    """`hvsim demo kvp`: the host's view of the installed hv_kvp_daemon."""
     print("== KVP: the host's view of a guest running hv_kvp_daemon ==")
-    failures: list[str] = []
-
-    def check(ok: bool, what: str) -> None:
-        print(f"    {'ok' if ok else 'FAILED'}: {what}")
-        if not ok:
-            failures.append(what)
-
     with tempfile.TemporaryDirectory(prefix="hvsim-kvp-") as tmp:
         server = SimServer(tmp)
         kernel = server.add_chardev(KVP_DEVICE, timeout=HV_UTIL_TIMEOUT)
@@ -411,17 +406,14 @@ def demo(args: argparse.Namespace) -> int:
         print(f"  daemon: {' '.join(argv)}")
         proc = launch.popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            if not kernel.wait_registered(30):
-                print("  the daemon did not register with the (simulated) kernel")
-                failures.append("registration")
-                return 1
+            wait_registered(kernel, proc, 30)
             print("  registered")
 
             print("\n  Guest intrinsic exchange items (pool 2, KVP_POOL_AUTO):")
             items, end = host.enumerate_all(kvp.KvpPool.AUTO)
             for key, value in items:
                 print(f"    {key:<28} {value}")
-            check(
+            part.check(
                 len(items) == 10 and end == HvStatus.S_CONT,
                 f"10 intrinsic items, then {describe(end)}",
             )
@@ -440,46 +432,52 @@ def demo(args: argparse.Namespace) -> int:
                     print(f"    gateways   {ip.gate_way or '-'}")
                     print(f"    DNS        {ip.dns_addr or '-'}")
                     print(f"    DHCP       {'enabled' if ip.dhcp_enabled else 'disabled'}")
-                check(
+                part.check(
                     reply.status == HvStatus.S_OK, f"GET_IP_INFO answered {describe(reply.status)}"
                 )
 
             print("\n  A round trip through pool 0 (KVP_POOL_EXTERNAL):")
             key, value = "hvsim-demo", "hello from the host ✓"
             reply = host.set(0, key, value)
-            check(reply.status == HvStatus.S_OK, f"SET {key}={value!r}: {describe(reply.status)}")
+            part.check(
+                reply.status == HvStatus.S_OK, f"SET {key}={value!r}: {describe(reply.status)}"
+            )
             reply = host.set(0, "hvsim-demo-u32", 4_000_000_000, sim_kvp.RegType.U32)
-            check(
+            part.check(
                 reply.status == HvStatus.S_OK,
                 f"SET hvsim-demo-u32 (REG_U32 4000000000): {describe(reply.status)}",
             )
             items, end = host.enumerate_all(0)
             for k, v in items:
                 print(f"      {k} = {v}")
-            check(
+            part.check(
                 (key, value) in items and ("hvsim-demo-u32", "4000000000") in items,
                 "ENUMERATE lists both items",
             )
             reply = host.get(0, key)
-            check(
+            part.check(
                 reply.status == HvStatus.S_OK and reply.value == value,
                 f"GET {key} -> {reply.value!r}",
             )
             for k in (key, "hvsim-demo-u32"):
                 reply = host.delete(0, k)
-                check(reply.status == HvStatus.S_OK, f"DELETE {k}: {describe(reply.status)}")
+                part.check(reply.status == HvStatus.S_OK, f"DELETE {k}: {describe(reply.status)}")
             reply = host.get(0, key)
-            check(reply.status == HvStatus.S_CONT, f"GET after DELETE: {describe(reply.status)}")
+            part.check(
+                reply.status == HvStatus.S_CONT, f"GET after DELETE: {describe(reply.status)}"
+            )
             items, end = host.enumerate_all(0)
-            check(not items, "pool 0 is empty again")
+            part.check(not items, "pool 0 is empty again")
         finally:
-            err = stop_daemon(proc)
+            part.daemon_log = stop_daemon(proc).decode(errors="replace").splitlines()
             server.close()
         print("\n  daemon log:")
-        for line in err.decode(errors="replace").splitlines():
+        for line in part.daemon_log:
             print(f"    {line}")
-    if failures:
-        print(f"\nkvp demo: {len(failures)} check(s) FAILED")
-        return 1
-    print("\nkvp demo: all checks passed")
-    return 0
+        part.check(
+            proc.returncode == 0, f"the daemon exited with status {proc.returncode} on SIGTERM"
+        )
+
+
+# `hvsim demo kvp`: its part of the summary.
+DEMOS = (("KVP", demo),)

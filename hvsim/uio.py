@@ -34,7 +34,6 @@ waiting for new_id.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -43,7 +42,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -55,9 +53,11 @@ from hvdaemons import _ffi
 from hvdaemons.fcopy.uio import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
 from hvdaemons.protocol import fcopy as fcopy_msg
 from hvdaemons.protocol import icmsg
+from hvdaemons.protocol.status import describe
 
 from . import _ffi as sim_ffi
 from . import launch
+from .demo import Part, PartFailed
 from .protocol import fcopy as sim_fcopy
 from .protocol import icmsg as sim_icmsg
 
@@ -792,10 +792,11 @@ def running_daemon(
         out.close()
 
 
-def demo_uio(args: argparse.Namespace | None = None) -> int:
-    """`hvsim demo fcopy`, uio part: copy a file into the guest through the ring."""
-    variant = getattr(args, "kernel", None) or DEFAULT_VARIANT
-    size = int(getattr(args, "size", 0) or 5 * 1024 * 1024 + 123)
+def demo_uio(part: Part) -> None:
+    """`hvsim demo fcopy`, uio part: Copy-VMFile through the ring buffers."""
+    variant = VARIANTS[DEFAULT_VARIANT]
+    print(f"== file copy over the uio ring (uio_hv_generic as in Linux {variant.name}) ==")
+    size = 5 * 1024 * 1024 + 123
     with tempfile.TemporaryDirectory(prefix="hvsim-uio-") as tmp:
         root = os.path.join(tmp, "sim")
         dest = os.path.join(tmp, "guest", "incoming")
@@ -806,31 +807,41 @@ def demo_uio(args: argparse.Namespace | None = None) -> int:
         logfile = os.path.join(tmp, "daemon.log")
         try:
             sim.offer()
-            with running_daemon(root, log_path=logfile):
-                host = UioHost(sim)
-                _wait_bound(sim, 15.0)
-                host.connect()
-                status, _ = host.negotiate()
-                print(
-                    f"uio ({sim.variant.name}): negotiate status {status:#x}, "
-                    f"versions {host.negotiated}"
-                )
-                t0 = time.monotonic()
-                result = host.copy_file(src, dest, "copied.bin")
-                dt = time.monotonic() - t0
-            ok = result.ok
+            try:
+                with running_daemon(root, log_path=logfile) as proc:
+                    host = UioHost(sim)
+                    _wait_bound(sim, 15.0, proc)
+                    host.connect()
+                    status, _ = host.negotiate()
+                    part.check(
+                        status == 0 and host.negotiated is not None,
+                        f"negotiate: status {status:#x}, versions {host.negotiated}",
+                    )
+                    t0 = time.monotonic()
+                    result = host.copy_file(src, dest, "copied.bin")
+                    dt = time.monotonic() - t0
+            except HostError as e:
+                raise PartFailed(str(e)) from e
+            finally:
+                with open(logfile, encoding="utf-8", errors="replace") as f:
+                    part.daemon_log = f.read().splitlines()
             target = os.path.join(dest, "copied.bin")
+            part.check(
+                result.ok,
+                f"START {describe(result.start)}, {len(result.writes)} WRITEs "
+                f"({len(result.write_failures)} failed), "
+                f"COMPLETE {'-' if result.finish is None else describe(result.finish)}",
+            )
             with open(src, "rb") as a:
                 same = os.path.exists(target) and a.read() == _read(target)
-            print(
-                f"uio: copied {size} bytes to {dest}/copied.bin in {dt:.2f} s "
-                f"({size / dt / 1e6:.0f} MB/s): statuses ok={ok}, content identical={same}"
+            part.check(same, f"{size} bytes in {target}, identical to the host's file")
+            print(f"  {size / dt / 1e6:.0f} MB/s ({dt:.2f} s) with the simulator's Python host")
+            print("  daemon log:")
+            for line in part.daemon_log:
+                print(f"    {line}")
+            part.check(
+                proc.returncode == 0, f"the daemon exited with status {proc.returncode} on SIGTERM"
             )
-            if not (ok and same):
-                with open(logfile, encoding="utf-8", errors="replace") as f:
-                    sys.stdout.write(f.read())
-                return 1
-            return 0
         finally:
             sim.close()
 
@@ -840,9 +851,11 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def _wait_bound(sim: UioSim, timeout: float) -> None:
+def _wait_bound(sim: UioSim, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not sim.bound:
+        if proc is not None and proc.poll() is not None:
+            raise HostError(f"the daemon exited with status {proc.returncode} before binding")
         if time.monotonic() > deadline:
             raise HostError("the daemon did not bind the device (new_id)")
         time.sleep(0.02)

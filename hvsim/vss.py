@@ -26,6 +26,7 @@ from hvdaemons.protocol.status import HvStatus, describe
 
 from . import launch
 from .chardev import HV_UTIL_TIMEOUT, VSS_FREEZE_TIMEOUT, ChardevKernel
+from .demo import Part, PartFailed, wait_registered
 from .protocol import vss as sim_vss
 from .server import Json, SimServer, call
 
@@ -221,7 +222,8 @@ def _stderr_lines(proc: subprocess.Popen[bytes], timeout: float) -> list[str]:
     return b"".join(chunks).decode(errors="replace").splitlines()
 
 
-def demo(args: argparse.Namespace) -> int:
+def demo(part: Part) -> None:
+    """`hvsim demo vss`: a backup of loop-mounted test filesystems, in a sandbox."""
     from .fsbox import FsBox, FsSpec
 
     specs = [
@@ -232,17 +234,24 @@ def demo(args: argparse.Namespace) -> int:
         FsSpec("data-bind", bind_of="data"),
     ]
     print("== VSS demo: a private mount namespace with only loop-mounted test images")
+    if os.geteuid() != 0:
+        raise PartFailed("needs root (mount namespace, loop devices, FIFREEZE): run as root")
     box = FsBox(specs)
-    status = 0
     try:
-        box.start()
+        try:
+            box.start()
+        except RuntimeError as e:
+            raise PartFailed(f"the test filesystems could not be set up: {e}") from e
         print("   mount table verified: nothing but our images and virtual filesystems")
         plan = box.run([*launch.daemon_argv("hv_vss_daemon"), "--list"])
         print("== hv_vss_daemon --list")
         for line in plan.stdout.splitlines():
             if line.startswith(("would", "  ")) and "not a /dev/" not in line:
                 print("   " + line)
+        part.check(plan.returncode == 0, f"hv_vss_daemon --list exited {plan.returncode}")
         kernel = ChardevKernel(os.path.join(box.sim_dir, NAME), NAME)
+        logged: list[str] = []
+        proc: subprocess.Popen[bytes] | None = None
         try:
             host = VssHost(kernel)
             proc = box.popen(
@@ -251,42 +260,52 @@ def demo(args: argparse.Namespace) -> int:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
-            if not kernel.wait_registered(30):
-                print("   the daemon did not register")
-                return 1
+            wait_registered(kernel, proc, 30)
             print("== host: HOT_BACKUP, FREEZE")
             for r in (host.hot_backup(), host.freeze()):
-                print("   " + r.describe())
-                status |= 0 if r.ok else 1
+                part.check(r.ok, r.describe())
             box.verify()
             frozen = box.frozen()
             print(f"   frozen now (probed with a second FIFREEZE): {', '.join(frozen) or 'none'}")
-            logged = _stderr_lines(proc, 0.2)
+            part.check(len(frozen) == 4, f"{len(frozen)} of the 4 test filesystems frozen")
+            logged += _stderr_lines(proc, 0.2)
             held = [x for x in logged if "op=FREEZE" in x]
             print(f"   daemon log lines about FREEZE while frozen: {len(held)} (held in memory)")
             print("== host: THAW")
             r = host.thaw()
-            print("   " + r.describe())
-            status |= 0 if r.ok else 1
-            print(f"   frozen now: {', '.join(box.frozen()) or 'none'}")
+            part.check(r.ok, r.describe())
+            frozen = box.frozen()
+            print(f"   frozen now: {', '.join(frozen) or 'none'}")
+            part.check(not frozen, "nothing frozen after THAW")
             print("== host: FREEZE, then SIGTERM to the daemon")
             r = host.freeze()
-            print("   " + r.describe())
+            part.check(r.ok, r.describe())
             t0 = time.monotonic()
             proc.terminate()
             proc.wait(10)
+            frozen = box.frozen()
             print(
                 f"   daemon exited {(time.monotonic() - t0) * 1000:.0f} ms after SIGTERM; "
-                f"frozen now: {', '.join(box.frozen()) or 'none'}"
+                f"frozen now: {', '.join(frozen) or 'none'}"
             )
-            print("== daemon log")
-            for line in logged + _stderr_lines(proc, 0.5):
-                print("   " + line)
+            part.check(not frozen, "SIGTERM while frozen thawed everything")
         finally:
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                logged += _stderr_lines(proc, 0.5)
+            part.daemon_log = logged
             kernel.close()
+        print("== daemon log")
+        for line in logged:
+            print("   " + line)
     finally:
         leaked = box.close()
         if leaked:
             print(f"!! left frozen and thawed by the demo: {', '.join(leaked)}")
-            status = 1
-    return status
+            part.failures.append(f"left frozen, thawed by the demo: {', '.join(leaked)}")
+
+
+# `hvsim demo vss`: its part of the summary.
+DEMOS = (("VSS", demo),)
