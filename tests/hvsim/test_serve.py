@@ -39,6 +39,17 @@ def serve(d: Path) -> subprocess.Popen[str]:
     return proc
 
 
+def refused(d: Path) -> subprocess.CompletedProcess[str]:
+    """`hvsim serve` in d, expected to give up at once."""
+    res: subprocess.CompletedProcess[str] = launch.run(
+        launch.python_argv("hvsim.cli", *SERVE, "--dir", str(d)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return res
+
+
 def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:
     if proc.poll() is None:
         proc.send_signal(sig)
@@ -80,12 +91,7 @@ def test_a_second_server_refuses_and_touches_nothing(
     before = inodes(d)
     assert set(before) == {"control", "hv_kvp"}
 
-    second = launch.run(
-        launch.python_argv("hvsim.cli", *SERVE, "--dir", str(d)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    second = refused(d)
     assert second.returncode == 1
     assert second.stdout == ""
     assert second.stderr.splitlines() == [
@@ -120,12 +126,7 @@ def test_something_else_at_the_control_path_is_left_alone(tmp_path: Path) -> Non
     d = tmp_path / "sim"
     d.mkdir()
     (d / "control").write_text("not a socket\n")
-    res = launch.run(
-        launch.python_argv("hvsim.cli", *SERVE, "--dir", str(d)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    res = refused(d)
     assert res.returncode == 1
     assert res.stderr.splitlines() == [
         f"hvsim: cannot serve in {d}: {d}/control: exists and is not a socket"
