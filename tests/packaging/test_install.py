@@ -284,6 +284,24 @@ def test_installed_fcopy_daemon_against_simulator(
     assert (debian_root / "root/incoming/payload.bin").read_bytes() == payload
 
 
+def test_installed_hvsim_demo_runs_the_installed_daemons(
+    debian_root: Root, packages: Packages
+) -> None:
+    """The demo starts the daemons from /usr/lib/hvdaemons (a private directory,
+    not on python3's own path) and reports each part."""
+    debian_root.apt_install(packages.deb, packages.sim_deb)
+    for which, parts in (
+        ("kvp", ["KVP"]),
+        ("fcopy", ["file copy over the char device", "file copy over the uio ring"]),
+    ):
+        cp = debian_root.run(["hvsim", "demo", which], check=False, timeout=300)
+        out = cp.stdout + cp.stderr
+        assert "Traceback" not in out, out
+        lines = cp.stdout.splitlines()
+        assert lines[lines.index("== summary") + 1 :] == [f"  {p:<32} ok" for p in parts], out
+        assert cp.returncode == 0, out
+
+
 # -- the RPM in a scratch root -----------------------------------------------------
 
 
