@@ -322,8 +322,11 @@ class ChardevKernel:
             return  # already closed
         os.write(self._stop_w, b"x")
         self._thread.join(5)
+        # The device node goes first (its path only if it is still ours), as
+        # when the kernel removes it: the daemon, woken by the hang-up below,
+        # finds nothing to reopen instead of a listener about to close.
+        self._listener.close()
         self.hangup()
-        self._listener.close()  # removes the path only if it is still ours
         os.close(self._stop_r)
         os.close(self._stop_w)
 
