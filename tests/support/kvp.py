@@ -15,6 +15,9 @@ from hvsim.launch import NEUTRAL_CWD
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 R = RECORD_SIZE
+# The working directory of every child (hvsim.launch.NEUTRAL_CWD), under the
+# name the tests used when it was the package's directory.
+PKG_ROOT = pathlib.Path(NEUTRAL_CWD)
 
 
 def daemon_argv() -> list[str]:
