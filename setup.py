@@ -7,7 +7,7 @@ Debian 12's 66 (packaging/build.py builds the .deb without build isolation).
   setuptools 66 rejects the PEP 639 string `license = "GPL-2.0-only"`; the
   SPDX identifier given here is accepted by both.
 - [tool.setuptools] tables: setuptools 66 warns that they are beta.
-- cffi's out-of-line API mode needs setup() to know about the builder.
+- cffi's out-of-line API mode needs setup() to know about the builders.
 """
 
 import re
@@ -32,5 +32,5 @@ setup(
     packages=find_namespace_packages(include=["hvdaemons*", "hvsim*"]),
     include_package_data=True,
     package_data={"hvdaemons.kvp": ["scripts/*"]},
-    cffi_modules=["bindings/build.py:ffibuilder"],
+    cffi_modules=["bindings/build.py:ffibuilder", "bindings/build.py:hvsim_ffibuilder"],
 )

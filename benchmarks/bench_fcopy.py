@@ -23,7 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The tests package from this checkout; hvdaemons and hvsim from the installed
+# packages (appended: the checkout itself has no compiled modules).
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from hvdaemons.protocol import fcopy as P
 from tests.support.fcopy import LegacyRig

@@ -3,13 +3,13 @@
 
 Mirrors no upstream file.  The host (this process, hvsim.uio) pushes
 one file in 6144-byte WRITE fragments, one request outstanding at a time as
-Hyper-V does; the daemon (`python -m hvdaemons.fcopy.daemon`, a separate
-process) drains the ring and writes the file.  Two host behaviours:
+Hyper-V does; the daemon (the installed hvdaemons, started by
+hvsim.launch, a separate process) drains the ring and writes the file.  Two host behaviours:
 
   interrupt  the simulator's Python host sleeps until the guest signals each
              response (an irqcontrol write and a wake-up on both sides per
              request); the Python host itself is the limit here
-  poll       the host streams the WRITEs from C (Ring.host_fcopy_stream) and
+  poll       the host streams the WRITEs from C (HostRing.host_fcopy_stream) and
              spins on the TX ring with its interrupt mask set, as a busy
              native host would; the guest then skips its signals.  This is
              the figure for the daemon: its WRITE path runs in C as well
@@ -29,8 +29,6 @@ import os
 import sys
 import tempfile
 import time
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from hvsim import uio as sim_uio
 

@@ -38,11 +38,15 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# The tests package from this checkout; hvdaemons and hvsim from the installed
+# packages (appended: the checkout itself has no compiled modules).
+sys.path.append(str(REPO))
 
+import hvdaemons  # noqa: E402
 from hvdaemons.kvp.pool import record_bytes  # noqa: E402
-from hvdaemons.protocol import kvp  # noqa: E402
+from hvsim import launch  # noqa: E402
 from hvsim.chardev import ChardevKernel  # noqa: E402
+from hvsim.protocol import kvp  # noqa: E402
 from tests.reference import refdaemons  # noqa: E402
 
 SMALL, BIG = 10, 5000
@@ -81,17 +85,17 @@ def spawn(who: str, release: str, sim: Path, state: Path) -> subprocess.Popen[by
         return refdaemons.spawn_reference(
             release, "hv_kvp_daemon", sim, ("-n",), tmpfs=(), binds=binds
         )
-    env = dict(os.environ)
+    env = launch.child_env(
+        {"LD_PRELOAD": str(refdaemons.build_shim()), "HVSHIM_DIR": str(sim)}
+    )
+    # The byte code compiled in main() keeps start-up times comparable.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPATH"] = str(REPO)
-    env["LD_PRELOAD"] = str(refdaemons.build_shim())
-    env["HVSHIM_DIR"] = str(sim)
     argv = refdaemons.sandbox_argv(
-        [PYTHON, "-m", "hvdaemons.kvp.daemon", "-n"], tmpfs=(), binds=binds
+        [PYTHON, "-m", launch.DAEMON_MODULES["hv_kvp_daemon"], "-n"], tmpfs=(), binds=binds
     )
     return subprocess.Popen(
         argv,
-        cwd=str(REPO),
+        cwd=launch.NEUTRAL_CWD,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -265,7 +269,7 @@ def main() -> int:
     global PYTHON
     PYTHON = args.python
     refdaemons.ensure_reference()
-    compileall.compile_dir(str(REPO / "hvdaemons"), quiet=1)
+    compileall.compile_dir(os.path.dirname(hvdaemons.__file__), quiet=1)
     with tempfile.TemporaryDirectory(prefix="bench-kvp-") as tmp:
         ref = workload("ref", args.release, Path(tmp), args.quick)
         ours = workload("ours", args.release, Path(tmp), args.quick)

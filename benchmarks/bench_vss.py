@@ -38,7 +38,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The tests package from this checkout; hvdaemons and hvsim from the installed
+# packages (appended: the checkout itself has no compiled modules).
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from hvsim.fsbox import FsBox, FsSpec
 from tests.support.vss_sandbox import REFERENCES, Daemon

@@ -14,9 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/hyperv.h>
-#include <sys/socket.h>
 
 #include "ring.cdef.h"
+#include "vmbus.h"
 
 /* Only the first 4096 bytes of a header page are shared with the host. */
 #define HVR_SHARED_HDR 4096u
@@ -388,52 +388,7 @@ int hvr_send(uint8_t *base, uint32_t ring_size, uint32_t hdr_size,
 	return 0;
 }
 
-uint32_t hvr_load(uint8_t *base, uint32_t offset)
-{
-	return load_acquire(base, offset);
-}
-
-void hvr_store(uint8_t *base, uint32_t offset, uint32_t value)
-{
-	store_relaxed(base, offset, value);
-	full_fence();
-}
-
 /* -- file-copy fast path ------------------------------------------------------ */
-
-/* The packet descriptor and the IC headers, as include/linux/hyperv.h declares
- * them (struct vmpacket_descriptor, vmbuspipe_hdr, ic_version, icmsg_hdr; the
- * UAPI header has only the file-copy structs, so tools/hv/vmbus_bufring.h
- * copies them too).  Every offset below comes from these and from
- * <linux/hyperv.h>'s struct hv_do_fcopy, through the compiler. */
-struct vmpacket_descriptor {
-	uint16_t type;
-	uint16_t offset8;
-	uint16_t len8;
-	uint16_t flags;
-	uint64_t trans_id;
-} __attribute__((packed));
-
-struct vmbuspipe_hdr {
-	uint32_t flags;
-	uint32_t msgsize;
-} __attribute__((packed));
-
-struct ic_version {
-	uint16_t major;
-	uint16_t minor;
-} __attribute__((packed));
-
-struct icmsg_hdr {
-	struct ic_version icverframe;
-	uint16_t icmsgtype;
-	struct ic_version icvermsg;
-	uint16_t icmsgsize;
-	uint32_t status;
-	uint8_t ictransaction_id;
-	uint8_t icflags;
-	uint8_t reserved[2];
-} __attribute__((packed));
 
 _Static_assert(sizeof(struct vmpacket_descriptor) == HVR_DESC_SIZE, "HVR_DESC_SIZE");
 
@@ -452,11 +407,11 @@ _Static_assert(sizeof(struct vmpacket_descriptor) == HVR_DESC_SIZE, "HVR_DESC_SI
 #define FC_SIZE (FC_BODY + offsetof(struct hv_do_fcopy, size))
 #define FC_DATA (FC_BODY + offsetof(struct hv_do_fcopy, data))
 #define FC_FRAGMENT ((uint32_t)DATA_FRAGMENT)
-#define FC_PKT_DATA_INBAND 6 /* VM_PKT_DATA_INBAND */
-#define FC_MSGTYPE_FCOPY 7 /* ICMSGTYPE_FCOPY */
+#define FC_PKT_DATA_INBAND VM_PKT_DATA_INBAND
+#define FC_MSGTYPE_FCOPY ICMSGTYPE_FCOPY
 #define FC_OP_WRITE WRITE_TO_FILE
-#define FC_ICFLAGS_TRANSACTION 1 /* ICMSGHDRFLAG_TRANSACTION */
-#define FC_ICFLAGS_RESPONSE 4 /* ICMSGHDRFLAG_RESPONSE */
+#define FC_ICFLAGS_TRANSACTION ICMSGHDRFLAG_TRANSACTION
+#define FC_ICFLAGS_RESPONSE ICMSGHDRFLAG_RESPONSE
 
 static int irq_signal(int uio_fd)
 {
@@ -570,106 +525,4 @@ int hvr_fcopy_writes(uint8_t *rx, uint8_t *tx, uint32_t ring_size, uint32_t hdr_
 	}
 	*state = HVR_FAST_LIMIT;
 	return (int)served;
-}
-
-/* -- simulated host ------------------------------------------------------------ */
-
-#define FC_REQ_OFFSET (FC_OFFSET - HVR_DESC_SIZE)
-#define FC_REQ_SIZE (FC_SIZE - HVR_DESC_SIZE)
-#define FC_REQ_DATA (FC_DATA - HVR_DESC_SIZE)
-#define FC_REQ_TID 24
-
-static int host_irq(uint8_t *rx, int irq_fd, int32_t *irq_count, int mask_on_irq)
-{
-	int32_t count;
-	ssize_t n;
-
-	if (mask_on_irq)
-		hvr_store(rx, HVR_INTERRUPT_MASK, 1);
-	count = ++*irq_count;
-	n = send(irq_fd, &count, sizeof(count), MSG_DONTWAIT | MSG_NOSIGNAL);
-	/* A full socket means an interrupt is already pending: they coalesce. */
-	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-		return -errno;
-	return 0;
-}
-
-static int host_stream(uint8_t *rx, uint8_t *tx, uint32_t ring_size, uint32_t hdr_size,
-		       int file_fd, uint64_t *offset, uint64_t end, uint8_t *req,
-		       uint32_t req_len, uint64_t *trans_id, uint8_t *scratch,
-		       uint32_t scratch_len, int irq_fd, int32_t *irq_count, int mask_on_irq,
-		       uint64_t spin_ns, uint32_t *status)
-{
-	uint32_t size, resp_status;
-	uint64_t got_id;
-	ssize_t n;
-	int rc, signal, len;
-
-	if (req_len < FC_REQ_DATA + FC_FRAGMENT)
-		return -EINVAL;
-	while (*offset < end) {
-		size = end - *offset < FC_FRAGMENT ? (uint32_t)(end - *offset) : FC_FRAGMENT;
-		do {
-			n = pread(file_fd, req + FC_REQ_DATA, size, (off_t)*offset);
-		} while (n < 0 && errno == EINTR);
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -ENODATA; /* the file shrank */
-		size = (uint32_t)n;
-		memcpy(req + FC_REQ_OFFSET, offset, 8);
-		memcpy(req + FC_REQ_SIZE, &size, 4);
-		req[FC_REQ_TID]++;
-		rc = hvr_send(rx, ring_size, hdr_size, 6, 1, *trans_id + 1, req, req_len, &signal);
-		if (rc == -EAGAIN)
-			return HVR_HOST_FULL;
-		if (rc < 0)
-			return rc;
-		++*trans_id;
-		*offset += size;
-		if (signal) {
-			rc = host_irq(rx, irq_fd, irq_count, mask_on_irq);
-			if (rc < 0)
-				return rc;
-		}
-		/* Spin for the response with TX interrupts masked. */
-		hvr_store(tx, HVR_INTERRUPT_MASK, 1);
-		if (hvr_poll(tx, ring_size, hdr_size, spin_ns) <= 0 &&
-		    hvr_set_mask(tx, ring_size, hdr_size, 0) <= 0)
-			return HVR_HOST_WAIT;
-		len = hvr_recv(tx, ring_size, hdr_size, scratch, scratch_len, &signal);
-		if (len < 0)
-			return len;
-		if (signal) {
-			rc = host_irq(rx, irq_fd, irq_count, mask_on_irq);
-			if (rc < 0)
-				return rc;
-		}
-		memcpy(&got_id, scratch + 8, 8);
-		if (got_id != *trans_id || (uint32_t)len < FC_IC + 28 ||
-		    !(scratch[FC_IC_FLAGS] & FC_ICFLAGS_RESPONSE))
-			return -EPROTO;
-		memcpy(&resp_status, scratch + FC_IC_STATUS, 4);
-		if (resp_status) {
-			*status = resp_status;
-			return HVR_HOST_STATUS;
-		}
-	}
-	return HVR_HOST_DONE;
-}
-
-int hvr_host_fcopy_stream(uint8_t *rx, uint8_t *tx, uint32_t ring_size, uint32_t hdr_size,
-			  int file_fd, uint64_t *offset, uint64_t end, uint8_t *req,
-			  uint32_t req_len, uint64_t *trans_id, uint8_t *scratch,
-			  uint32_t scratch_len, int irq_fd, int32_t *irq_count, int mask_on_irq,
-			  uint64_t spin_ns, uint32_t *status)
-{
-	int rc = host_stream(rx, tx, ring_size, hdr_size, file_fd, offset, end, req, req_len,
-			     trans_id, scratch, scratch_len, irq_fd, irq_count, mask_on_irq,
-			     spin_ns, status);
-
-	/* Whatever comes next waits for signals again: the guest must send them. */
-	if (rc != HVR_HOST_WAIT)
-		hvr_store(tx, HVR_INTERRUPT_MASK, 0);
-	return rc;
 }

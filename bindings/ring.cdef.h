@@ -67,11 +67,6 @@ int hvr_send(uint8_t *base, uint32_t ring_size, uint32_t hdr_size,
 	     uint16_t type, uint16_t flags, uint64_t trans_id,
 	     const uint8_t *payload, uint32_t len, int *signal);
 
-/* Header field access for the simulator and tests: an acquire load, and a
- * store followed by a full barrier. */
-uint32_t hvr_load(uint8_t *base, uint32_t offset);
-void hvr_store(uint8_t *base, uint32_t offset, uint32_t value);
-
 /* The file-copy fast path (ring.c): serve consecutive WRITE_TO_FILE requests
  * at the head of RX without returning to Python.  For each in-band IC FCOPY
  * WRITE whose size is valid: pwrite() its data to file_fd, consume it, and
@@ -92,26 +87,3 @@ void hvr_store(uint8_t *base, uint32_t offset, uint32_t value);
 int hvr_fcopy_writes(uint8_t *rx, uint8_t *tx, uint32_t ring_size, uint32_t hdr_size,
 		     int uio_fd, int file_fd, uint8_t *scratch, uint32_t scratch_len,
 		     uint64_t spin_ns, uint32_t max_pkts, int *state);
-
-/* The simulated host's side of a file copy (hvsim.uio), in C so that
- * a benchmark measures the daemon rather than the simulator: stream WRITE
- * requests for the bytes [*offset, end) of file_fd, one outstanding at a
- * time as Hyper-V does.  req (req_len bytes) is a complete WRITE request
- * payload (IC headers + hv_do_fcopy) used as the template.  Each request gets
- * the next *trans_id; when the ring rules call for an interrupt the guest is
- * signalled like uio_hv_generic does (RX mask set first if mask_on_irq, then
- * the s32 *irq_count + 1 sent on irq_fd).  Responses are awaited by spinning
- * up to spin_ns with the TX mask set.  Returns HVR_HOST_DONE, HVR_HOST_WAIT
- * (a request is outstanding: the caller waits for the guest's signal and
- * collects the response itself), HVR_HOST_STATUS (a response carried a
- * failure, stored in *status) or HVR_HOST_FULL (RX full, nothing sent), or
- * -errno (-EPROTO: a response that is not the answer to the request). */
-#define HVR_HOST_DONE 0
-#define HVR_HOST_WAIT 1
-#define HVR_HOST_STATUS 2
-#define HVR_HOST_FULL 3
-int hvr_host_fcopy_stream(uint8_t *rx, uint8_t *tx, uint32_t ring_size, uint32_t hdr_size,
-			  int file_fd, uint64_t *offset, uint64_t end, uint8_t *req,
-			  uint32_t req_len, uint64_t *trans_id, uint8_t *scratch,
-			  uint32_t scratch_len, int irq_fd, int32_t *irq_count, int mask_on_irq,
-			  uint64_t spin_ns, uint32_t *status);

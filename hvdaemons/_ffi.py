@@ -66,13 +66,6 @@ def set_process_name(name: str) -> None:
 
 # -- VMBus ring buffers (bindings/ring.c) --------------------------------------
 
-RING_WRITE_INDEX: int = lib.HVR_WRITE_INDEX
-RING_READ_INDEX: int = lib.HVR_READ_INDEX
-RING_INTERRUPT_MASK: int = lib.HVR_INTERRUPT_MASK
-RING_PENDING_SEND_SZ: int = lib.HVR_PENDING_SEND_SZ
-RING_FEATURE_BITS: int = lib.HVR_FEATURE_BITS
-RING_DESC_SIZE: int = lib.HVR_DESC_SIZE
-RING_TRAILER_SIZE: int = lib.HVR_TRAILER_SIZE
 FAST_IDLE: int = lib.HVR_FAST_IDLE
 FAST_OTHER: int = lib.HVR_FAST_OTHER
 FAST_LIMIT: int = lib.HVR_FAST_LIMIT
@@ -81,10 +74,12 @@ FAST_LIMIT: int = lib.HVR_FAST_LIMIT
 class Ring:
     """One direction of a VMBus channel: ring_size bytes at offset of a shared mapping.
 
-    The mapping (an mmap object or any writable buffer) stays exported until
-    close().  recv() returns whole packets (descriptor + payload + padding,
-    no trailer) as bytes; every method also reports whether the other end
-    must be signalled, which the caller does through its interrupt channel.
+    The primitives serve both ends: the daemon is the guest, the simulator's
+    host (hvsim._ffi.HostRing) subclasses this.  The mapping (an mmap object
+    or any writable buffer) stays exported until close().  recv() returns
+    whole packets (descriptor + payload + padding, no trailer) as bytes;
+    every method also reports whether the other end must be signalled, which
+    the caller does through its interrupt channel.
     """
 
     def __init__(self, mapping: Any, offset: int, ring_size: int, header_size: int) -> None:
@@ -190,15 +185,6 @@ class Ring:
         check_neg_errno(rc, "ring send")
         return bool(self._signal[0])
 
-    def write_data(self, pos: int, data: bytes) -> None:
-        """Copy raw bytes into the data area at pos, wrapping (simulator: corrupt packets)."""
-        data_start = self._base + self.header_size
-        pos %= self.data_size
-        first = min(len(data), self.data_size - pos)
-        ffi.memmove(data_start + pos, data[:first], first)
-        if first < len(data):
-            ffi.memmove(data_start, data[first:], len(data) - first)
-
     def fcopy_writes(
         self, tx: Ring, uio_fd: int, file_fd: int, spin_ns: int, max_pkts: int = 1024
     ) -> tuple[int, int]:
@@ -223,42 +209,6 @@ class Ring:
         state: int = self._signal[0]
         return n, state
 
-    def host_fcopy_stream(self, tx: Ring, stream: HostStream) -> int:
-        """Simulated host: push WRITEs of stream's file on this (RX) ring (ring.cdef.h).
-
-        Returns HOST_DONE, HOST_WAIT, HOST_STATUS or HOST_FULL; stream's
-        fields follow the progress.
-        """
-        rc: int = lib.hvr_host_fcopy_stream(
-            self._base,
-            tx._base,
-            self.ring_size,
-            self.header_size,
-            stream.file_fd,
-            stream._offset,
-            stream.end,
-            stream._req,
-            len(stream._req),
-            stream._trans_id,
-            self._buf,
-            len(self._buf),
-            stream.irq_fd,
-            stream._irq_count,
-            int(stream.mask_on_irq),
-            stream.spin_ns,
-            stream._status,
-        )
-        return check_neg_errno(rc, "host stream")
-
-    def load(self, field: int) -> int:
-        """Acquire load of a header field (RING_* offsets)."""
-        value: int = lib.hvr_load(self._base, field)
-        return value
-
-    def store(self, field: int, value: int) -> None:
-        """Store a header field, then a full barrier."""
-        lib.hvr_store(self._base, field, value)
-
 
 # -- legacy file copy: the WRITE fast path (bindings/fcopy.c) --------------------
 
@@ -275,62 +225,3 @@ class FcopyPump:
         n: int = lib.hvd_fcopy_pump(dev_fd, file_fd, wake_fd, self._buf, self._size)
         check_neg_errno(n, "fcopy device")
         return ffi.buffer(self._buf, n)[:] if n else b""
-
-
-HOST_DONE: int = lib.HVR_HOST_DONE
-HOST_WAIT: int = lib.HVR_HOST_WAIT
-HOST_STATUS: int = lib.HVR_HOST_STATUS
-HOST_FULL: int = lib.HVR_HOST_FULL
-
-
-class HostStream:
-    """State of Ring.host_fcopy_stream(): the simulator's file push in C."""
-
-    def __init__(
-        self,
-        file_fd: int,
-        end: int,
-        request: bytes,
-        *,
-        irq_fd: int,
-        mask_on_irq: bool,
-        spin_ns: int,
-        trans_id: int = 0,
-        irq_count: int = 0,
-    ) -> None:
-        self.file_fd = file_fd
-        self.end = end
-        self.irq_fd = irq_fd
-        self.mask_on_irq = mask_on_irq
-        self.spin_ns = spin_ns
-        self._req = ffi.new("uint8_t[]", request)
-        self._offset = ffi.new("uint64_t *", 0)
-        self._trans_id = ffi.new("uint64_t *", trans_id)
-        self._irq_count = ffi.new("int32_t *", irq_count)
-        self._status = ffi.new("uint32_t *", 0)
-
-    @property
-    def offset(self) -> int:
-        value: int = self._offset[0]
-        return value
-
-    @property
-    def trans_id(self) -> int:
-        value: int = self._trans_id[0]
-        return value
-
-    @property
-    def irq_count(self) -> int:
-        value: int = self._irq_count[0]
-        return value
-
-    @property
-    def status(self) -> int:
-        value: int = self._status[0]
-        return value
-
-    @property
-    def request(self) -> bytes:
-        """The last request sent (IC headers + hv_do_fcopy)."""
-        data: bytes = ffi.buffer(self._req)[:]
-        return data

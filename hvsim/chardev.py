@@ -2,8 +2,8 @@
 """The kernel side of one hv_utils transport device, over a SOCK_SEQPACKET socket.
 
 Mirrors drivers/hv/hv_utils_transport.c plus the per-service registration
-and timeout rules of hv_kvp.c, hv_snapshot.c and hv_fcopy.c (see
-shared/spec/transport.md): one daemon at a time, one registration
+and timeout rules of hv_kvp.c, hv_snapshot.c and hv_fcopy.c
+(hvutil_transport_send(), the services' *_on_msg() handlers): one daemon at a time, one registration
 handshake, then strict request/reply with a per-request timeout after which
 the host is answered HV_E_FAIL.  Where the kernel would fail a daemon's
 write() with EINVAL (wrong size, spurious reply), the simulator records the
@@ -23,6 +23,9 @@ import time
 from dataclasses import dataclass, field
 
 from hvdaemons import _ffi
+
+from .protocol.kvp import kernel_registration_reply
+from .sockets import OwnedSocket
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +61,7 @@ class KvpRules(ServiceRules):
         op = msg[0]
         if op not in (_ffi.const("KVP_OP_REGISTER1"), _ffi.const("KVP_OP_REGISTER")):
             raise ValueError(f"registration with op {op}")
-        reply = bytearray(KVP_MSG_SIZE)
-        reply[0] = op
-        version = b"3.1\0"
-        off = _ffi.offsetof("struct hv_kvp_msg", "body", "kvp_register", "version")
-        reply[off : off + len(version)] = version
-        return bytes(reply)
+        return kernel_registration_reply(op)
 
     def reply_ok(self, reply: bytes) -> bool:
         return len(reply) >= KVP_MSG_SIZE
@@ -135,12 +133,8 @@ class ChardevKernel:
         self._lock = threading.Lock()
         self._registered = threading.Condition(self._lock)
         self._conn: _Conn | None = None
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        if os.path.lexists(path):
-            os.unlink(path)
-        self._listener.bind(path)
-        os.chmod(path, 0o600)
-        self._listener.listen(4)
+        # Replaces a stale socket; raises SocketInUse if a live one is there.
+        self._listener = OwnedSocket(path, backlog=4, mode=0o600)
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
         self._host_busy = threading.Lock()
         self._thread = threading.Thread(target=self._accept_loop, name=f"sim-{name}", daemon=True)
@@ -324,16 +318,15 @@ class ChardevKernel:
             self._drop(conn)
 
     def close(self) -> None:
-        if self._listener.fileno() < 0:
+        if self._listener.sock.fileno() < 0:
             return  # already closed
         os.write(self._stop_w, b"x")
         self._thread.join(5)
-        self.hangup()
+        # The device node goes first (its path only if it is still ours), as
+        # when the kernel removes it: the daemon, woken by the hang-up below,
+        # finds nothing to reopen instead of a listener about to close.
         self._listener.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        self.hangup()
         os.close(self._stop_r)
         os.close(self._stop_w)
 

@@ -9,6 +9,7 @@ hvsim demo [kvp|vss|fcopy|all]              start the real daemons against it an
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -17,13 +18,15 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from .demo import run as run_demo
 from .server import SimServer
+from .sockets import SocketInUse
 
 # Each service module provides:
 #   install(server: SimServer, args: argparse.Namespace) -> None   devices and control commands
 #   add_arguments(parser) -> None                                  its `hvsim <service>` client commands
 #   add_serve_arguments(parser) -> None                            options for `hvsim serve`
-#   demo(args: argparse.Namespace) -> int                          the end-to-end demo
+#   DEMOS: ((title, step(part: demo.Part) -> None), ...)           its parts of `hvsim demo`
 SERVICES = ("kvp", "vss", "fcopy")
 
 
@@ -32,28 +35,50 @@ def _module(name: str) -> ModuleType:
 
 
 def serve(args: argparse.Namespace) -> int:
+    # First thing: a SIGTERM or ^C at any point ends the server cleanly.
+    stop_r, stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+
+    def stop(_signum: int, _frame: object) -> None:
+        try:
+            os.write(stop_w, b"x")
+        except BlockingIOError:
+            pass  # already asked to stop
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     server = SimServer(args.dir)
-    for name in args.service or SERVICES:
-        _module(name).install(server, args)
-    r, w = os.pipe()
-    signal.signal(signal.SIGTERM, lambda *_: os.write(w, b"x"))
-    signal.signal(signal.SIGINT, lambda *_: os.write(w, b"x"))
-    print(
-        f"hvsim: serving {', '.join(sorted(server.kernels)) or 'nothing'} in {args.dir}", flush=True
-    )
     try:
-        server.serve(r)
+        server.listen()  # before any device, so that a refused server touches nothing
+        for name in args.service or SERVICES:
+            _module(name).install(server, args)
+        print(
+            f"hvsim: serving {', '.join(sorted(server.kernels)) or 'nothing'} in {args.dir}",
+            flush=True,
+        )
+        server.serve(stop_r)
+    except SocketInUse as e:
+        if e.errno == errno.EADDRINUSE and e.filename == server.path("control"):
+            print(
+                f"hvsim: a simulator is already serving in {args.dir} ({e.filename} answers);"
+                " stop it or use another --dir",
+                file=sys.stderr,
+            )
+        else:
+            print(f"hvsim: cannot serve in {args.dir}: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"hvsim: cannot serve in {args.dir}: {e}", file=sys.stderr)
+        return 1
     finally:
         server.close()
+        os.close(stop_r)
+        os.close(stop_w)
     return 0
 
 
 def demo(args: argparse.Namespace) -> int:
     names = SERVICES if args.which == "all" else (args.which,)
-    status = 0
-    for name in names:
-        status |= _module(name).demo(args)
-    return status
+    return run_demo([step for name in names for step in _module(name).DEMOS], debug=args.debug)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo", help="run the real daemons against the simulator and show the host's view"
     )
     d.add_argument("which", nargs="?", default="all", choices=(*SERVICES, "all"))
+    d.add_argument(
+        "--debug", action="store_true", help="print the traceback of an unexpected error"
+    )
     d.set_defaults(func=demo)
 
     for name in SERVICES:

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Simulated host and hv_utils kernel side of file copy (legacy /dev/vmbus/hv_fcopy).
 
-Mirrors drivers/hv/hv_fcopy.c (Linux <= 6.9) as seen by the daemon (spec
-fcopy.md §2): the host's messages carry UTF-16LE names; the kernel copies
-each IC payload into its receive buffer and hands the daemon
+Mirrors drivers/hv/hv_fcopy.c (Linux <= 6.9) as seen by the daemon: the
+host's messages carry UTF-16LE names; the kernel copies each IC payload
+into its receive buffer and hands the daemon
 
 * START: a freshly built 1088-byte hv_start_fcopy with the names converted by
   utf16s_to_utf8s() (at most 259 bytes, lone surrogates and characters that
@@ -16,14 +16,12 @@ each IC payload into its receive buffer and hands the daemon
 The host side (FcopyHost.copy_file) sends START, the fragments, then
 COMPLETE (or CANCEL), as Copy-VMFile does.  `hvsim fcopy --dir D copy SRC
 DEST` drives a running `hvsim serve`; `hvsim demo fcopy` runs the real
-hv_fcopy_daemon against it (and the uio transport's demo when present).
+hv_fcopy_daemon against it.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import os
 import struct
 import subprocess
@@ -34,19 +32,19 @@ from collections.abc import Iterator
 from typing import Any
 
 from hvdaemons.protocol import fcopy as proto
+from hvdaemons.protocol import icmsg
 from hvdaemons.protocol.status import describe
 
+from . import launch, uio
 from .chardev import ChardevKernel
+from .demo import Part, wait_registered
+from .protocol import fcopy as sim_fcopy
 from .server import Json, SimServer, call, stop_daemon
 
 # hv_util.c allocates the service's receive buffer as two 4 KiB pages.
 RECV_BUFFER = 2 * 4096
-ICMSG_HDR = 28  # vmbuspipe_hdr + icmsg_hdr
-ICMSGTYPE_FCOPY = 7
-_IC = struct.Struct("<IIHHHHHHIBBH")
+ICMSG_HDR = icmsg.ICMSG_HDR_SIZE  # vmbuspipe_hdr + icmsg_hdr
 _NAME_UNITS = proto.W_MAX_PATH
-_FILE_NAME = 36
-_PATH_NAME = _FILE_NAME + 2 * _NAME_UNITS
 
 
 def utf16s_to_utf8s(field: bytes, maxout: int) -> bytes:
@@ -83,10 +81,11 @@ def utf16s_to_utf8s(field: bytes, maxout: int) -> bytes:
 
 def kernel_start(host_body: bytes) -> bytes:
     """What hv_fcopy.c builds from the host's START for the daemon."""
-    file_field = host_body[_FILE_NAME : _FILE_NAME + 2 * _NAME_UNITS]
-    path_field = host_body[_PATH_NAME : _PATH_NAME + 2 * _NAME_UNITS]
-    flags, size = struct.unpack_from("<IQ", host_body, _PATH_NAME + 2 * _NAME_UNITS)
-    return proto.encode_start(
+    file_field = host_body[proto.OFF_FILE_NAME : proto.OFF_FILE_NAME + proto.NAME_FIELD_SIZE]
+    path_field = host_body[proto.OFF_PATH_NAME : proto.OFF_PATH_NAME + proto.NAME_FIELD_SIZE]
+    (flags,) = struct.unpack_from("<I", host_body, proto.OFF_COPY_FLAGS)
+    (size,) = struct.unpack_from("<Q", host_body, proto.OFF_FILE_SIZE)
+    return sim_fcopy.encode_start(
         utf16s_to_utf8s(file_field, _NAME_UNITS - 1),
         utf16s_to_utf8s(path_field, _NAME_UNITS - 1),
         flags,
@@ -97,7 +96,9 @@ def kernel_start(host_body: bytes) -> bytes:
 
 def ic_header(body_len: int, transaction: int = 0) -> bytes:
     """A host request's pipe + IC header (framework 3.0, FCopy 1.1)."""
-    return _IC.pack(0, body_len + 20, 3, 0, ICMSGTYPE_FCOPY, 1, 1, body_len, 0, transaction, 3, 0)
+    return icmsg.ICMSG_HDR.pack(
+        0, body_len + 20, 3, 0, icmsg.ICMSGTYPE_FCOPY, 1, 1, body_len, 0, transaction, 3, 0
+    )
 
 
 class FcopyKernel:
@@ -149,25 +150,25 @@ class FcopyHost:
             reply = self.kernel.request(msg, wait_for_daemon=self.wait_for_daemon)
         if reply is None:
             return proto.E_FAIL
-        return proto.decode_status(reply)
+        return sim_fcopy.decode_status(reply)
 
     def start(
         self, file_name: str | bytes, path_name: str | bytes, flags: int = 0, file_size: int = 0
     ) -> int:
-        return self.send(proto.encode_start(file_name, path_name, flags, file_size, utf16=True))
+        return self.send(sim_fcopy.encode_start(file_name, path_name, flags, file_size, utf16=True))
 
     def write(self, offset: int, data: bytes, *, size: int | None = None) -> int:
-        return self.send(proto.encode_write(offset, data, size=size))
+        return self.send(sim_fcopy.encode_write(offset, data, size=size))
 
     def complete(self) -> int:
-        return self.send(proto.encode_complete())
+        return self.send(sim_fcopy.encode_complete())
 
     def cancel(self) -> int:
-        return self.send(proto.encode_cancel())
+        return self.send(sim_fcopy.encode_cancel())
 
     def hibernate(self) -> None:
         """The kernel's fake CANCEL before suspend; the daemon's reply is refused."""
-        self.kernel.inject(proto.encode_cancel())
+        self.kernel.inject(sim_fcopy.encode_cancel())
 
     def copy_file(
         self,
@@ -340,21 +341,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- the demo ------------------------------------------------------------------------
 
 
-def daemon_argv(name: str = "hv_fcopy_daemon") -> list[str]:
-    """How to run our installed daemon: the console script beside this Python, else -m."""
-    script = os.path.join(os.path.dirname(sys.executable), name)
-    if os.access(script, os.X_OK):
-        return [script]
-    return [sys.executable, "-m", "hvdaemons.fcopy.daemon"]
-
-
 def spawn_daemon(device: str, extra: list[str] | None = None, **kw: Any) -> subprocess.Popen[bytes]:
     """Start our hv_fcopy_daemon in the foreground on the simulated device."""
-    return subprocess.Popen(
-        [*daemon_argv(), "-n", "--device", device, *(extra or [])],
+    proc: subprocess.Popen[bytes] = launch.popen(
+        [*launch.daemon_argv("hv_fcopy_daemon"), "-n", "--device", device, *(extra or [])],
         stdin=subprocess.DEVNULL,
         **kw,
     )
+    return proc
 
 
 def _content(path: str) -> bytes | None:
@@ -365,32 +359,27 @@ def _content(path: str) -> bytes | None:
         return None
 
 
-def demo_legacy() -> int:
+def demo_legacy(part: Part) -> None:
+    """`hvsim demo fcopy`, char-device part: Copy-VMFile through /dev/vmbus/hv_fcopy."""
     print("== file copy over the legacy char device (/dev/vmbus/hv_fcopy) ==")
-    failures = 0
     with tempfile.TemporaryDirectory(prefix="hvsim-fcopy-") as tmp:
         guest = os.path.join(tmp, "guest")
         os.mkdir(guest)
         with ChardevKernel(os.path.join(tmp, "hv_fcopy"), "hv_fcopy", timeout=10) as kernel:
             proc = spawn_daemon(kernel.path, stderr=subprocess.PIPE)
             try:
-                if not kernel.wait_registered(20):
-                    print("the daemon did not register")
-                    return 1
+                wait_registered(kernel, proc, 20)
                 host = FcopyHost(kernel)
                 data = os.urandom(100_000) + "naïve — 日本語 — 😀\n".encode()
                 dest = os.path.join(guest, "inbox", "2024")
                 name = "Résumé-отчёт-😀.txt"
 
                 def step(what: str, got: list[int], want: int, check: bool = True) -> None:
-                    nonlocal failures
-                    ok = got[-1] == want and (got[0] == want or got[0] == proto.S_OK)
-                    ok = ok and check
-                    failures += not ok
+                    ok = got[-1] == want and (got[0] == want or got[0] == proto.S_OK) and check
                     n = max(0, len(got) - 2)
-                    print(
-                        f"  {what}: START {describe(got[0])}, {n} WRITEs, "
-                        f"last {describe(got[-1])} {'ok' if ok else 'UNEXPECTED'}"
+                    part.check(
+                        ok,
+                        f"{what}: START {describe(got[0])}, {n} WRITEs, last {describe(got[-1])}",
                     )
 
                 got = host.copy_file(data, dest, name, proto.CREATE_PATH)
@@ -425,29 +414,26 @@ def demo_legacy() -> int:
                         st = os.stat(p)
                         print(f"    {oct(st.st_mode & 0o777)} {st.st_size:>7} {p[len(guest) :]}")
             finally:
-                err = stop_daemon(proc)
+                part.daemon_log = stop_daemon(proc).decode(errors="replace").splitlines()
             print("  daemon log:")
-            for line in err.decode(errors="replace").splitlines():
+            for line in part.daemon_log:
                 print(f"    {line}")
-    print(f"legacy file copy: {'ok' if not failures else f'{failures} unexpected results'}")
-    return 1 if failures else 0
+            part.check(
+                proc.returncode == 0, f"the daemon exited with status {proc.returncode} on SIGTERM"
+            )
 
 
-def demo(args: argparse.Namespace) -> int:
-    status = demo_legacy()
-    if importlib.util.find_spec("hvsim.uio") is not None:
-        module = importlib.import_module("hvsim.uio")
-        demo_uio = getattr(module, "demo_uio", None)
-        if demo_uio is not None:
-            status |= int(demo_uio(args))
-    return status
+# `hvsim demo fcopy`: both transports, each its own part of the summary.
+DEMOS = (
+    ("file copy over the char device", demo_legacy),
+    ("file copy over the uio ring", uio.demo_uio),
+)
 
 
 __all__ = [
+    "DEMOS",
     "FcopyHost",
     "FcopyKernel",
-    "daemon_argv",
-    "demo",
     "install",
     "kernel_start",
     "utf16s_to_utf8s",

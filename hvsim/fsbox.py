@@ -45,9 +45,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
-import hvdaemons
 from hvdaemons import _ffi
 from hvdaemons.vss.mounts import Mount, parse_mountinfo
+
+from . import launch
 
 FIFREEZE = _ffi.const("FIFREEZE")
 FITHAW = _ffi.const("FITHAW")
@@ -85,33 +86,6 @@ class FsSpec:
     @property
     def mount_point(self) -> str:
         return f"{MNT}/{self.name}"
-
-
-def package_root() -> str:
-    """The directory holding the hvdaemons package (for PYTHONPATH)."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(hvdaemons.__file__)))
-
-
-def python_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    out = dict(os.environ)
-    # "<N>IDENT: message" on stderr, and no READY=1 to a service manager.
-    out.pop("JOURNAL_STREAM", None)
-    out.pop("NOTIFY_SOCKET", None)
-    out.update(env or {})
-    root = package_root()
-    old = out.get("PYTHONPATH")
-    out["PYTHONPATH"] = root + (os.pathsep + old if old else "")
-    out["PYTHONDONTWRITEBYTECODE"] = "1"
-    return out
-
-
-def daemon_argv(name: str = "hv_vss_daemon", module: str = "hvdaemons.vss.daemon") -> list[str]:
-    """How to run our unmodified daemon: the installed console script, else the module."""
-    script = os.path.join(os.path.dirname(sys.executable), name)
-    installed = "site-packages" in os.path.abspath(hvdaemons.__file__)
-    if installed and os.access(script, os.X_OK):
-        return [script]
-    return [sys.executable, "-m", module]
 
 
 def sweep() -> None:
@@ -199,23 +173,18 @@ class FsBox:
         with open(cfg, "w") as f:
             json.dump(config, f)
         self._log = open(os.path.join(self.workdir, "agent.log"), "w+b")  # noqa: SIM115 (lives with the box)
-        self._agent = subprocess.Popen(
+        self._agent = launch.popen(
             [
                 "unshare",
                 "--mount",
                 "--propagation",
                 "private",
                 "--",
-                sys.executable,
-                "-m",
-                "hvsim.fsbox",
-                "agent",
-                cfg,
+                *launch.python_argv("hvsim.fsbox", "agent", cfg),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
-            env=python_env(),
         )
         self.pid = self._agent.pid
         with open(os.path.join(self.workdir, "agent.pid"), "w") as f:
@@ -313,10 +282,8 @@ class FsBox:
         **kwargs: Any,
     ) -> subprocess.Popen[bytes]:
         """Start argv inside the box; the Popen's pid is the program's.  Killed in close()."""
-        proc: subprocess.Popen[bytes] = subprocess.Popen(
-            ["nsenter", "-t", str(self.pid), "-m", "--", *argv],
-            env=python_env(env),
-            **kwargs,
+        proc: subprocess.Popen[bytes] = launch.popen(
+            ["nsenter", "-t", str(self.pid), "-m", "--", *argv], env=env, **kwargs
         )
         self._procs.append(proc)
         return proc
@@ -325,9 +292,8 @@ class FsBox:
         self, argv: Sequence[str], *, timeout: float = 60.0
     ) -> subprocess.CompletedProcess[str]:
         """Run argv inside the box to completion, capturing text output."""
-        return subprocess.run(
+        return launch.run(
             ["nsenter", "-t", str(self.pid), "-m", "--", *argv],
-            env=python_env(),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

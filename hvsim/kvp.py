@@ -5,7 +5,7 @@ Mirrors drivers/hv/hv_kvp.c on top of the hv_utils transport simulation
 (chardev.ChardevKernel): KvpHost turns host-level requests (text keys and
 values, REG_SZ/REG_U32/REG_U64) into the zero-filled struct hv_kvp_msg the
 kernel hands the daemon, and reads the daemon's replies the way the kernel
-does before answering the host (hvdaemons.protocol.kvp.read_reply).
+does before answering the host (hvsim.protocol.kvp.read_reply).
 
 `hvsim serve` gets the kvp.* control commands; `hvsim kvp --dir DIR ...` is
 their client; `hvsim demo kvp` runs the installed hv_kvp_daemon against the
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,10 +23,14 @@ import tempfile
 import time
 from typing import Any
 
+import hvdaemons.kvp
 from hvdaemons.protocol import kvp
 from hvdaemons.protocol.status import HvStatus, describe
 
+from . import launch
 from .chardev import HV_UTIL_TIMEOUT, ChardevKernel
+from .demo import Part, wait_registered
+from .protocol import kvp as sim_kvp
 from .server import Json, SimServer, call, stop_daemon
 
 KVP_DEVICE = "hv_kvp"
@@ -38,7 +41,7 @@ POOL_NAMES = {
     3: "Guest\\Parameter (auto external)",
     4: "auto internal",
 }
-_VALUE_TYPES = {"sz": kvp.RegType.SZ, "u32": kvp.RegType.U32, "u64": kvp.RegType.U64}
+_VALUE_TYPES = {"sz": sim_kvp.RegType.SZ, "u32": sim_kvp.RegType.U32, "u64": sim_kvp.RegType.U64}
 
 
 class KvpHost:
@@ -58,25 +61,25 @@ class KvpHost:
         self.raw_reply = self.kernel.request(msg, timeout=timeout)
         return self.raw_reply
 
-    def _ask(self, msg: bytes, op: int) -> kvp.HostReply:
+    def _ask(self, msg: bytes, op: int) -> sim_kvp.HostReply:
         reply = self.exchange(msg)
         if reply is None:
-            return kvp.HostReply(HvStatus.E_FAIL)
-        return kvp.read_reply(op, reply)
+            return sim_kvp.HostReply(HvStatus.E_FAIL)
+        return sim_kvp.read_reply(op, reply)
 
     def set(
-        self, pool: int, key: str, value: Any, value_type: int = kvp.RegType.SZ
-    ) -> kvp.HostReply:
-        return self._ask(kvp.kernel_set(pool, key, value, value_type), kvp.KvpOp.SET)
+        self, pool: int, key: str, value: Any, value_type: int = sim_kvp.RegType.SZ
+    ) -> sim_kvp.HostReply:
+        return self._ask(sim_kvp.kernel_set(pool, key, value, value_type), kvp.KvpOp.SET)
 
-    def get(self, pool: int, key: str) -> kvp.HostReply:
-        return self._ask(kvp.kernel_get(pool, key), kvp.KvpOp.GET)
+    def get(self, pool: int, key: str) -> sim_kvp.HostReply:
+        return self._ask(sim_kvp.kernel_get(pool, key), kvp.KvpOp.GET)
 
-    def delete(self, pool: int, key: str) -> kvp.HostReply:
-        return self._ask(kvp.kernel_delete(pool, key), kvp.KvpOp.DELETE)
+    def delete(self, pool: int, key: str) -> sim_kvp.HostReply:
+        return self._ask(sim_kvp.kernel_delete(pool, key), kvp.KvpOp.DELETE)
 
-    def enumerate(self, pool: int, index: int) -> kvp.HostReply:
-        return self._ask(kvp.kernel_enumerate(pool, index), kvp.KvpOp.ENUMERATE)
+    def enumerate(self, pool: int, index: int) -> sim_kvp.HostReply:
+        return self._ask(sim_kvp.kernel_enumerate(pool, index), kvp.KvpOp.ENUMERATE)
 
     def enumerate_all(self, pool: int, limit: int = 100_000) -> tuple[list[tuple[str, str]], int]:
         """Every item of a pool, as the host enumerates: index 0, 1, ... until a non-zero status.
@@ -93,20 +96,20 @@ class KvpHost:
         return items, HvStatus.S_OK
 
     def get_ip_info(
-        self, adapter_id: str, addr_family: int = kvp.ADDR_FAMILY_NONE
-    ) -> kvp.HostReply:
+        self, adapter_id: str, addr_family: int = sim_kvp.ADDR_FAMILY_NONE
+    ) -> sim_kvp.HostReply:
         """GET_IP_INFO for a MAC address (upper-case, ':'-separated, as Hyper-V sends it)."""
-        return self._ask(kvp.kernel_get_ip_info(adapter_id, addr_family), kvp.KvpOp.GET_IP_INFO)
+        return self._ask(sim_kvp.kernel_get_ip_info(adapter_id, addr_family), kvp.KvpOp.GET_IP_INFO)
 
-    def set_ip_info(self, value: kvp.IpValue) -> kvp.HostReply:
+    def set_ip_info(self, value: kvp.IpValue) -> sim_kvp.HostReply:
         """SET_IP_INFO (IP injection) for the NIC whose device GUID is value.adapter_id."""
-        return self._ask(kvp.kernel_set_ip_info(value), kvp.KvpOp.SET_IP_INFO)
+        return self._ask(sim_kvp.kernel_set_ip_info(value), kvp.KvpOp.SET_IP_INFO)
 
 
 # -- `hvsim serve` and its client ---------------------------------------------------
 
 
-def _reply_json(reply: kvp.HostReply) -> Json:
+def _reply_json(reply: sim_kvp.HostReply) -> Json:
     out: Json = {"status": reply.status, "status_name": describe(reply.status)}
     if reply.key is not None:
         out["key"] = reply.key
@@ -363,7 +366,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     si.add_argument("--gateway", action="append", default=[], help="default gateway")
     si.add_argument("--dns", action="append", default=[], help="DNS server")
     si.add_argument("--dhcp", action="store_true", help="enable DHCP")
-    si.add_argument("--family", type=int, default=kvp.ADDR_FAMILY_IPV4, help="addr_family (1 or 2)")
+    si.add_argument(
+        "--family", type=int, default=kvp.ADDR_FAMILY_IPV4, help="addr_family (1 or 2)"
+    )
     si.set_defaults(func=_client_set_ip)
 
     w = sub.add_parser("wait", help="wait until a daemon has registered with the KVP device")
@@ -376,36 +381,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- the demo ------------------------------------------------------------------------
 
 
-def daemon_argv() -> list[str]:
-    """Our installed hv_kvp_daemon: the console script beside this Python, else -m.
-
-    A hv_kvp_daemon found on PATH is used only if it is ours (Debian's C
-    daemon of the same name does not know --device).
-    """
-    candidates = [os.path.join(os.path.dirname(sys.executable), "hv_kvp_daemon")]
-    found = shutil.which("hv_kvp_daemon")
-    if found:
-        candidates.append(found)
-    for script in candidates:
-        if os.access(script, os.X_OK) and _is_python_script(script):
-            return [script]
-    return [sys.executable, "-m", "hvdaemons.kvp.daemon"]
-
-
-def _is_python_script(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(512)
-    except OSError:
-        return False
-    return head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]
-
-
 def packaged_scripts_dir() -> str | None:
-    """The helper scripts shipped inside the package, if present."""
-    here = os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kvp", "scripts"
-    )
+    """The helper scripts inside the installed package (a wheel has them; the
+    .deb installs them where the daemon looks by default instead)."""
+    here = os.path.join(os.path.dirname(os.path.abspath(hvdaemons.kvp.__file__)), "scripts")
     return here if os.path.isdir(here) else None
 
 
@@ -435,21 +414,15 @@ def first_nic() -> tuple[str, str] | None:
     return nics[0] if nics else None
 
 
-def demo(args: argparse.Namespace) -> int:
+def demo(part: Part) -> None:
+    """`hvsim demo kvp`: the host's view of the installed hv_kvp_daemon."""
     print("== KVP: the host's view of a guest running hv_kvp_daemon ==")
-    failures: list[str] = []
-
-    def check(ok: bool, what: str) -> None:
-        print(f"    {'ok' if ok else 'FAILED'}: {what}")
-        if not ok:
-            failures.append(what)
-
     with tempfile.TemporaryDirectory(prefix="hvsim-kvp-") as tmp:
         server = SimServer(tmp)
         kernel = server.add_chardev(KVP_DEVICE, timeout=HV_UTIL_TIMEOUT)
         host = KvpHost(kernel)
         argv = [
-            *daemon_argv(),
+            *launch.daemon_argv("hv_kvp_daemon"),
             "-n",
             "--device",
             kernel.path,
@@ -460,19 +433,16 @@ def demo(args: argparse.Namespace) -> int:
         if scripts:
             argv += ["--scripts-dir", scripts]
         print(f"  daemon: {' '.join(argv)}")
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = launch.popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            if not kernel.wait_registered(30):
-                print("  the daemon did not register with the (simulated) kernel")
-                failures.append("registration")
-                return 1
+            wait_registered(kernel, proc, 30)
             print("  registered")
 
             print("\n  Guest intrinsic exchange items (pool 2, KVP_POOL_AUTO):")
             items, end = host.enumerate_all(kvp.KvpPool.AUTO)
             for key, value in items:
                 print(f"    {key:<28} {value}")
-            check(
+            part.check(
                 len(items) == 10 and end == HvStatus.S_CONT,
                 f"10 intrinsic items, then {describe(end)}",
             )
@@ -491,46 +461,52 @@ def demo(args: argparse.Namespace) -> int:
                     print(f"    gateways   {ip.gate_way or '-'}")
                     print(f"    DNS        {ip.dns_addr or '-'}")
                     print(f"    DHCP       {'enabled' if ip.dhcp_enabled else 'disabled'}")
-                check(
+                part.check(
                     reply.status == HvStatus.S_OK, f"GET_IP_INFO answered {describe(reply.status)}"
                 )
 
             print("\n  A round trip through pool 0 (KVP_POOL_EXTERNAL):")
             key, value = "hvsim-demo", "hello from the host ✓"
             reply = host.set(0, key, value)
-            check(reply.status == HvStatus.S_OK, f"SET {key}={value!r}: {describe(reply.status)}")
-            reply = host.set(0, "hvsim-demo-u32", 4_000_000_000, kvp.RegType.U32)
-            check(
+            part.check(
+                reply.status == HvStatus.S_OK, f"SET {key}={value!r}: {describe(reply.status)}"
+            )
+            reply = host.set(0, "hvsim-demo-u32", 4_000_000_000, sim_kvp.RegType.U32)
+            part.check(
                 reply.status == HvStatus.S_OK,
                 f"SET hvsim-demo-u32 (REG_U32 4000000000): {describe(reply.status)}",
             )
             items, end = host.enumerate_all(0)
             for k, v in items:
                 print(f"      {k} = {v}")
-            check(
+            part.check(
                 (key, value) in items and ("hvsim-demo-u32", "4000000000") in items,
                 "ENUMERATE lists both items",
             )
             reply = host.get(0, key)
-            check(
+            part.check(
                 reply.status == HvStatus.S_OK and reply.value == value,
                 f"GET {key} -> {reply.value!r}",
             )
             for k in (key, "hvsim-demo-u32"):
                 reply = host.delete(0, k)
-                check(reply.status == HvStatus.S_OK, f"DELETE {k}: {describe(reply.status)}")
+                part.check(reply.status == HvStatus.S_OK, f"DELETE {k}: {describe(reply.status)}")
             reply = host.get(0, key)
-            check(reply.status == HvStatus.S_CONT, f"GET after DELETE: {describe(reply.status)}")
+            part.check(
+                reply.status == HvStatus.S_CONT, f"GET after DELETE: {describe(reply.status)}"
+            )
             items, end = host.enumerate_all(0)
-            check(not items, "pool 0 is empty again")
+            part.check(not items, "pool 0 is empty again")
         finally:
-            err = stop_daemon(proc)
+            part.daemon_log = stop_daemon(proc).decode(errors="replace").splitlines()
             server.close()
         print("\n  daemon log:")
-        for line in err.decode(errors="replace").splitlines():
+        for line in part.daemon_log:
             print(f"    {line}")
-    if failures:
-        print(f"\nkvp demo: {len(failures)} check(s) FAILED")
-        return 1
-    print("\nkvp demo: all checks passed")
-    return 0
+        part.check(
+            proc.returncode == 0, f"the daemon exited with status {proc.returncode} on SIGTERM"
+        )
+
+
+# `hvsim demo kvp`: its part of the summary.
+DEMOS = (("KVP", demo),)

@@ -19,6 +19,7 @@ import threading
 from typing import Any, Callable
 
 from .chardev import ChardevKernel
+from .sockets import OwnedSocket
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,10 @@ Command = Callable[[Json], Json]
 class SimServer:
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        os.makedirs(directory, exist_ok=True)
         self.kernels: dict[str, ChardevKernel] = {}
         self.commands: dict[str, Command] = {}
         self.closers: list[Callable[[], None]] = []
+        self._control: OwnedSocket | None = None
 
     def path(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -64,24 +65,26 @@ class SimServer:
         reply.setdefault("ok", True)
         return reply
 
+    def listen(self) -> None:
+        """Claim DIR/control.  Raises SocketInUse if a live simulator answers there.
+
+        Call it before adding devices, so that a refused server touches nothing.
+        """
+        if self._control is None:
+            os.makedirs(self.directory, exist_ok=True)
+            self._control = OwnedSocket(self.path("control"))
+            self.closers.append(self._control.close)
+
     def serve(self, stop_fd: int) -> None:
         """Answer control requests until stop_fd becomes readable."""
-        path = self.path("control")
-        if os.path.lexists(path):
-            os.unlink(path)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        listener.bind(path)
-        listener.listen(8)
-        try:
-            while True:
-                r, _, _ = select.select([listener.fileno(), stop_fd], [], [])
-                if stop_fd in r:
-                    return
-                conn, _ = listener.accept()
-                threading.Thread(target=self._client, args=(conn,), daemon=True).start()
-        finally:
-            listener.close()
-            os.unlink(path)
+        self.listen()
+        assert self._control is not None
+        while True:
+            r, _, _ = select.select([self._control.fileno(), stop_fd], [], [])
+            if stop_fd in r:
+                return
+            conn, _ = self._control.accept()
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
 
     def _client(self, conn: socket.socket) -> None:
         with conn:
@@ -104,8 +107,10 @@ class SimServer:
                 conn.send(json.dumps(reply).encode())
 
     def close(self) -> None:
+        """Stop serving; remove the sockets this server created (and only those)."""
         for closer in reversed(self.closers):
             closer()
+        self.closers.clear()
 
 
 def call(directory: str, request: Json, timeout: float = 120.0) -> Json:

@@ -2,7 +2,7 @@
 """Simulated uio_hv_generic file-copy channel and the Hyper-V host behind it.
 
 Mirrors what drivers/uio/uio_hv_generic.c and the host do for the
-hv_fcopy_uio_daemon (spec fcopy.md 3): a sysfs tree for discovery, a
+hv_fcopy_uio_daemon (tools/hv/hv_fcopy_uio_daemon.c): a sysfs tree for discovery, a
 "device node" serving the ring memory and the interrupt semantics, and a
 host that negotiates and pushes files through the rings.  The simulator runs
 in its own process (the caller's; the daemon is another process), so both
@@ -34,18 +34,14 @@ waiting for new_id.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import errno
 import logging
 import os
 import select
 import shutil
 import socket
-import stat
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -57,6 +53,13 @@ from hvdaemons import _ffi
 from hvdaemons.fcopy.discovery import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
 from hvdaemons.protocol import fcopy as fcopy_msg
 from hvdaemons.protocol import icmsg
+from hvdaemons.protocol.status import describe
+
+from . import _ffi as sim_ffi
+from . import launch
+from .demo import Part, PartFailed
+from .protocol import fcopy as sim_fcopy
+from .protocol import icmsg as sim_icmsg
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +150,8 @@ class UioSim:
         self._listener: socket.socket | None = None
         self._conn: socket.socket | None = None
         self._mapping: object | None = None
-        self.tx: _ffi.Ring | None = None  # guest -> host
-        self.rx: _ffi.Ring | None = None  # host -> guest
+        self.tx: sim_ffi.HostRing | None = None  # guest -> host
+        self.rx: sim_ffi.HostRing | None = None  # host -> guest
         self._lock = threading.Lock()
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -229,8 +232,8 @@ class UioSim:
 
             self._mapping = mmap.mmap(self._memfd, self.variant.map_size)
             r = self.variant.ring_size
-            self.tx = _ffi.Ring(self._mapping, 0, r, self.variant.page_size)
-            self.rx = _ffi.Ring(self._mapping, r, r, self.variant.page_size)
+            self.tx = sim_ffi.HostRing(self._mapping, 0, r, self.variant.page_size)
+            self.rx = sim_ffi.HostRing(self._mapping, r, r, self.variant.page_size)
             if os.path.lexists(self.node):
                 os.unlink(self.node)
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -327,7 +330,7 @@ class UioSim:
                     value = _S32.unpack(data)[0]
                     if self.rx is not None:
                         # hv_uio_irqcontrol: interrupt_mask = !value, then signal if value.
-                        self.rx.store(_ffi.RING_INTERRUPT_MASK, 0 if value else 1)
+                        self.rx.store(sim_ffi.RING_INTERRUPT_MASK, 0 if value else 1)
                     if not value:
                         self.guest_masks += 1
                         continue
@@ -366,7 +369,7 @@ class UioSim:
             return
         assert self.rx is not None
         if self.variant.masks_in_callback:
-            self.rx.store(_ffi.RING_INTERRUPT_MASK, 1)
+            self.rx.store(sim_ffi.RING_INTERRUPT_MASK, 1)
         self.interrupts += 1
         try:
             conn.send(_S32.pack(self.interrupts), socket.MSG_DONTWAIT)
@@ -464,7 +467,7 @@ class UioHost:
         trans_id: int | None = None,
         *,
         ptype: int = icmsg.VM_PKT_DATA_INBAND,
-        flags: int = 1,
+        flags: int = sim_icmsg.VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED,
     ) -> int:
         """Put one packet into RX (waiting for room) and signal if needed; return its trans_id."""
         rx = self.sim.rx
@@ -498,12 +501,12 @@ class UioHost:
         self.sim.signal_guest()
 
     @staticmethod
-    def _raw_write(ring: _ffi.Ring, data: bytes) -> None:
+    def _raw_write(ring: sim_ffi.HostRing, data: bytes) -> None:
         if len(data) % 8:
             data += bytes(8 - len(data) % 8)
-        w = ring.load(_ffi.RING_WRITE_INDEX)
+        w = ring.load(sim_ffi.RING_WRITE_INDEX)
         ring.write_data(w, data)
-        ring.store(_ffi.RING_WRITE_INDEX, (w + len(data)) % ring.data_size)
+        ring.store(sim_ffi.RING_WRITE_INDEX, (w + len(data)) % ring.data_size)
 
     def wait_consumed(self, timeout: float = 10.0) -> None:
         """Wait until the guest has read everything in RX (after packets it must not answer)."""
@@ -566,7 +569,7 @@ class UioHost:
         self, fw: list[icmsg.Version] | None = None, svc: list[icmsg.Version] | None = None
     ) -> tuple[int, bytes]:
         """Offer versions (default what Hyper-V offers for file copy); return (status, body)."""
-        req = icmsg.negotiate_request(fw or [(3, 0)], svc or [(1, 0), (1, 1)])
+        req = sim_icmsg.negotiate_request(fw or [(3, 0)], svc or [(1, 0), (1, 1)])
         reply = self.request(req)
         if len(reply) != len(req) + (-len(req) % 8):
             raise HostError(f"negotiate reply of {len(reply)} bytes to {len(req)}")
@@ -584,7 +587,7 @@ class UioHost:
     def fcopy(self, body: bytes | bytearray) -> int:
         """Send one file-copy message; return the status the guest answered."""
         self._ic_tid = (self._ic_tid + 1) & 0xFF
-        payload = icmsg.build_request(
+        payload = sim_icmsg.build_request(
             icmsg.ICMSGTYPE_FCOPY, bytes(body), transaction_id=self._ic_tid
         )
         reply = self.request(payload)
@@ -603,17 +606,17 @@ class UioHost:
         self, file_name: str | bytes, path_name: str | bytes, flags: int = 0, file_size: int = 0
     ) -> int:
         return self.fcopy(
-            fcopy_msg.encode_start(file_name, path_name, flags, file_size, utf16=True)
+            sim_fcopy.encode_start(file_name, path_name, flags, file_size, utf16=True)
         )
 
     def write(self, offset: int, data: bytes, *, size: int | None = None) -> int:
-        return self.fcopy(fcopy_msg.encode_write(offset, data, size=size))
+        return self.fcopy(sim_fcopy.encode_write(offset, data, size=size))
 
     def complete(self) -> int:
-        return self.fcopy(fcopy_msg.encode_complete())
+        return self.fcopy(sim_fcopy.encode_complete())
 
     def cancel(self) -> int:
-        return self.fcopy(fcopy_msg.encode_cancel())
+        return self.fcopy(sim_fcopy.encode_cancel())
 
     def copy_file(
         self,
@@ -629,7 +632,7 @@ class UioHost:
         """Push a file (a path, bytes, or an open binary file) as Copy-VMFile does.
 
         cancel_after=N sends CANCEL instead of the (N+1)th WRITE.  fast=True
-        (a file source) streams the WRITEs from C (Ring.host_fcopy_stream),
+        (a file source) streams the WRITEs from C (HostRing.host_fcopy_stream),
         spinning spin_ns for each response: a host fast enough to measure the
         daemon with.
         """
@@ -679,8 +682,8 @@ class UioHost:
         rx, tx = self.sim.rx, self.sim.tx
         if rx is None or tx is None:
             raise Rescinded("no channel")
-        template = icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, fcopy_msg.encode_write(0, b""))
-        stream = _ffi.HostStream(
+        template = sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_write(0, b""))
+        stream = sim_ffi.HostStream(
             fd,
             size,
             template,
@@ -696,7 +699,7 @@ class UioHost:
             self._trans_id = stream.trans_id
             self.sim.interrupts = stream.irq_count
             self.requests += sent
-            if state == _ffi.HOST_WAIT:
+            if state == sim_ffi.HOST_WAIT:
                 # The response is late: wait for the guest's signal as usual.
                 reply = self.response(stream.trans_id)
                 status = self._status(reply, PAYLOAD_WRITE)
@@ -705,11 +708,11 @@ class UioHost:
                 if status != fcopy_msg.S_OK:
                     return False
                 continue
-            if state == _ffi.HOST_FULL:
+            if state == sim_ffi.HOST_FULL:
                 result.writes.extend([fcopy_msg.S_OK] * sent)
                 self.sim.pump(0.1)
                 continue
-            if state == _ffi.HOST_STATUS:
+            if state == sim_ffi.HOST_STATUS:
                 result.writes.extend([fcopy_msg.S_OK] * (sent - 1) + [stream.status])
                 return False
             result.writes.extend([fcopy_msg.S_OK] * sent)
@@ -731,7 +734,7 @@ class UioHost:
         buf = getattr(self, "_wbuf", None)
         if buf is None:
             buf = bytearray(
-                icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, fcopy_msg.encode_write(0, b""))
+                sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_write(0, b""))
             )
             self._wbuf = buf
         return buf
@@ -759,9 +762,7 @@ def _fragments(stream: BinaryIO) -> Iterator[tuple[int, memoryview]]:
 def daemon_command(root: str, extra: list[str] | None = None) -> list[str]:
     """The unmodified daemon, foreground, pointed at a simulator tree."""
     return [
-        sys.executable,
-        "-m",
-        "hvdaemons.fcopy.daemon",
+        *launch.daemon_argv("hv_fcopy_daemon"),
         "-n",
         "--sysfs-root",
         os.path.join(root, "sys"),
@@ -777,13 +778,7 @@ def running_daemon(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start the daemon on the simulator tree; SIGTERM and reap it afterwards."""
     out = open(log_path or os.devnull, "ab")  # noqa: SIM115 - closed below
-    # The daemon imports the same hvdaemons as we do (a source tree or site-packages).
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen(
-        daemon_command(root, extra), stdout=out, stderr=subprocess.STDOUT, env=env
-    )
+    proc = launch.popen(daemon_command(root, extra), stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
@@ -797,10 +792,11 @@ def running_daemon(
         out.close()
 
 
-def demo_uio(args: argparse.Namespace | None = None) -> int:
-    """`hvsim demo fcopy`, uio part: copy a file into the guest through the ring."""
-    variant = getattr(args, "kernel", None) or DEFAULT_VARIANT
-    size = int(getattr(args, "size", 0) or 5 * 1024 * 1024 + 123)
+def demo_uio(part: Part) -> None:
+    """`hvsim demo fcopy`, uio part: Copy-VMFile through the ring buffers."""
+    variant = VARIANTS[DEFAULT_VARIANT]
+    print(f"== file copy over the uio ring (uio_hv_generic as in Linux {variant.name}) ==")
+    size = 5 * 1024 * 1024 + 123
     with tempfile.TemporaryDirectory(prefix="hvsim-uio-") as tmp:
         root = os.path.join(tmp, "sim")
         dest = os.path.join(tmp, "guest", "incoming")
@@ -811,31 +807,41 @@ def demo_uio(args: argparse.Namespace | None = None) -> int:
         logfile = os.path.join(tmp, "daemon.log")
         try:
             sim.offer()
-            with running_daemon(root, log_path=logfile):
-                host = UioHost(sim)
-                _wait_bound(sim, 15.0)
-                host.connect()
-                status, _ = host.negotiate()
-                print(
-                    f"uio ({sim.variant.name}): negotiate status {status:#x}, "
-                    f"versions {host.negotiated}"
-                )
-                t0 = time.monotonic()
-                result = host.copy_file(src, dest, "copied.bin")
-                dt = time.monotonic() - t0
-            ok = result.ok
+            try:
+                with running_daemon(root, log_path=logfile) as proc:
+                    host = UioHost(sim)
+                    _wait_bound(sim, 15.0, proc)
+                    host.connect()
+                    status, _ = host.negotiate()
+                    part.check(
+                        status == 0 and host.negotiated is not None,
+                        f"negotiate: status {status:#x}, versions {host.negotiated}",
+                    )
+                    t0 = time.monotonic()
+                    result = host.copy_file(src, dest, "copied.bin")
+                    dt = time.monotonic() - t0
+            except HostError as e:
+                raise PartFailed(str(e)) from e
+            finally:
+                with open(logfile, encoding="utf-8", errors="replace") as f:
+                    part.daemon_log = f.read().splitlines()
             target = os.path.join(dest, "copied.bin")
+            part.check(
+                result.ok,
+                f"START {describe(result.start)}, {len(result.writes)} WRITEs "
+                f"({len(result.write_failures)} failed), "
+                f"COMPLETE {'-' if result.finish is None else describe(result.finish)}",
+            )
             with open(src, "rb") as a:
                 same = os.path.exists(target) and a.read() == _read(target)
-            print(
-                f"uio: copied {size} bytes to {dest}/copied.bin in {dt:.2f} s "
-                f"({size / dt / 1e6:.0f} MB/s): statuses ok={ok}, content identical={same}"
+            part.check(same, f"{size} bytes in {target}, identical to the host's file")
+            print(f"  {size / dt / 1e6:.0f} MB/s ({dt:.2f} s) with the simulator's Python host")
+            print("  daemon log:")
+            for line in part.daemon_log:
+                print(f"    {line}")
+            part.check(
+                proc.returncode == 0, f"the daemon exited with status {proc.returncode} on SIGTERM"
             )
-            if not (ok and same):
-                with open(logfile, encoding="utf-8", errors="replace") as f:
-                    sys.stdout.write(f.read())
-                return 1
-            return 0
         finally:
             sim.close()
 
@@ -845,32 +851,11 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def _wait_bound(sim: UioSim, timeout: float) -> None:
+def _wait_bound(sim: UioSim, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not sim.bound:
+        if proc is not None and proc.poll() is not None:
+            raise HostError(f"the daemon exited with status {proc.returncode} before binding")
         if time.monotonic() > deadline:
             raise HostError("the daemon did not bind the device (new_id)")
         time.sleep(0.02)
-
-
-def is_socket(path: str) -> bool:
-    try:
-        return stat.S_ISSOCK(os.stat(path).st_mode)
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            return False
-        raise
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m hvsim.uio",
-        description="copy a file into the guest through the simulated uio ring",
-    )
-    p.add_argument("--kernel", choices=sorted(VARIANTS), default=DEFAULT_VARIANT)
-    p.add_argument("--size", type=int, default=0)
-    return demo_uio(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The host side of a Hyper-V backup, against /dev/vmbus/hv_vss's protocol.
 
-Mirrors what drivers/hv/hv_snapshot.c forwards to the daemon (spec vss.md
-3-5): HOT_BACKUP, FREEZE and THAW as 12-byte messages, each answered within
+Mirrors what drivers/hv/hv_snapshot.c forwards to the daemon
+(hv_vss_onchannelcallback(), vss_send_op()): HOT_BACKUP, FREEZE and THAW as 12-byte messages, each answered within
 the kernel's timeout (FREEZE 900 s, the others 30 s) or failed with
 HV_E_FAIL by the kernel; on hibernation a fake THAW the daemon cannot
 usefully answer.  The scenarios are what a host does: a backup (HOT_BACKUP,
@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from hvdaemons.protocol import vss
 from hvdaemons.protocol.status import HvStatus, describe
 
+from . import launch
 from .chardev import HV_UTIL_TIMEOUT, VSS_FREEZE_TIMEOUT, ChardevKernel
+from .demo import Part, PartFailed, wait_registered
+from .protocol import vss as sim_vss
 from .server import Json, SimServer, call
 
 NAME = "hv_vss"
@@ -81,10 +84,10 @@ class VssHost:
         limit = self.freeze_timeout if op == vss.VssOp.FREEZE else self.timeout
         t0 = time.monotonic()
         reply = self.kernel.request(
-            vss.request(op, flags), timeout=limit, wait_for_daemon=wait_for_daemon
+            sim_vss.request(op, flags), timeout=limit, wait_for_daemon=wait_for_daemon
         )
         took = time.monotonic() - t0
-        status = None if reply is None else vss.reply_status(reply)
+        status = None if reply is None else sim_vss.reply_status(reply)
         return VssResult(vss.op_name(op), status, reply or b"", took)
 
     def hot_backup(self) -> VssResult:
@@ -117,7 +120,7 @@ class VssHost:
 
     def hibernate(self) -> None:
         """The fake THAW hv_utils queues on suspend; the daemon's reply is refused."""
-        self.kernel.inject(vss.request(vss.VssOp.THAW))
+        self.kernel.inject(sim_vss.request(vss.VssOp.THAW))
 
 
 SCENARIOS = (
@@ -219,8 +222,9 @@ def _stderr_lines(proc: subprocess.Popen[bytes], timeout: float) -> list[str]:
     return b"".join(chunks).decode(errors="replace").splitlines()
 
 
-def demo(args: argparse.Namespace) -> int:
-    from .fsbox import FsBox, FsSpec, daemon_argv
+def demo(part: Part) -> None:
+    """`hvsim demo vss`: a backup of loop-mounted test filesystems, in a sandbox."""
+    from .fsbox import FsBox, FsSpec
 
     specs = [
         FsSpec("data", "ext4"),
@@ -230,61 +234,78 @@ def demo(args: argparse.Namespace) -> int:
         FsSpec("data-bind", bind_of="data"),
     ]
     print("== VSS demo: a private mount namespace with only loop-mounted test images")
+    if os.geteuid() != 0:
+        raise PartFailed("needs root (mount namespace, loop devices, FIFREEZE): run as root")
     box = FsBox(specs)
-    status = 0
     try:
-        box.start()
+        try:
+            box.start()
+        except RuntimeError as e:
+            raise PartFailed(f"the test filesystems could not be set up: {e}") from e
         print("   mount table verified: nothing but our images and virtual filesystems")
-        plan = box.run([*daemon_argv(), "--list"])
+        plan = box.run([*launch.daemon_argv("hv_vss_daemon"), "--list"])
         print("== hv_vss_daemon --list")
         for line in plan.stdout.splitlines():
             if line.startswith(("would", "  ")) and "not a /dev/" not in line:
                 print("   " + line)
+        part.check(plan.returncode == 0, f"hv_vss_daemon --list exited {plan.returncode}")
         kernel = ChardevKernel(os.path.join(box.sim_dir, NAME), NAME)
+        logged: list[str] = []
+        proc: subprocess.Popen[bytes] | None = None
         try:
             host = VssHost(kernel)
             proc = box.popen(
-                [*daemon_argv(), "-n", "--device", kernel.path],
+                [*launch.daemon_argv("hv_vss_daemon"), "-n", "--device", kernel.path],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
-            if not kernel.wait_registered(30):
-                print("   the daemon did not register")
-                return 1
+            wait_registered(kernel, proc, 30)
             print("== host: HOT_BACKUP, FREEZE")
             for r in (host.hot_backup(), host.freeze()):
-                print("   " + r.describe())
-                status |= 0 if r.ok else 1
+                part.check(r.ok, r.describe())
             box.verify()
             frozen = box.frozen()
             print(f"   frozen now (probed with a second FIFREEZE): {', '.join(frozen) or 'none'}")
-            logged = _stderr_lines(proc, 0.2)
+            part.check(len(frozen) == 4, f"{len(frozen)} of the 4 test filesystems frozen")
+            logged += _stderr_lines(proc, 0.2)
             held = [x for x in logged if "op=FREEZE" in x]
             print(f"   daemon log lines about FREEZE while frozen: {len(held)} (held in memory)")
             print("== host: THAW")
             r = host.thaw()
-            print("   " + r.describe())
-            status |= 0 if r.ok else 1
-            print(f"   frozen now: {', '.join(box.frozen()) or 'none'}")
+            part.check(r.ok, r.describe())
+            frozen = box.frozen()
+            print(f"   frozen now: {', '.join(frozen) or 'none'}")
+            part.check(not frozen, "nothing frozen after THAW")
             print("== host: FREEZE, then SIGTERM to the daemon")
             r = host.freeze()
-            print("   " + r.describe())
+            part.check(r.ok, r.describe())
             t0 = time.monotonic()
             proc.terminate()
             proc.wait(10)
+            frozen = box.frozen()
             print(
                 f"   daemon exited {(time.monotonic() - t0) * 1000:.0f} ms after SIGTERM; "
-                f"frozen now: {', '.join(box.frozen()) or 'none'}"
+                f"frozen now: {', '.join(frozen) or 'none'}"
             )
-            print("== daemon log")
-            for line in logged + _stderr_lines(proc, 0.5):
-                print("   " + line)
+            part.check(not frozen, "SIGTERM while frozen thawed everything")
         finally:
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                logged += _stderr_lines(proc, 0.5)
+            part.daemon_log = logged
             kernel.close()
+        print("== daemon log")
+        for line in logged:
+            print("   " + line)
     finally:
         leaked = box.close()
         if leaked:
             print(f"!! left frozen and thawed by the demo: {', '.join(leaked)}")
-            status = 1
-    return status
+            part.failures.append(f"left frozen, thawed by the demo: {', '.join(leaked)}")
+
+
+# `hvsim demo vss`: its part of the summary.
+DEMOS = (("VSS", demo),)

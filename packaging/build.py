@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0-only
-"""Build the hvdaemons .deb and .rpm with nfpm from the setuptools build.
+"""Build the hvdaemons and hvdaemons-sim .deb and .rpm with nfpm from one setuptools build.
 
 Packaging counterpart of upstream's ``make -C tools/hv install`` plus the
 distribution's unit files and udev rules: the wheel (with the compiled cffi
-module ``hvdaemons._hv``) is built by the *target distribution's* python3,
-unpacked into the private directory /usr/lib/hvdaemons, and small launchers
-named like the upstream binaries go to /usr/sbin.
+modules ``hvdaemons._hv`` and ``hvsim._hvsim``) is built by the *target
+distribution's* python3 and unpacked into the private directory
+/usr/lib/hvdaemons.  The daemons (package hvdaemons) get launchers named
+like the upstream binaries in /usr/sbin; the simulator (package
+hvdaemons-sim: the hvsim package, /usr/bin/hvsim, its man page) is split off
+and depends on hvdaemons of the same version.
 
     python3 packaging/build.py            # -> dist/hvdaemons_<v>-1_<arch>.deb
+                                          #    dist/hvdaemons-sim_<v>-1_<arch>.deb
                                           #    dist/hvdaemons-<v>-1.<arch>.rpm
+                                          #    dist/hvdaemons-sim-<v>-1.<arch>.rpm
 
 The version is read from hvdaemons/__init__.py (``__version__``), the same
 place pyproject.toml reads it from. See packaging/README.md.
@@ -35,6 +40,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PKG = "hvdaemons"
+# The simulator's binary package: its Python package, commands and man pages.
+SIM = "hvdaemons-sim"
+SIM_PKG = "hvsim"
 PRIVATE_DIR = "/usr/lib/hvdaemons"
 KVP_SCRIPTS_DIR = "/usr/libexec/hypervkvpd"
 MIN_PYTHON = "3.9"  # pyproject.toml requires-python
@@ -58,6 +66,7 @@ IGNORE = shutil.ignore_patterns(
     "*.so",
     "*.o",
     "_hv.c",
+    "_hvsim.c",
 )
 
 # Go architecture names (nfpm's vocabulary) by machine name.
@@ -155,12 +164,15 @@ def strip_module(so: Path) -> None:
     )
 
 
-def cffi_api_version(src: Path) -> int | None:
-    """Version that the generated C passes to _cffi_init (what dh_python3 uses
-    for the python3-cffi-backend-api-{min,max} relations)."""
-    for c in [*src.rglob("_hv.c"), *src.rglob("hvdaemons._hv.c")]:
+def cffi_api_version(src: Path, module: str) -> int | None:
+    """Version that the generated C of module (e.g. "hvdaemons._hv") passes to
+    _cffi_init (what dh_python3 uses for the python3-cffi-backend-api-{min,max}
+    relations)."""
+    base = module.rpartition(".")[2]
+    for c in [*src.rglob(f"{base}.c"), *src.rglob(f"{module}.c")]:
         m = re.search(
-            r'_cffi_init\(\s*"hvdaemons\._hv"\s*,\s*(0x[0-9a-fA-F]+)', c.read_text(errors="replace")
+            r'_cffi_init\(\s*"%s"\s*,\s*(0x[0-9a-fA-F]+)' % re.escape(module),
+            c.read_text(errors="replace"),
         )
         if m:
             return int(m.group(1), 16)
@@ -246,24 +258,34 @@ def stage(root: Path, work: Path, python: str, release: str, maintainer: str) ->
     priv.mkdir(parents=True)
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(priv)
-    modules = list((priv / PKG).glob("_hv*.so"))
-    if not modules:
-        raise SystemExit("build.py: the wheel lacks the compiled module hvdaemons/_hv*.so")
-    for so in modules:
-        strip_module(so)
+    # The simulator goes to its own package, with its own stage.
+    sim_st = work / "stage-sim"
+    sim_priv = sim_st / PRIVATE_DIR.lstrip("/")
+    sim_priv.mkdir(parents=True)
+    if not (priv / SIM_PKG).is_dir():
+        raise SystemExit(f"build.py: the wheel lacks the {SIM_PKG} package")
+    shutil.move(str(priv / SIM_PKG), str(sim_priv / SIM_PKG))
+    for pkgdir, pattern in ((priv / PKG, "_hv.*so"), (sim_priv / SIM_PKG, "_hvsim.*so")):
+        modules = list(pkgdir.glob(pattern))
+        if len(modules) != 1:
+            raise SystemExit(f"build.py: expected one compiled module {pkgdir.name}/{pattern}")
+        strip_module(modules[0])
     # A wheel's RECORD/INSTALLER describe a pip installation; this is not one.
     for dist_info in priv.glob("*.dist-info"):
         for name in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json"):
             (dist_info / name).unlink(missing_ok=True)
 
-    # Launchers: daemons in /usr/sbin like upstream, other tools (hvsim) in /usr/bin.
+    # Launchers: daemons in /usr/sbin like upstream, other tools in /usr/bin;
+    # the simulator's commands (entry points in hvsim) in hvdaemons-sim.
     eps = entry_points(priv)
-    for name in ("hv_kvp_daemon", "hv_vss_daemon", "hv_fcopy_daemon"):
+    for name in ("hv_kvp_daemon", "hv_vss_daemon", "hv_fcopy_daemon", SIM_PKG):
         if name not in eps:
             raise SystemExit(f"build.py: console script {name} missing from the wheel")
+    sim_commands = {n for n, t in eps.items() if t.strip().split(".")[0] == SIM_PKG}
     written: dict[str, Path] = {}
     for name, target in sorted(eps.items()):
-        bindir = st / ("usr/sbin" if name.startswith("hv_") else "usr/bin")
+        top = sim_st if name in sim_commands else st
+        bindir = top / ("usr/sbin" if name.startswith("hv_") else "usr/bin")
         bindir.mkdir(parents=True, exist_ok=True)
         same = written.get(target.strip())
         if same is not None and same.parent == bindir:
@@ -273,6 +295,14 @@ def stage(root: Path, work: Path, python: str, release: str, maintainer: str) ->
             continue
         write_launcher(bindir / name, target)
         written[target.strip()] = bindir / name
+    # The daemons' metadata describes what hvdaemons ships: not the simulator.
+    for dist_info in priv.glob("*.dist-info"):
+        for meta in ("entry_points.txt", "top_level.txt"):
+            path = dist_info / meta
+            if path.is_file():
+                lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+                kept = [ln for ln in lines if SIM_PKG not in ln]
+                path.write_text("".join(kept), encoding="utf-8")
 
     # KVP helper scripts, installed as upstream does: without ".sh", in
     # /usr/libexec/hypervkvpd (KvpPaths.scripts_dir). The wheel carries them
@@ -295,19 +325,22 @@ def stage(root: Path, work: Path, python: str, release: str, maintainer: str) ->
         shutil.copy2(f, libexec / f.name)
         (libexec / f.name).chmod(0o755)
 
-    # Man pages (compressed, as both distributions ship them).
-    man_entries = []
+    # Man pages (compressed, as both distributions ship them), each in the
+    # package of its command.
+    man_entries: dict[Path, list[dict[str, str]]] = {st: [], sim_st: []}
     for page in sorted((HERE / "man").glob("*.[18]")):
+        top = sim_st if page.stem in sim_commands else st
         rel = f"usr/share/man/man{page.suffix[1:]}/{page.name}.gz"
-        gzip_to(page, st / rel)
-        man_entries.append({"src": str(st / rel), "dst": "/" + rel, "packager": "deb"})
-        man_entries.append(
-            {"src": str(st / rel), "dst": "/" + rel, "packager": "rpm", "type": "doc"}
+        gzip_to(page, top / rel)
+        man_entries[top].append({"src": str(top / rel), "dst": "/" + rel, "packager": "deb"})
+        man_entries[top].append(
+            {"src": str(top / rel), "dst": "/" + rel, "packager": "rpm", "type": "doc"}
         )
 
-    doc = st / f"usr/share/doc/{PKG}"
-    doc.mkdir(parents=True)
-    shutil.copy2(HERE / "copyright", doc / "copyright")
+    for top, name in ((st, PKG), (sim_st, SIM)):
+        doc = top / f"usr/share/doc/{name}"
+        doc.mkdir(parents=True)
+        shutil.copy2(HERE / "copyright", doc / "copyright")
     when = float(os.environ.get("SOURCE_DATE_EPOCH", time.time()))
     # nfpm turns this (chglog format) into the Debian changelog and the RPM %changelog.
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
@@ -319,8 +352,15 @@ def stage(root: Path, work: Path, python: str, release: str, maintainer: str) ->
     )
 
     normalise_tree(st)
+    normalise_tree(sim_st)
 
-    deb_deps, rpm_deps = runtime_relations(src, priv, pyver)
+    deb_deps, rpm_deps = runtime_relations(src, priv / PKG, "hvdaemons._hv", pyver)
+    sim_deb, sim_rpm = runtime_relations(
+        src, sim_priv / SIM_PKG, "hvsim._hvsim", pyver, pyudev=False
+    )
+    # The simulator runs the daemons of the very same build.
+    sim_deb.insert(0, f"{PKG} (= {version}-{release})")
+    sim_rpm.insert(0, f"{PKG} = {version}-{release}")
     return {
         "VERSION": version,
         "RELEASE": release,
@@ -333,7 +373,11 @@ def stage(root: Path, work: Path, python: str, release: str, maintainer: str) ->
         "MAINTAINER": maintainer,
         "DEB_DEPENDS": yaml_list(deb_deps, 6),
         "RPM_DEPENDS": yaml_list(rpm_deps, 6),
-        "MAN_CONTENTS": yaml_list(man_entries, 2),
+        "MAN_CONTENTS": yaml_list(man_entries[st], 2),
+        "SIM_STAGE": str(sim_st),
+        "SIM_DEB_DEPENDS": yaml_list(sim_deb, 6),
+        "SIM_RPM_DEPENDS": yaml_list(sim_rpm, 6),
+        "SIM_MAN_CONTENTS": yaml_list(man_entries[sim_st], 2),
     }
 
 
@@ -353,15 +397,18 @@ def glibc_versions(so: Path) -> list[str]:
     return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
 
 
-def runtime_relations(src: Path, priv: Path, pyver: str) -> tuple[list[str], list[str]]:
-    """Debian Depends and RPM Requires, derived from the built module.
+def runtime_relations(
+    src: Path, pkgdir: Path, module: str, pyver: str, *, pyudev: bool = True
+) -> tuple[list[str], list[str]]:
+    """Debian Depends and RPM Requires, derived from the built module
+    (e.g. "hvdaemons._hv", found in pkgdir).
 
-    cffi builds hvdaemons._hv against the stable ABI (``_hv.abi3.so``) on
+    cffi builds the modules against the stable ABI (``_hv.abi3.so``) on
     CPython, so one build loads in every python3 >= requires-python. A
     version-specific build (``_hv.cpython-311-...so``) only loads in that
     minor version, and the relations pin it.
     """
-    so = next((priv / PKG).glob("_hv*.so"))
+    so = next(pkgdir.glob(module.rpartition(".")[2] + ".*so"))
     major, minor = (int(x) for x in pyver.split("."))
     if ".abi3." in so.name:
         deb = [f"python3 (>= {MIN_PYTHON})"]
@@ -371,15 +418,18 @@ def runtime_relations(src: Path, priv: Path, pyver: str) -> tuple[list[str], lis
         rpm = [f"python(abi) = {major}.{minor}"]
     rpm.append("/usr/bin/python3")
     cffi = "python3-cffi-backend"
-    api = cffi_api_version(src)
+    api = cffi_api_version(src, module)
     if api is not None:
         # What dh_python3 adds for cffi modules: the _cffi_backend must
         # accept the version the generated code announces.
         cffi += (
             f", python3-cffi-backend-api-min (<= {api}), python3-cffi-backend-api-max (>= {api})"
         )
-    deb += [cffi, "python3-pyudev"]
-    rpm += ["python3-cffi", "python3-pyudev"]
+    deb.append(cffi)
+    rpm.append("python3-cffi")
+    if pyudev:
+        deb.append("python3-pyudev")
+        rpm.append("python3-pyudev")
     glibc = glibc_versions(so)
     if glibc:
         deb.append(f"libc6 (>= {glibc[-1]})")
@@ -433,24 +483,26 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="hvdaemons-pkg-"))
     try:
         values = stage(args.source.resolve(), work, args.python, args.release, args.maintainer)
-        cfg = work / "nfpm.yaml"
-        cfg.write_text(render(HERE / "nfpm.yaml", values), encoding="utf-8")
-        for fmt in formats:
-            if fmt == "deb":
-                name = f"{PKG}_{values['VERSION']}-{args.release}_{values['ARCH']}.deb"
-            elif fmt == "rpm":
-                name = f"{PKG}-{values['VERSION']}-{args.release}.{RPM_ARCH[values['ARCH']]}.rpm"
-            else:
-                raise SystemExit(f"build.py: unknown format {fmt}")
-            target = args.outdir.resolve() / name
-            target.unlink(missing_ok=True)
-            subprocess.run(
-                [nfpm, "package", "-f", str(cfg), "-p", fmt, "-t", str(target)],
-                check=True,
-                cwd=work,
-                stdout=sys.stderr,
-            )
-            print(target)
+        for pkg, template in ((PKG, "nfpm.yaml"), (SIM, "nfpm-sim.yaml")):
+            cfg = work / template
+            cfg.write_text(render(HERE / template, values), encoding="utf-8")
+            for fmt in formats:
+                if fmt == "deb":
+                    name = f"{pkg}_{values['VERSION']}-{args.release}_{values['ARCH']}.deb"
+                elif fmt == "rpm":
+                    arch = RPM_ARCH[values["ARCH"]]
+                    name = f"{pkg}-{values['VERSION']}-{args.release}.{arch}.rpm"
+                else:
+                    raise SystemExit(f"build.py: unknown format {fmt}")
+                target = args.outdir.resolve() / name
+                target.unlink(missing_ok=True)
+                subprocess.run(
+                    [nfpm, "package", "-f", str(cfg), "-p", fmt, "-t", str(target)],
+                    check=True,
+                    cwd=work,
+                    stdout=sys.stderr,
+                )
+                print(target)
     finally:
         if args.keep:
             log(f"work directory kept: {work}")

@@ -1,11 +1,15 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""Suite-wide set-up."""
+"""Suite-wide set-up.
+
+Nothing changes the working directory: tox runs the suite from the
+repository root, and every process a test starts must still run the
+installed package (hvsim.launch starts them in a neutral directory), so the
+whole suite checks that no child imports the source tree.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,24 +27,3 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"under tox the tests must import the installed hvdaemons, not {REPO / 'hvdaemons'}"
         )
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _cwd_outside_the_source_tree() -> Iterator[None]:
-    """Under tox the package under test is the installed wheel.
-
-    Daemons started with `python -m` put their cwd first on sys.path; from
-    the repository root they would import the source tree, which has no
-    compiled module there.  So run from elsewhere whenever the imported
-    hvdaemons is not the source tree.
-    """
-    if not INSTALLED:
-        yield
-        return
-    old = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="hvdaemons-tests-") as tmp:
-        os.chdir(tmp)
-        try:
-            yield
-        finally:
-            os.chdir(old)

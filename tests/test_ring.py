@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""The VMBus ring buffer helpers (bindings/ring.c through _ffi.Ring).
+"""The VMBus ring buffer helpers (bindings/ring.c through _ffi.Ring, driven as hvsim's HostRing).
 
 Layout and wrap handling byte by byte, the interrupt-mask and pending_send_sz
 rules, corrupt headers, and a producer process racing the consumer over a
@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from hvdaemons import _ffi
+from hvsim import _ffi as sim_ffi
+from hvsim._ffi import HostRing
 
 GEOMETRIES = [
     pytest.param(0x4000, 4096, id="16k"),  # 6.10 - 6.14
@@ -38,8 +40,8 @@ def mapping() -> Iterator[mmap.mmap]:
     m.close()
 
 
-def make_ring(m: mmap.mmap, size: int, hdr: int, start: int = 0) -> _ffi.Ring:
-    ring = _ffi.Ring(m, 0, size, hdr)
+def make_ring(m: mmap.mmap, size: int, hdr: int, start: int = 0) -> HostRing:
+    ring = HostRing(m, 0, size, hdr)
     ring.reset(start)
     return ring
 
@@ -72,7 +74,7 @@ def test_layout_across_the_wrap_point(mapping: mmap.mmap, size: int, hdr: int) -
             try:
                 signal = ring.send(payload, 0x1122334455667788 ^ payload_len, flags=1)
                 assert signal  # empty ring, mask clear
-                assert ring.load(_ffi.RING_WRITE_INDEX) == (start + plen + 8) % dsize
+                assert ring.load(sim_ffi.RING_WRITE_INDEX) == (start + plen + 8) % dsize
                 raw = data_bytes(mapping, hdr, dsize, start, plen + 8)
                 assert DESC.unpack_from(raw) == (
                     6,
@@ -87,7 +89,7 @@ def test_layout_across_the_wrap_point(mapping: mmap.mmap, size: int, hdr: int) -
                 got = ring.recv()
                 assert got is not None
                 assert got[0] == raw[:plen]
-                assert ring.load(_ffi.RING_READ_INDEX) == ring.load(_ffi.RING_WRITE_INDEX)
+                assert ring.load(sim_ffi.RING_READ_INDEX) == ring.load(sim_ffi.RING_WRITE_INDEX)
                 assert ring.recv() is None
             finally:
                 ring.close()
@@ -100,20 +102,20 @@ def test_data_area_starts_after_the_whole_header_page(mapping: mmap.mmap) -> Non
         ring.send(b"ABCDEFGH", 5)
         assert mapping[0x10000 + 16 : 0x10000 + 24] == b"ABCDEFGH"
         assert mapping[4096:8192] == bytes(4096)
-        assert ring.load(_ffi.RING_FEATURE_BITS) == 1
+        assert ring.load(sim_ffi.RING_FEATURE_BITS) == 1
     finally:
         ring.close()
 
 
 def test_reset_rejects_impossible_geometry(mapping: mmap.mmap) -> None:
-    ring = _ffi.Ring(mapping, 0, 0x4000, 0x4000)
+    ring = HostRing(mapping, 0, 0x4000, 0x4000)
     try:
         with pytest.raises(OSError) as e:
             ring.reset()
         assert e.value.errno == errno.EINVAL
     finally:
         ring.close()
-    ring = _ffi.Ring(mapping, 0, 0x4000, 4096)
+    ring = HostRing(mapping, 0, 0x4000, 4096)
     try:
         with pytest.raises(OSError) as e:
             ring.reset(12)  # not 8-byte aligned
@@ -129,7 +131,7 @@ def test_signal_only_when_the_ring_was_empty_and_unmasked(mapping: mmap.mmap) ->
         assert ring.send(b"b", 2) is False  # consumer has not caught up: it will see it
         ring.recv()
         ring.recv()
-        ring.store(_ffi.RING_INTERRUPT_MASK, 1)
+        ring.store(sim_ffi.RING_INTERRUPT_MASK, 1)
         assert ring.send(b"c", 3) is False  # consumer is draining with the mask set
         assert ring.set_mask(0) == 32  # unmask and re-check finds the packet
         ring.recv()
@@ -152,7 +154,7 @@ def test_full_ring_sets_pending_send_size_and_reader_signals_on_crossing(
                 ring.send(payload, sent)
                 sent += 1
         assert sent == 11  # 11 * 1024 = 11264; a 12th needs writable > 1024 of 1024 left
-        assert ring.load(_ffi.RING_PENDING_SEND_SZ) == need
+        assert ring.load(sim_ffi.RING_PENDING_SEND_SZ) == need
         got = ring.recv()
         assert got is not None
         # 2048 writable now > 1024 pending, 1024 before: this read crossed it.
@@ -160,7 +162,7 @@ def test_full_ring_sets_pending_send_size_and_reader_signals_on_crossing(
         got = ring.recv()
         assert got is not None and got[1] is False  # already past: no second signal
         ring.send(payload, 99)
-        assert ring.load(_ffi.RING_PENDING_SEND_SZ) == 0  # cleared once written
+        assert ring.load(sim_ffi.RING_PENDING_SEND_SZ) == 0  # cleared once written
     finally:
         ring.close()
 
@@ -168,7 +170,7 @@ def test_full_ring_sets_pending_send_size_and_reader_signals_on_crossing(
 def test_pending_send_size_ignored_without_the_feature_bit(mapping: mmap.mmap) -> None:
     ring = make_ring(mapping, 0x4000, 4096)
     try:
-        ring.store(_ffi.RING_FEATURE_BITS, 0)
+        ring.store(sim_ffi.RING_FEATURE_BITS, 0)
         while True:
             try:
                 ring.send(bytes(1000), 0)
@@ -212,12 +214,12 @@ def test_corrupt_descriptor_is_reported_not_consumed(
     ring = make_ring(mapping, 0x4000, 4096, start=0x3000 - 16)  # the descriptor wraps too
     try:
         ring.write_data(0x3000 - 16, raw)
-        ring.store(_ffi.RING_WRITE_INDEX, (0x3000 - 16 + advance) % 0x3000)
+        ring.store(sim_ffi.RING_WRITE_INDEX, (0x3000 - 16 + advance) % 0x3000)
         for receive in (ring.recv, ring.recv_batch):
             with pytest.raises(OSError) as e:
                 receive()
             assert e.value.errno == errno.EBADMSG, why
-        assert ring.load(_ffi.RING_READ_INDEX) == 0x3000 - 16
+        assert ring.load(sim_ffi.RING_READ_INDEX) == 0x3000 - 16
         dropped, _signal = ring.discard()
         assert dropped == advance
         assert ring.recv() is None
@@ -228,7 +230,7 @@ def test_corrupt_descriptor_is_reported_not_consumed(
         ring.close()
 
 
-@pytest.mark.parametrize("index", [_ffi.RING_WRITE_INDEX, _ffi.RING_READ_INDEX])
+@pytest.mark.parametrize("index", [sim_ffi.RING_WRITE_INDEX, sim_ffi.RING_READ_INDEX])
 @pytest.mark.parametrize("value", [0x3000, 0x10000000, 12])
 def test_corrupt_index(mapping: mmap.mmap, index: int, value: int) -> None:
     ring = make_ring(mapping, 0x4000, 4096)
@@ -241,7 +243,7 @@ def test_corrupt_index(mapping: mmap.mmap, index: int, value: int) -> None:
             assert e.value.errno == errno.EBADMSG
         with pytest.raises(OSError):
             ring.send(b"y", 2)
-        if index == _ffi.RING_READ_INDEX:
+        if index == sim_ffi.RING_READ_INDEX:
             ring.discard()  # the consumer owns read_index: it can resynchronise
             assert ring.readable() == 0
     finally:
@@ -283,7 +285,7 @@ def wait_fd(fd: int, what: str, timeout: float = 20.0) -> None:
 
 
 def producer(
-    ring: _ffi.Ring, count: int, max_payload: int, to_consumer: int, from_consumer: int
+    ring: HostRing, count: int, max_payload: int, to_consumer: int, from_consumer: int
 ) -> None:
     for seq in range(count):
         payload = payload_for(seq, max_payload)
@@ -298,7 +300,7 @@ def producer(
 
 
 def consume(
-    ring: _ffi.Ring, count: int, max_payload: int, from_producer: int, to_producer: int, batch: bool
+    ring: HostRing, count: int, max_payload: int, from_producer: int, to_producer: int, batch: bool
 ) -> int:
     seq = 0
     wakeups = 0
@@ -331,7 +333,7 @@ def run_pair(size: int, hdr: int, count: int, max_payload: int, batch: bool) -> 
     m = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS: shared with the fork
     p2c_r, p2c_w = os.pipe()
     c2p_r, c2p_w = os.pipe()
-    ring = _ffi.Ring(m, 0, size, hdr)
+    ring = HostRing(m, 0, size, hdr)
     ring.reset(size - hdr - 64)  # start right before the wrap point
     pid = os.fork()
     if pid == 0:  # the producer process
@@ -385,15 +387,16 @@ def test_soak(size: int, hdr: int) -> None:
 
 def fcopy_request(body: bytes) -> bytes:
     from hvdaemons.protocol import icmsg
+    from hvsim.protocol import icmsg as sim_icmsg
 
-    return icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, body, transaction_id=3)
+    return sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, body, transaction_id=3)
 
 
 @pytest.fixture
-def rings() -> Iterator[tuple[_ffi.Ring, _ffi.Ring]]:
+def rings() -> Iterator[tuple[HostRing, HostRing]]:
     m = mmap.mmap(-1, 2 * 0x5000)
-    tx = _ffi.Ring(m, 0, 0x5000, 4096)
-    rx = _ffi.Ring(m, 0x5000, 0x5000, 4096)
+    tx = HostRing(m, 0, 0x5000, 4096)
+    rx = HostRing(m, 0x5000, 0x5000, 4096)
     tx.reset()
     rx.reset(0x4000 - 64)  # the request wraps
     yield tx, rx
@@ -403,10 +406,10 @@ def rings() -> Iterator[tuple[_ffi.Ring, _ffi.Ring]]:
 
 
 def test_fast_path_serves_writes_and_echoes(
-    rings: tuple[_ffi.Ring, _ffi.Ring], tmp_path: Path
+    rings: tuple[HostRing, HostRing], tmp_path: Path
 ) -> None:
-    from hvdaemons.protocol import fcopy as fm
     from hvdaemons.protocol import icmsg
+    from hvsim.protocol import fcopy as fm
 
     tx, rx = rings
     irq_r, irq_w = os.pipe()
@@ -418,7 +421,7 @@ def test_fast_path_serves_writes_and_echoes(
         served, state = rx.fcopy_writes(tx, irq_w, fd, 1000)
         assert (served, state) == (1, _ffi.FAST_IDLE)
         assert rx.readable() == 0
-        assert rx.load(_ffi.RING_INTERRUPT_MASK) == 1  # left set after the spin, for the caller
+        assert rx.load(sim_ffi.RING_INTERRUPT_MASK) == 1  # left set after the spin, for the caller
         got = tx.recv()
         assert got is not None
         pkt = icmsg.decode_packet(got[0])
@@ -436,9 +439,9 @@ def test_fast_path_serves_writes_and_echoes(
     "case", ["read-only file", "complete", "oversized", "truncated", "not in-band"]
 )
 def test_fast_path_leaves_everything_else_to_python(
-    rings: tuple[_ffi.Ring, _ffi.Ring], tmp_path: Path, case: str
+    rings: tuple[HostRing, HostRing], tmp_path: Path, case: str
 ) -> None:
-    from hvdaemons.protocol import fcopy as fm
+    from hvsim.protocol import fcopy as fm
 
     tx, rx = rings
     irq_r, irq_w = os.pipe()
@@ -464,8 +467,8 @@ def test_fast_path_leaves_everything_else_to_python(
         os.close(irq_w)
 
 
-def test_fast_path_waits_for_room_in_tx(rings: tuple[_ffi.Ring, _ffi.Ring], tmp_path: Path) -> None:
-    from hvdaemons.protocol import fcopy as fm
+def test_fast_path_waits_for_room_in_tx(rings: tuple[HostRing, HostRing], tmp_path: Path) -> None:
+    from hvsim.protocol import fcopy as fm
 
     tx, rx = rings
     irq_r, irq_w = os.pipe()

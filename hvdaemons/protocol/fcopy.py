@@ -4,9 +4,10 @@
 Mirrors the message handling of tools/hv/hv_fcopy_daemon.c (legacy
 /dev/vmbus/hv_fcopy, where the kernel has already turned the names into
 UTF-8) and tools/hv/hv_fcopy_uio_daemon.c (raw host messages with UTF-16LE
-names), plus the encoders the simulated host and kernel need.  Layouts and
+names).  Layouts and
 constants come from <linux/hyperv.h> through _ffi; nothing here touches a
-file descriptor.
+file descriptor.  The host's and the kernel's encoders are the simulator's
+(hvsim.protocol.fcopy).
 
 Unlike the reference daemons, names are decoded strictly: UTF-16 with full
 surrogate-pair handling (a lone surrogate is refused), UTF-8 validated, and a
@@ -31,14 +32,14 @@ HDR_SIZE = _ffi.sizeof("struct hv_fcopy_hdr")  # 36
 W_MAX_PATH = _ffi.const("W_MAX_PATH")  # 260 UTF-16 code units per name field
 DATA_FRAGMENT = _ffi.const("DATA_FRAGMENT")  # 6144
 
-_NAME_FIELD = _ffi.field_size("struct hv_start_fcopy", "file_name")  # 520 bytes
-_FILE_NAME = _ffi.offsetof("struct hv_start_fcopy", "file_name")
-_PATH_NAME = _ffi.offsetof("struct hv_start_fcopy", "path_name")
-_COPY_FLAGS = _ffi.offsetof("struct hv_start_fcopy", "copy_flags")
-_FILE_SIZE = _ffi.offsetof("struct hv_start_fcopy", "file_size")
-_W_OFFSET = _ffi.offsetof("struct hv_do_fcopy", "offset")
-_W_SIZE = _ffi.offsetof("struct hv_do_fcopy", "size")
-_W_DATA = _ffi.offsetof("struct hv_do_fcopy", "data")
+NAME_FIELD_SIZE = _ffi.field_size("struct hv_start_fcopy", "file_name")  # 520 bytes
+OFF_FILE_NAME = _ffi.offsetof("struct hv_start_fcopy", "file_name")
+OFF_PATH_NAME = _ffi.offsetof("struct hv_start_fcopy", "path_name")
+OFF_COPY_FLAGS = _ffi.offsetof("struct hv_start_fcopy", "copy_flags")
+OFF_FILE_SIZE = _ffi.offsetof("struct hv_start_fcopy", "file_size")
+OFF_W_OFFSET = _ffi.offsetof("struct hv_do_fcopy", "offset")
+OFF_W_SIZE = _ffi.offsetof("struct hv_do_fcopy", "size")
+OFF_W_DATA = _ffi.offsetof("struct hv_do_fcopy", "data")
 
 # loff_t is a signed 64-bit count: pwrite(2) refuses data that would end beyond it.
 MAX_FILE_OFFSET = (1 << 63) - 1
@@ -163,15 +164,15 @@ def _decode_start(msg: bytes, utf16: bool) -> StartCopy:
         raise FcopyDecodeError(f"START_FILE_COPY of {len(msg)} bytes, need {START_SIZE}")
     decode = utf16_name if utf16 else utf8_name
     return StartCopy(
-        file_name=decode(msg[_FILE_NAME : _FILE_NAME + _NAME_FIELD], "file_name"),
-        path_name=decode(msg[_PATH_NAME : _PATH_NAME + _NAME_FIELD], "path_name"),
-        flags=_U32.unpack_from(msg, _COPY_FLAGS)[0],
-        file_size=_U64.unpack_from(msg, _FILE_SIZE)[0],
+        file_name=decode(msg[OFF_FILE_NAME : OFF_FILE_NAME + NAME_FIELD_SIZE], "file_name"),
+        path_name=decode(msg[OFF_PATH_NAME : OFF_PATH_NAME + NAME_FIELD_SIZE], "path_name"),
+        flags=_U32.unpack_from(msg, OFF_COPY_FLAGS)[0],
+        file_size=_U64.unpack_from(msg, OFF_FILE_SIZE)[0],
     )
 
 
 _W_OFFSET_SIZE = struct.Struct("<QI")
-assert _W_SIZE == _W_OFFSET + 8
+assert OFF_W_SIZE == OFF_W_OFFSET + 8
 
 
 def write_payload(msg: bytes) -> tuple[int, memoryview]:
@@ -182,22 +183,22 @@ def write_payload(msg: bytes) -> tuple[int, memoryview]:
     same (fast_write() in bindings/fcopy.c, fast_write_ok() in bindings/ring.c);
     tests/protocol/test_fcopy_write.py holds all three to one table.
     """
-    if len(msg) < _W_DATA:
-        raise FcopyDecodeError(f"WRITE_TO_FILE of {len(msg)} bytes, need at least {_W_DATA}")
-    offset, size = _W_OFFSET_SIZE.unpack_from(msg, _W_OFFSET)
+    if len(msg) < OFF_W_DATA:
+        raise FcopyDecodeError(f"WRITE_TO_FILE of {len(msg)} bytes, need at least {OFF_W_DATA}")
+    offset, size = _W_OFFSET_SIZE.unpack_from(msg, OFF_W_OFFSET)
     if size > DATA_FRAGMENT:
         raise FcopyDecodeError(
             f"WRITE_TO_FILE of {size} bytes exceeds the {DATA_FRAGMENT}-byte fragment"
         )
-    if _W_DATA + size > len(msg):
+    if OFF_W_DATA + size > len(msg):
         raise FcopyDecodeError(
-            f"WRITE_TO_FILE claims {size} bytes but only {len(msg) - _W_DATA} arrived"
+            f"WRITE_TO_FILE claims {size} bytes but only {len(msg) - OFF_W_DATA} arrived"
         )
     if offset > MAX_FILE_OFFSET - size:
         raise FcopyDecodeError(
             f"WRITE_TO_FILE of {size} bytes at offset {offset} is beyond the largest file offset"
         )
-    return offset, memoryview(msg)[_W_DATA : _W_DATA + size]
+    return offset, memoryview(msg)[OFF_W_DATA : OFF_W_DATA + size]
 
 
 def _decode_write(msg: bytes) -> WriteData:
@@ -235,75 +236,9 @@ def decode_host(msg: bytes) -> FcopyMessage:
     return decode(msg, utf16=True)
 
 
-# -- encoding (simulated host and kernel, tests) -----------------------------
-
-
-def header(op: int) -> bytes:
-    """A 36-byte hv_fcopy_hdr (service ids zero, as the legacy kernel builds them)."""
-    return _U32.pack(op) + bytes(HDR_SIZE - 4)
-
-
-def _name_field(name: str | bytes, utf16: bool) -> bytes:
-    if isinstance(name, bytes):
-        raw = name  # already the field's content (tests: invalid encodings)
-    elif utf16:
-        # surrogatepass lets tests build lone surrogates from "\ud800".
-        raw = name.encode("utf-16-le", "surrogatepass")
-    else:
-        raw = name.encode("utf-8", "surrogatepass")
-    if len(raw) > _NAME_FIELD:
-        raise ValueError(f"name of {len(raw)} bytes does not fit the {_NAME_FIELD}-byte field")
-    return raw + bytes(_NAME_FIELD - len(raw))
-
-
-def encode_start(
-    file_name: str | bytes,
-    path_name: str | bytes,
-    flags: int = 0,
-    file_size: int = 0,
-    *,
-    utf16: bool,
-) -> bytes:
-    """A 1088-byte hv_start_fcopy; utf16=True is the host's form, False the legacy kernel's.
-
-    bytes names are stored as given (zero-padded), str names encoded.
-    """
-    msg = bytearray(START_SIZE)
-    msg[0:HDR_SIZE] = header(FcopyOp.START)
-    msg[_FILE_NAME : _FILE_NAME + _NAME_FIELD] = _name_field(file_name, utf16)
-    msg[_PATH_NAME : _PATH_NAME + _NAME_FIELD] = _name_field(path_name, utf16)
-    _U32.pack_into(msg, _COPY_FLAGS, flags)
-    _U64.pack_into(msg, _FILE_SIZE, file_size)
-    return bytes(msg)
-
-
-def encode_write(offset: int, data: bytes, *, size: int | None = None) -> bytes:
-    """A full 6196-byte hv_do_fcopy; size overrides the size field (tests: lies)."""
-    if len(data) > DATA_FRAGMENT:
-        raise ValueError(f"fragment of {len(data)} bytes, at most {DATA_FRAGMENT}")
-    msg = bytearray(WRITE_SIZE)
-    msg[0:HDR_SIZE] = header(FcopyOp.WRITE)
-    _U64.pack_into(msg, _W_OFFSET, offset)
-    _U32.pack_into(msg, _W_SIZE, len(data) if size is None else size)
-    msg[_W_DATA : _W_DATA + len(data)] = data
-    return bytes(msg)
-
-
-def encode_complete() -> bytes:
-    return header(FcopyOp.COMPLETE)
-
-
-def encode_cancel() -> bytes:
-    return header(FcopyOp.CANCEL)
+# -- encoding -----------------------------------------------------------------
 
 
 def encode_status(status: int) -> bytes:
     """The legacy daemon's 4-byte reply (an int holding the HRESULT)."""
     return _U32.pack(status & 0xFFFFFFFF)
-
-
-def decode_status(reply: bytes) -> int:
-    if len(reply) != 4:
-        raise ProtocolError(f"status reply of {len(reply)} bytes, need 4")
-    status: int = _U32.unpack(reply)[0]
-    return status

@@ -7,7 +7,8 @@ icmsg_hdr) and vmbus_prep_negotiate_resp() of drivers/hv/channel_mgmt.c,
 which tools/hv/hv_fcopy_uio_daemon.c copies.  See spec fcopy.md 3.4-3.5.
 
 Pure: bytes in, dataclasses and bytes out.  A response is the request's
-payload with status and icflags changed, never longer or shorter.
+payload with status and icflags changed, never longer or shorter.  The
+host's side (requests, packets) is the simulator's: hvsim.protocol.icmsg.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from ..errors import ProtocolError
 DESC = struct.Struct("<HHHHQ")
 DESC_SIZE = DESC.size  # 16
 VM_PKT_DATA_INBAND = 6
-VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED = 1
 
 # struct vmbuspipe_hdr (8 bytes) + struct icmsg_hdr (20 bytes).
 PIPE_HDR_SIZE = 8
@@ -83,15 +83,6 @@ def decode_packet(raw: bytes) -> Packet:
     return Packet(ptype, flags, trans_id, raw[start:end])
 
 
-def encode_packet(
-    payload: bytes, trans_id: int, *, ptype: int = VM_PKT_DATA_INBAND, flags: int = 0
-) -> bytes:
-    """An in-band packet as the ring carries it (without the trailer)."""
-    pad = -(DESC_SIZE + len(payload)) % 8
-    len8 = (DESC_SIZE + len(payload) + pad) // 8
-    return DESC.pack(ptype, DESC_SIZE // 8, len8, flags, trans_id) + payload + bytes(pad)
-
-
 @dataclass(frozen=True)
 class IcHeader:
     """vmbuspipe_hdr + icmsg_hdr of an IC message."""
@@ -133,14 +124,6 @@ def response(payload: bytes, status: int) -> bytes:
     out = bytearray(payload)
     struct.pack_into("<I", out, STATUS_OFFSET, status & 0xFFFFFFFF)
     out[ICFLAGS_OFFSET] = ICMSGHDRFLAG_TRANSACTION | ICMSGHDRFLAG_RESPONSE
-    return bytes(out)
-
-
-def response_with_body(payload: bytes, status: int, new_body: bytes) -> bytes:
-    """response(), with the body replaced in place (truncated to the request's length)."""
-    out = bytearray(response(payload, status))
-    room = len(out) - ICMSG_HDR_SIZE
-    out[ICMSG_HDR_SIZE : ICMSG_HDR_SIZE + min(room, len(new_body))] = new_body[:room]
     return bytes(out)
 
 
@@ -203,39 +186,3 @@ def negotiate(
         struct.pack_into("<HHHH", out, data, fw[0], fw[1], svc[0], svc[1])
     reply = response(bytes(out), HV_S_OK if ok else HV_E_FAIL)
     return Negotiated(reply, fw if ok else None, svc if ok else None)
-
-
-def build_request(
-    msgtype: int,
-    body_bytes: bytes,
-    *,
-    framework: Version = (3, 0),
-    msg_version: Version = (1, 1),
-    transaction_id: int = 0,
-) -> bytes:
-    """A host-side IC request payload (what the simulated host sends)."""
-    msgsize = len(body_bytes)
-    header = ICMSG_HDR.pack(
-        1,  # vmbuspipe_hdr.flags as Hyper-V sends it
-        msgsize + (ICMSG_HDR_SIZE - PIPE_HDR_SIZE),
-        framework[0],
-        framework[1],
-        msgtype,
-        msg_version[0],
-        msg_version[1],
-        msgsize,
-        0,
-        transaction_id & 0xFF,
-        ICMSGHDRFLAG_TRANSACTION | ICMSGHDRFLAG_REQUEST,
-        0,
-    )
-    return header + body_bytes
-
-
-def negotiate_request(fw_offered: Sequence[Version], svc_offered: Sequence[Version]) -> bytes:
-    """A host-side NEGOTIATE payload offering these versions."""
-    versions = list(fw_offered) + list(svc_offered)
-    neg = struct.pack("<HHI", len(fw_offered), len(svc_offered), 0) + b"".join(
-        struct.pack("<HH", major, minor) for major, minor in versions
-    )
-    return build_request(ICMSGTYPE_NEGOTIATE, neg, msg_version=(0, 0))

@@ -1,27 +1,20 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """KVP messages (struct hv_kvp_msg, 7432 bytes): decode, and build replies.
 
-Mirrors the message handling of tools/hv/hv_kvp_daemon.c (the daemon side)
-and of drivers/hv/hv_kvp.c (the kernel side, which the simulator plays):
-every offset and constant comes from <linux/hyperv.h> through _ffi.
+Mirrors the message handling of tools/hv/hv_kvp_daemon.c: every offset and
+constant comes from <linux/hyperv.h> through _ffi.
 
-Daemon side: decode_request() turns a message into a frozen dataclass;
-the reply_* functions build the reply the way the reference does, from the
-message *as received*: the status overwrites bytes 0-3 (the error field
-overlays the header) and everything else stays as the kernel sent it,
-except the fields the operation fills in.
-
-Kernel side (the simulator): kernel_* functions build the zero-filled
-messages hv_kvp.c hands to the daemon (UTF-8 strings converted from the
-host's UTF-16, key_size/value_size rules, REG_U32/REG_U64 printed as decimal
-text), and read_reply() interprets a daemon's reply the way hv_kvp.c does
-before answering the host (status at offset 0; ENUMERATE key at 20 and
-value at 532; GET value at 532, see spec kvp.md 6.2).
+decode_request() turns a message into a frozen dataclass; the reply_*
+functions build the reply the way the reference does, from the message *as
+received*: the status overwrites bytes 0-3 (the error field overlays the
+header) and everything else stays as the kernel sent it, except the fields
+the operation fills in.  The kernel side (drivers/hv/hv_kvp.c) is the
+simulator's: hvsim.protocol.kvp.
 
 Strings between kernel and daemon are NUL-terminated UTF-8 byte strings.
 The daemon side keeps them as bytes (pool files are byte-exact); text is
-decoded only where the host would see it (read_reply) or where a helper
-needs it (IP fields, decoded with surrogateescape so nothing is lost).
+decoded only where a helper needs it (IP fields, decoded with
+surrogateescape so nothing is lost).
 """
 
 from __future__ import annotations
@@ -43,18 +36,10 @@ MAX_VALUE_SIZE = _ffi.const("HV_KVP_EXCHANGE_MAX_VALUE_SIZE")  # 2048
 # A pool file record is the key and value arrays back to back (struct
 # kvp_record in hv_kvp_daemon.c): 2560 bytes.
 RECORD_SIZE = MAX_KEY_SIZE + MAX_VALUE_SIZE
-
-MAX_ADAPTER_ID_SIZE = _ffi.const("MAX_ADAPTER_ID_SIZE")  # u16 units on the host wire
-MAX_IP_ADDR_SIZE = _ffi.const("MAX_IP_ADDR_SIZE")
-MAX_GATEWAY_SIZE = _ffi.const("MAX_GATEWAY_SIZE")
-ADDR_FAMILY_NONE = _ffi.const("ADDR_FAMILY_NONE")
+POOL_COUNT = _ffi.const("KVP_POOL_COUNT")  # 5
+# GET_IP_INFO's addr_family bits (the daemon reports the families it found).
 ADDR_FAMILY_IPV4 = _ffi.const("ADDR_FAMILY_IPV4")
 ADDR_FAMILY_IPV6 = _ffi.const("ADDR_FAMILY_IPV6")
-
-# The legacy registration op: the same number as GET_IP_INFO, so it is not a
-# KvpOp member (it only means REGISTER during the handshake).
-KVP_OP_REGISTER = _ffi.const("KVP_OP_REGISTER")
-POOL_COUNT = _ffi.const("KVP_POOL_COUNT")  # 5
 
 
 class KvpOp(enum.IntEnum):
@@ -79,14 +64,6 @@ class KvpPool(enum.IntEnum):
     AUTO_INTERNAL = _ffi.const("KVP_POOL_AUTO_INTERNAL")
 
 
-class RegType(enum.IntEnum):
-    """Value types on the host wire (REG_SZ etc.)."""
-
-    SZ = _ffi.const("REG_SZ")
-    U32 = _ffi.const("REG_U32")
-    U64 = _ffi.const("REG_U64")
-
-
 # -- offsets -------------------------------------------------------------------
 
 OFF_STATUS = _ffi.offsetof(_M, "error")
@@ -105,9 +82,6 @@ OFF_DEL_KEY = _ffi.offsetof(_M, "body", "kvp_delete", "key")  # 8
 
 # The ENUMERATE view is 4 bytes further on: index comes first.
 OFF_ENUM_INDEX = _ffi.offsetof(_M, "body", "kvp_enum_data", "index")  # 4
-OFF_ENUM_VALUE_TYPE = _ffi.offsetof(_M, "body", "kvp_enum_data", "data", "value_type")  # 8
-OFF_ENUM_KEY_SIZE = _ffi.offsetof(_M, "body", "kvp_enum_data", "data", "key_size")  # 12
-OFF_ENUM_VALUE_SIZE = _ffi.offsetof(_M, "body", "kvp_enum_data", "data", "value_size")  # 16
 OFF_ENUM_KEY = _ffi.offsetof(_M, "body", "kvp_enum_data", "data", "key")  # 20
 OFF_ENUM_VALUE = _ffi.offsetof(_M, "body", "kvp_enum_data", "data", "value")  # 532
 
@@ -164,11 +138,6 @@ def _put_str(buf: bytearray, off: int, limit: int, data: bytes) -> None:
     """strcpy(): data and one NUL, nothing else touched (data must fit limit - 1)."""
     data = data[: limit - 1]
     buf[off : off + len(data) + 1] = data + b"\0"
-
-
-def status_of(reply: bytes) -> int:
-    """The status a reply carries (the error field, unsigned)."""
-    return _u32(reply, OFF_STATUS)
 
 
 # -- daemon side: requests ---------------------------------------------------------
@@ -442,214 +411,3 @@ def reply_ip_info(msg: bytes, status: int, value: IpValue | None) -> bytes:
     if value is not None:
         encode_ip_value(buf, value)
     return bytes(buf)
-
-
-# -- kernel side (simulator): building requests ---------------------------------------
-
-
-def utf16_to_kernel_utf8(text: str, maxout: int) -> bytes:
-    """What hv_kvp.c's utf16s_to_utf8s() makes of a host string.
-
-    Stops at the first NUL; lone surrogates are dropped; a character whose
-    UTF-8 form no longer fits in maxout bytes is skipped (the kernel moves on
-    and may still fit a later, shorter one).
-    """
-    out = bytearray()
-    for ch in text:
-        if ch == "\0":
-            break
-        if 0xD800 <= ord(ch) <= 0xDFFF:
-            continue
-        enc = ch.encode("utf-8")
-        if len(out) + len(enc) > maxout:
-            if len(enc) == 1:
-                break  # ASCII: the kernel stops when the output is full
-            continue
-        out += enc
-    return bytes(out)
-
-
-def _kernel_msg(op: int, pool: int) -> bytearray:
-    msg = bytearray(KVP_MSG_SIZE)
-    msg[OFF_OP] = op
-    msg[OFF_POOL] = pool
-    return msg
-
-
-def _kernel_key(msg: bytearray, size_off: int, key_off: int, key: str) -> None:
-    data = utf16_to_kernel_utf8(key, MAX_KEY_SIZE - 1)
-    msg[key_off : key_off + len(data)] = data
-    _U32.pack_into(msg, size_off, len(data) + 1)
-
-
-def kernel_get(pool: int, key: str) -> bytes:
-    """GET as hv_kvp.c sends it: key and key_size only (value_size and value_type stay 0)."""
-    msg = _kernel_msg(KvpOp.GET, pool)
-    _kernel_key(msg, OFF_KV_KEY_SIZE, OFF_KV_KEY, key)
-    return bytes(msg)
-
-
-def kernel_set(pool: int, key: str, value: str | int | None, value_type: int = RegType.SZ) -> bytes:
-    """SET as hv_kvp.c sends it.
-
-    REG_SZ: UTF-8 of the value (at most 2047 bytes), value_size = length + 1;
-    REG_U32 / REG_U64: the number as unsigned decimal text ("%u", "%llu");
-    any other type: no value, value_size 0.  value_type itself is not
-    passed on (it stays 0).
-    """
-    msg = _kernel_msg(KvpOp.SET, pool)
-    data: bytes | None = None
-    if value_type == RegType.SZ:
-        data = utf16_to_kernel_utf8(str(value if value is not None else ""), MAX_VALUE_SIZE - 1)
-    elif value_type == RegType.U32:
-        data = b"%d" % (int(value or 0) & 0xFFFFFFFF)
-    elif value_type == RegType.U64:
-        data = b"%d" % (int(value or 0) & 0xFFFFFFFFFFFFFFFF)
-    if data is not None:
-        msg[OFF_KV_VALUE : OFF_KV_VALUE + len(data)] = data
-        _U32.pack_into(msg, OFF_KV_VALUE_SIZE, len(data) + 1)
-    _kernel_key(msg, OFF_KV_KEY_SIZE, OFF_KV_KEY, key)
-    return bytes(msg)
-
-
-def kernel_delete(pool: int, key: str) -> bytes:
-    msg = _kernel_msg(KvpOp.DELETE, pool)
-    _kernel_key(msg, OFF_DEL_KEY_SIZE, OFF_DEL_KEY, key)
-    return bytes(msg)
-
-
-def kernel_enumerate(pool: int, index: int) -> bytes:
-    msg = _kernel_msg(KvpOp.ENUMERATE, pool)
-    _U32.pack_into(msg, OFF_ENUM_INDEX, index & 0xFFFFFFFF)
-    return bytes(msg)
-
-
-def _kernel_ip(msg: bytearray, field: tuple[int, int], text: str, maxout: int) -> None:
-    off, _size = field
-    data = utf16_to_kernel_utf8(text, maxout)
-    msg[off : off + len(data)] = data
-
-
-def kernel_get_ip_info(
-    adapter_id: str, addr_family: int = ADDR_FAMILY_NONE, pool: int = 0
-) -> bytes:
-    """GET_IP_INFO as hv_kvp.c sends it: adapter_id (<= 128 bytes) and addr_family."""
-    msg = _kernel_msg(KvpOp.GET_IP_INFO, pool)
-    _kernel_ip(msg, IP_ADAPTER_ID, adapter_id, MAX_ADAPTER_ID_SIZE)
-    msg[IP_ADDR_FAMILY[0]] = addr_family & 0xFF
-    return bytes(msg)
-
-
-def kernel_set_ip_info(value: IpValue, pool: int = 0) -> bytes:
-    """SET_IP_INFO as hv_kvp.c sends it (UTF-8 limits: 1024/1024/512/1024, adapter 128)."""
-    msg = _kernel_msg(KvpOp.SET_IP_INFO, pool)
-    _kernel_ip(msg, IP_ADDR, value.ip_addr, MAX_IP_ADDR_SIZE)
-    _kernel_ip(msg, IP_SUB_NET, value.sub_net, MAX_IP_ADDR_SIZE)
-    _kernel_ip(msg, IP_GATE_WAY, value.gate_way, MAX_GATEWAY_SIZE)
-    _kernel_ip(msg, IP_DNS_ADDR, value.dns_addr, MAX_IP_ADDR_SIZE)
-    msg[IP_DHCP_ENABLED[0]] = 1 if value.dhcp_enabled else 0
-    _kernel_ip(msg, IP_ADAPTER_ID, value.adapter_id, MAX_ADAPTER_ID_SIZE)
-    msg[IP_ADDR_FAMILY[0]] = value.addr_family & 0xFF
-    return bytes(msg)
-
-
-def kernel_registration_reply(op: int = KvpOp.REGISTER1, version: bytes = b"3.1") -> bytes:
-    """The kernel's registration reply: op and HV_DRV_VERSION ("3.1")."""
-    msg = _kernel_msg(op, 0)
-    msg[OFF_REG_VERSION : OFF_REG_VERSION + len(version)] = version
-    return bytes(msg)
-
-
-# -- kernel side (simulator): reading replies --------------------------------------------
-
-
-class KernelConversionError(ValueError):
-    """utf8s_to_utf16s() failed: the kernel answers the host HV_E_FAIL."""
-
-
-def kernel_utf8_to_utf16(data: bytes, maxout: int) -> str:
-    """What hv_kvp.c's utf8s_to_utf16s() makes of a daemon string, as text.
-
-    At most maxout UTF-16 units (a pair is not split); an invalid sequence
-    before that limit is an error.
-    """
-    try:
-        text = data.decode("utf-8")
-        bad = False
-    except UnicodeDecodeError as e:
-        text = data[: e.start].decode("utf-8")
-        bad = True
-    units = 0
-    for i, ch in enumerate(text):
-        need = 2 if ord(ch) > 0xFFFF else 1
-        if units + need > maxout:
-            return text[:i]
-        units += need
-    if bad and units < maxout:
-        raise KernelConversionError("invalid UTF-8 in the daemon's reply")
-    return text
-
-
-@dataclass(frozen=True)
-class HostReply:
-    """What the host receives for one request.
-
-    status: the status the kernel sends (HV_E_FAIL when it could not
-    convert the daemon's strings).  key/value: ENUMERATE's item, GET's value
-    (None otherwise or on failure).  ip: GET_IP_INFO's answer.
-    """
-
-    status: int
-    key: str | None = None
-    value: str | None = None
-    ip: IpValue | None = None
-
-
-def _kernel_string(reply: bytes, off: int) -> bytes:
-    # strlen() on the daemon's buffer: the string may run past its array.
-    return cstring(reply, off, len(reply))
-
-
-def read_reply(op: int, reply: bytes) -> HostReply:
-    """Interpret a daemon's reply the way hv_kvp.c does (REGISTER1 daemons).
-
-    The status is the error field.  Only on success does the kernel look at
-    the rest: ENUMERATE key from offset 20 (<= 254 UTF-16 units) and value
-    from 532 (<= 1022); GET only the value, from 532; GET_IP_INFO the
-    address strings (<= 1024/1024/512/1024 units, adapter id 128).
-    """
-    if len(reply) < KVP_MSG_SIZE:
-        raise ProtocolError(f"reply of {len(reply)} bytes: the kernel refuses it (EINVAL)")
-    status = status_of(reply)
-    if status != HvStatus.S_OK:
-        return HostReply(status)
-    try:
-        if op == KvpOp.ENUMERATE:
-            key = kernel_utf8_to_utf16(_kernel_string(reply, OFF_ENUM_KEY), MAX_KEY_SIZE // 2 - 2)
-            value = kernel_utf8_to_utf16(
-                _kernel_string(reply, OFF_ENUM_VALUE), MAX_VALUE_SIZE // 2 - 2
-            )
-            return HostReply(status, key=key, value=value)
-        if op == KvpOp.GET:
-            value = kernel_utf8_to_utf16(
-                _kernel_string(reply, OFF_ENUM_VALUE), MAX_VALUE_SIZE // 2 - 2
-            )
-            return HostReply(status, value=value)
-        if op == KvpOp.GET_IP_INFO:
-
-            def field(f: tuple[int, int], maxout: int) -> str:
-                return kernel_utf8_to_utf16(_kernel_string(reply, f[0]), maxout)
-
-            ip = IpValue(
-                adapter_id=field(IP_ADAPTER_ID, MAX_ADAPTER_ID_SIZE),
-                addr_family=reply[IP_ADDR_FAMILY[0]],
-                dhcp_enabled=bool(reply[IP_DHCP_ENABLED[0]]),
-                ip_addr=field(IP_ADDR, MAX_IP_ADDR_SIZE),
-                sub_net=field(IP_SUB_NET, MAX_IP_ADDR_SIZE),
-                gate_way=field(IP_GATE_WAY, MAX_GATEWAY_SIZE),
-                dns_addr=field(IP_DNS_ADDR, MAX_IP_ADDR_SIZE),
-            )
-            return HostReply(status, ip=ip)
-    except KernelConversionError:
-        return HostReply(HvStatus.E_FAIL)
-    return HostReply(status)

@@ -89,15 +89,6 @@ def parse_request(data: bytes) -> VssRequest:
     return VssRequest(op=data[0], raw=bytes(data))
 
 
-def request(op: int, flags: int = 0) -> bytes:
-    """A request as the kernel builds it (host side of the simulator)."""
-    msg = bytearray(MSG_SIZE)
-    msg[0] = op
-    off = _ffi.offsetof("struct hv_vss_msg", "vss_cf")
-    struct.pack_into("=I", msg, off, flags)
-    return bytes(msg)
-
-
 def reply(req: bytes, status: int) -> bytes:
     """The 12-byte reply: the request with `error` set to status.
 
@@ -106,14 +97,6 @@ def reply(req: bytes, status: int) -> bytes:
     """
     body = bytes(req[:MSG_SIZE]).ljust(MSG_SIZE, b"\0")
     return _STATUS.pack(status & 0xFFFFFFFF) + body[_STATUS_SIZE:]
-
-
-def reply_status(data: bytes) -> int:
-    """The status of a daemon's reply (host side of the simulator)."""
-    if len(data) < _STATUS_SIZE:
-        raise ProtocolError(f"{len(data)}-byte VSS reply")
-    (status,) = _STATUS.unpack_from(data)
-    return int(status)
 
 
 __all__ = [
@@ -127,6 +110,4 @@ __all__ = [
     "parse_request",
     "registration",
     "reply",
-    "reply_status",
-    "request",
 ]

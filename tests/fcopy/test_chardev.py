@@ -13,7 +13,6 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,8 +31,9 @@ from hvdaemons.protocol.fcopy import (
     OVER_WRITE,
     S_OK,
 )
-from hvsim.fcopy import daemon_argv
-from tests.support.fcopy import LegacyRig, daemon_env, wait_for
+from hvsim.launch import NEUTRAL_CWD, python_argv
+from hvsim.protocol import fcopy as sim_fcopy
+from tests.support.fcopy import LegacyRig, daemon_argv, daemon_env, wait_for
 
 GiB = 1 << 30
 
@@ -44,20 +44,20 @@ def test_handler_registers_and_answers_with_an_int_status(tmp_path: Path) -> Non
     assert h.registration_reply(struct.pack("<I", 1)) is True
     with pytest.raises(ProtocolError):
         h.registration_reply(bytes(8))
-    start = P.encode_start("f", str(tmp_path), 0, 3, utf16=False)
+    start = sim_fcopy.encode_start("f", str(tmp_path), 0, 3, utf16=False)
     assert h.handle(start) == P.encode_status(P.S_OK)
-    assert h.handle(P.encode_write(0, b"abc")) == P.encode_status(P.S_OK)
-    assert h.handle(P.encode_complete() + bytes(28)) == P.encode_status(P.S_OK)
+    assert h.handle(sim_fcopy.encode_write(0, b"abc")) == P.encode_status(P.S_OK)
+    assert h.handle(sim_fcopy.encode_complete() + bytes(28)) == P.encode_status(P.S_OK)
     assert (tmp_path / "f").read_bytes() == b"abc"
     assert h.handle(b"\x09\0\0\0" + bytes(32)) == P.encode_status(P.E_FAIL)
     assert h.handle(b"\0") == P.encode_status(P.E_FAIL)
     assert h.handle(b"") is None  # the pump woke up with nothing pending
     # A request that raised in the service loop: HV_E_FAIL, and the copy in progress fails.
-    assert h.handle(P.encode_start("g", str(tmp_path), 0, 3, utf16=False)) == P.encode_status(
+    assert h.handle(sim_fcopy.encode_start("g", str(tmp_path), 0, 3, utf16=False)) == P.encode_status(
         P.S_OK
     )
     assert h.failure_reply(start) == P.encode_status(P.E_FAIL)
-    assert h.handle(P.encode_complete()) == P.encode_status(P.E_FAIL)
+    assert h.handle(sim_fcopy.encode_complete()) == P.encode_status(P.E_FAIL)
     assert os.listdir(tmp_path) == ["f"]
 
 
@@ -198,7 +198,7 @@ def test_invalid_write_fails_the_copy_and_logs_once(rig: LegacyRig, guest: Path)
 
 
 def test_unknown_operation_gets_e_fail(rig: LegacyRig) -> None:
-    assert rig.host.send(P.header(7)) == E_FAIL
+    assert rig.host.send(sim_fcopy.header(7)) == E_FAIL
     rig.logs.wait_for("Unknown operation: 7")
 
 
@@ -297,7 +297,8 @@ def test_hvsim_serve_and_client_copy(tmp_path: Path, guest: Path) -> None:
     d = tmp_path / "sim"
     env = daemon_env()
     sim = subprocess.Popen(
-        [sys.executable, "-m", "hvsim.cli", "serve", "--dir", str(d), "--service", "fcopy"],
+        [*python_argv("hvsim.cli"), "serve", "--dir", str(d), "--service", "fcopy"],
+        cwd=NEUTRAL_CWD,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -308,6 +309,7 @@ def test_hvsim_serve_and_client_copy(tmp_path: Path, guest: Path) -> None:
         assert b"serving hv_fcopy" in sim.stdout.readline()
         daemon = subprocess.Popen(
             [*daemon_argv(), "-n", "--device", str(d / "hv_fcopy")],
+            cwd=NEUTRAL_CWD,
             env=env,
             stderr=subprocess.DEVNULL,
         )
@@ -315,8 +317,10 @@ def test_hvsim_serve_and_client_copy(tmp_path: Path, guest: Path) -> None:
         src.write_bytes(b"hello\n" * 2000)
 
         def client(*args: str) -> subprocess.CompletedProcess[str]:
-            argv = [sys.executable, "-m", "hvsim.cli", "fcopy", "--dir", str(d), "copy"]
-            return subprocess.run([*argv, *args], env=env, capture_output=True, text=True)
+            argv = [*python_argv("hvsim.cli"), "fcopy", "--dir", str(d), "copy"]
+            return subprocess.run(
+                [*argv, *args], cwd=NEUTRAL_CWD, env=env, capture_output=True, text=True
+            )
 
         assert wait_for(lambda: client(str(src), f"{guest}/probe").returncode == 0, 20)
         res = client(str(src), f"{guest}/new/", "--create-path")

@@ -17,7 +17,7 @@ from hvdaemons.fcopy import daemon as D
 from hvdaemons.fcopy.discovery import SysfsDiscovery
 from hvdaemons.service import Stopper
 from tests.reference.refdaemons import LogReader
-from tests.support.fcopy import daemon_env, vmbus_device
+from tests.support.fcopy import NEUTRAL_CWD, daemon_env, vmbus_device
 
 
 def test_choose_legacy_when_the_char_device_exists(tmp_path: Path) -> None:
@@ -70,6 +70,7 @@ def run_daemon(argv0: str, args: list[str]) -> subprocess.Popen[bytes]:
     )
     return subprocess.Popen(
         [sys.executable, "-c", code, argv0, *args],
+        cwd=NEUTRAL_CWD,
         env=daemon_env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

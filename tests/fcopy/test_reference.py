@@ -19,7 +19,6 @@ from typing import Callable
 
 import pytest
 
-from hvdaemons.protocol import fcopy as P
 from hvdaemons.protocol.fcopy import (
     ALREADY_EXISTS,
     CREATE_PATH,
@@ -29,6 +28,7 @@ from hvdaemons.protocol.fcopy import (
     S_OK,
 )
 from hvsim.fcopy import FcopyHost
+from hvsim.protocol import fcopy as sim_fcopy
 from tests.reference import refdaemons
 from tests.support.fcopy import LegacyRig, tree
 
@@ -271,5 +271,5 @@ def test_difference_oversized_write_is_refused(sides: tuple[Side, Side]) -> None
 
 
 def test_unknown_operation(sides: tuple[Side, Side]) -> None:
-    (s1, _, _), (s2, _, _) = both(sides, "unknown", lambda h, r: [h.send(P.header(9))])
+    (s1, _, _), (s2, _, _) = both(sides, "unknown", lambda h, r: [h.send(sim_fcopy.header(9))])
     assert s1 == s2 == [E_FAIL]

@@ -22,6 +22,7 @@ from hvdaemons.protocol.fcopy import (
     S_OK,
     StartCopy,
 )
+from hvsim import launch
 
 GiB = 1 << 30
 NOBODY = 65534
@@ -349,7 +350,8 @@ def test_disk_full_in_a_small_filesystem(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(Path(W.__file__).resolve().parents[2])},
+        cwd=launch.NEUTRAL_CWD,
+        env=launch.child_env(),
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("ok ")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import fcntl
 import struct
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -42,9 +41,18 @@ from hvdaemons.kvp.pool import parse_pool, record_bytes
 from hvdaemons.protocol import kvp
 from hvdaemons.protocol.status import HvStatus
 from hvsim.chardev import ChardevKernel
+from hvsim.protocol import kvp as sim_kvp
 from tests.reference import refdaemons
 from tests.reference.refdaemons import LogReader
-from tests.support.kvp import PKG_ROOT, R, daemon_env, reference_record, stop, write_pool
+from tests.support.kvp import (
+    NEUTRAL_CWD,
+    R,
+    daemon_argv,
+    daemon_env,
+    reference_record,
+    stop,
+    write_pool,
+)
 
 S_OK, S_CONT, E_FAIL = HvStatus.S_OK, HvStatus.S_CONT, HvStatus.E_FAIL
 u32 = struct.Struct("<I").pack
@@ -92,45 +100,47 @@ class Step:
 
 
 def scenario() -> list[Step]:
-    steps = [Step(f"auto {i}", kvp.kernel_enumerate(2, i)) for i in range(11)]
-    steps += [Step(f"enum seed 0/{i}", kvp.kernel_enumerate(0, i)) for i in range(4)]
+    steps = [Step(f"auto {i}", sim_kvp.kernel_enumerate(2, i)) for i in range(11)]
+    steps += [Step(f"enum seed 0/{i}", sim_kvp.kernel_enumerate(0, i)) for i in range(4)]
     steps += [
-        Step("enum seed 3/0", kvp.kernel_enumerate(3, 0)),
-        Step("set new", kvp.kernel_set(0, "new-key", "new value ✓")),
-        Step("set shorter over stale", kvp.kernel_set(0, "seed-a", "x")),
-        Step("set longer", kvp.kernel_set(0, "seed-c", "a much longer value than before")),
-        Step("set u32", kvp.kernel_set(1, "u32", 4_000_000_000, kvp.RegType.U32)),
-        Step("set u64", kvp.kernel_set(1, "u64", 2**63, kvp.RegType.U64)),
-        Step("set other type", kvp.kernel_set(1, "binary", "dropped", 3)),
-        Step("set pool 2 file", kvp.kernel_set(2, "stored", "in the file")),
-        Step("set pool 3", kvp.kernel_set(3, "VirtualMachineName", "vm02")),
-        Step("set pool 4", kvp.kernel_set(4, "internal", "yes")),
-        Step("set long key", kvp.kernel_set(4, "k" * 600, "v" * 3000)),
-        Step("set key_size 600", _with(kvp.kernel_set(0, "k", "v"), 8, u32(600))),
-        Step("set value_size 3000", _with(kvp.kernel_set(0, "k", "v"), 12, u32(3000))),
-        Step("get found", kvp.kernel_get(0, "new-key"), "get"),
-        Step("get pool 2 file", kvp.kernel_get(2, "stored"), "get"),
-        Step("get missing", kvp.kernel_get(0, "missing")),
-        Step("get key_size 513", _with(kvp.kernel_get(0, "k"), 8, u32(513))),
-        Step("get key_size 0", _with(kvp.kernel_get(0, "k"), 8, u32(0)), "key_size 0"),
-        Step("delete middle", kvp.kernel_delete(0, "seed-b")),
-        Step("delete missing", kvp.kernel_delete(0, "seed-b")),
-        Step("delete last", kvp.kernel_delete(4, "internal")),
-        Step("enum after delete", kvp.kernel_enumerate(0, 1), "host"),
-        Step("enum updated", kvp.kernel_enumerate(0, 0), "stale"),
-        Step("enum past end", kvp.kernel_enumerate(0, 1000)),
-        Step("unknown op", _with(kvp.kernel_enumerate(0, 0), 0, b"\x2a"), "unknown"),
-        Step("cloud-init append", kvp.kernel_enumerate(1, 3), before=_append_cloud_init),
-        Step("same-size rewrite", kvp.kernel_enumerate(3, 0), before=_rewrite_hostname),
-        Step("pool 5", kvp.kernel_enumerate(5, 0), "ours-only"),
-        Step("pool 255 set", kvp.kernel_set(255, "k", "v"), "ours-only"),
-        Step("index 2^31", kvp.kernel_enumerate(0, 0x80000000), "ours-only"),
+        Step("enum seed 3/0", sim_kvp.kernel_enumerate(3, 0)),
+        Step("set new", sim_kvp.kernel_set(0, "new-key", "new value ✓")),
+        Step("set shorter over stale", sim_kvp.kernel_set(0, "seed-a", "x")),
+        Step("set longer", sim_kvp.kernel_set(0, "seed-c", "a much longer value than before")),
+        Step("set u32", sim_kvp.kernel_set(1, "u32", 4_000_000_000, sim_kvp.RegType.U32)),
+        Step("set u64", sim_kvp.kernel_set(1, "u64", 2**63, sim_kvp.RegType.U64)),
+        Step("set other type", sim_kvp.kernel_set(1, "binary", "dropped", 3)),
+        Step("set pool 2 file", sim_kvp.kernel_set(2, "stored", "in the file")),
+        Step("set pool 3", sim_kvp.kernel_set(3, "VirtualMachineName", "vm02")),
+        Step("set pool 4", sim_kvp.kernel_set(4, "internal", "yes")),
+        Step("set long key", sim_kvp.kernel_set(4, "k" * 600, "v" * 3000)),
+        Step("set key_size 600", _with(sim_kvp.kernel_set(0, "k", "v"), 8, u32(600))),
+        Step("set value_size 3000", _with(sim_kvp.kernel_set(0, "k", "v"), 12, u32(3000))),
+        Step("get found", sim_kvp.kernel_get(0, "new-key"), "get"),
+        Step("get pool 2 file", sim_kvp.kernel_get(2, "stored"), "get"),
+        Step("get missing", sim_kvp.kernel_get(0, "missing")),
+        Step("get key_size 513", _with(sim_kvp.kernel_get(0, "k"), 8, u32(513))),
+        Step("get key_size 0", _with(sim_kvp.kernel_get(0, "k"), 8, u32(0)), "key_size 0"),
+        Step("delete middle", sim_kvp.kernel_delete(0, "seed-b")),
+        Step("delete missing", sim_kvp.kernel_delete(0, "seed-b")),
+        Step("delete last", sim_kvp.kernel_delete(4, "internal")),
+        Step("enum after delete", sim_kvp.kernel_enumerate(0, 1), "host"),
+        Step("enum updated", sim_kvp.kernel_enumerate(0, 0), "stale"),
+        Step("enum past end", sim_kvp.kernel_enumerate(0, 1000)),
+        Step("unknown op", _with(sim_kvp.kernel_enumerate(0, 0), 0, b"\x2a"), "unknown"),
+        Step("cloud-init append", sim_kvp.kernel_enumerate(1, 3), before=_append_cloud_init),
+        Step("same-size rewrite", sim_kvp.kernel_enumerate(3, 0), before=_rewrite_hostname),
+        Step("pool 5", sim_kvp.kernel_enumerate(5, 0), "ours-only"),
+        Step("pool 255 set", sim_kvp.kernel_set(255, "k", "v"), "ours-only"),
+        Step("index 2^31", sim_kvp.kernel_enumerate(0, 0x80000000), "ours-only"),
         Step(
-            "delete key_size 100000", _with(kvp.kernel_delete(0, "k"), 4, u32(100000)), "ours-only"
+            "delete key_size 100000",
+            _with(sim_kvp.kernel_delete(0, "k"), 4, u32(100000)),
+            "ours-only",
         ),
     ]
     steps += [
-        Step(f"final pool {p}/{i}", kvp.kernel_enumerate(p, i), "host")
+        Step(f"final pool {p}/{i}", sim_kvp.kernel_enumerate(p, i), "host")
         for p in (0, 1, 3, 4)
         for i in range(5)
     ]
@@ -162,11 +172,11 @@ def play(tmp: Path, who: str, release: str) -> Run:
         env["LD_PRELOAD"] = str(refdaemons.build_shim())
         env["HVSHIM_DIR"] = str(sim)
         argv = refdaemons.sandbox_argv(
-            [sys.executable, "-m", "hvdaemons.kvp.daemon", "-n"], tmpfs=(), binds=binds
+            [*daemon_argv(), "-n"], tmpfs=(), binds=binds
         )
         proc = subprocess.Popen(
             argv,
-            cwd=str(PKG_ROOT),
+            cwd=NEUTRAL_CWD,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -202,9 +212,9 @@ def reference_available() -> None:
         pytest.skip(f"reference daemons unavailable: {e}")
 
 
-def _host(op_msg: bytes, reply: bytes | None) -> kvp.HostReply:
+def _host(op_msg: bytes, reply: bytes | None) -> sim_kvp.HostReply:
     assert reply is not None
-    return kvp.read_reply(op_msg[0], reply)
+    return sim_kvp.read_reply(op_msg[0], reply)
 
 
 @pytest.mark.parametrize("release", refdaemons.RELEASES)
@@ -220,7 +230,7 @@ def test_same_answers_as_the_reference(
         if step.compare == "ours-only":
             assert r is None and o is not None, where
             want = S_CONT if step.label.startswith(("index", "delete")) else E_FAIL
-            assert kvp.status_of(o) == want, where
+            assert sim_kvp.status_of(o) == want, where
             continue
         assert r is not None and o is not None, where
         if step.compare == "same":
@@ -230,15 +240,15 @@ def test_same_answers_as_the_reference(
         elif step.compare == "get":
             # Deliberate: the reference's GET reaches the host empty.
             assert r == kvp.reply_status(step.msg, S_OK), where
-            assert _host(step.msg, r) == kvp.HostReply(S_OK, value=""), where
-            assert kvp.status_of(o) == S_OK and _host(step.msg, o).value, where
+            assert _host(step.msg, r) == sim_kvp.HostReply(S_OK, value=""), where
+            assert sim_kvp.status_of(o) == S_OK and _host(step.msg, o).value, where
             assert o[:528] == r[:528] and o[528:532] == bytes(4), where
         elif step.compare == "stale":
             # Same strings; the reference's record keeps the old value's tail.
             assert (
                 _host(step.msg, o)
                 == _host(step.msg, r)
-                == kvp.HostReply(S_OK, key="seed-a", value="x")
+                == sim_kvp.HostReply(S_OK, key="seed-a", value="x")
             )
             assert o[532:534] == r[532:534] == b"x\0"
             assert o[534 : 532 + 2048] == bytes(2046) and r[534 : 532 + 2048] != bytes(2046), where
@@ -246,13 +256,15 @@ def test_same_answers_as_the_reference(
             assert r == kvp.reply_status(step.msg, S_OK), where
             assert o == kvp.reply_status(step.msg, E_FAIL), where
         elif step.compare == "key_size 0":
-            assert kvp.status_of(r) == S_OK and kvp.status_of(o) == S_CONT, where
+            assert sim_kvp.status_of(r) == S_OK and sim_kvp.status_of(o) == S_CONT, where
         else:
             raise AssertionError(step.compare)
 
-    assert _host(kvp.kernel_enumerate(1, 3), ours.replies["cloud-init append"]).key == "cloud-init"
     assert (
-        _host(kvp.kernel_enumerate(3, 0), ours.replies["same-size rewrite"]).value
+        _host(sim_kvp.kernel_enumerate(1, 3), ours.replies["cloud-init append"]).key == "cloud-init"
+    )
+    assert (
+        _host(sim_kvp.kernel_enumerate(3, 0), ours.replies["same-size rewrite"]).value
         == "other-host.example"
     )
 

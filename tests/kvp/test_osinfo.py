@@ -14,7 +14,7 @@ import pytest
 
 from hvdaemons.kvp import osinfo
 from hvdaemons.kvp.paths import KvpPaths
-from tests.support.kvp import PKG_ROOT, daemon_env
+from tests.support.kvp import NEUTRAL_CWD, daemon_env
 
 UNAME = os.uname_result(("Linux", "guest", "6.1.0-18-amd64", "#1 SMP", "x86_64"))
 
@@ -128,7 +128,7 @@ def test_fqdn_error_text_format() -> None:
             script,
             sys.executable,
         ],
-        cwd=str(PKG_ROOT),
+        cwd=NEUTRAL_CWD,
         env=daemon_env(),
         capture_output=True,
         text=True,

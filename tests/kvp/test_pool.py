@@ -29,6 +29,7 @@ from hvdaemons.kvp.pool import (
     record_bytes,
 )
 from tests.support.kvp import (
+    NEUTRAL_CWD,
     REPO,
     R,
     build_c_writer,
@@ -462,6 +463,7 @@ def _kill_once(state: Path, seed: int, rng: random.Random) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(state), str(seed), str(REPO)],
         stdout=subprocess.PIPE,
+        cwd=NEUTRAL_CWD,
         env=daemon_env(),
     )
     assert proc.stdout is not None

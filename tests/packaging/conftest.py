@@ -102,8 +102,12 @@ def need(tool: str) -> str:
 
 @dataclass(frozen=True)
 class Packages:
+    """The daemons' packages (deb, rpm) and the simulator's (sim_deb, sim_rpm)."""
+
     deb: Path
     rpm: Path
+    sim_deb: Path
+    sim_rpm: Path
     release: str
 
 
@@ -122,9 +126,19 @@ def build(outdir: Path, release: str, formats: str = "deb,rpm") -> Packages:
         ]
     )
     outs = [Path(line) for line in cp.stdout.split()]
-    deb = next((p for p in outs if p.suffix == ".deb"), outdir / "missing.deb")
-    rpm = next((p for p in outs if p.suffix == ".rpm"), outdir / "missing.rpm")
-    return Packages(deb, rpm, release)
+
+    def find(prefix: str, suffix: str) -> Path:
+        found = [p for p in outs if p.name.startswith(prefix) and p.suffix == suffix]
+        assert len(found) == 1, (prefix, suffix, outs)
+        return found[0]
+
+    return Packages(
+        find("hvdaemons_", ".deb"),
+        find(f"hvdaemons-{version()}-", ".rpm"),
+        find("hvdaemons-sim_", ".deb"),
+        find(f"hvdaemons-sim-{version()}-", ".rpm"),
+        release,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -141,9 +155,17 @@ def previous_packages(tmp_path_factory: pytest.TempPathFactory) -> Packages:
 
 @pytest.fixture(scope="session")
 def deb_tree(packages: Packages, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The .deb's files, extracted."""
+    """The daemons' .deb's files, extracted."""
     d = tmp_path_factory.mktemp("deb-tree")
     run(["dpkg-deb", "-x", packages.deb, d])
+    return d
+
+
+@pytest.fixture(scope="session")
+def sim_deb_tree(packages: Packages, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The simulator's .deb's files, extracted."""
+    d = tmp_path_factory.mktemp("sim-deb-tree")
+    run(["dpkg-deb", "-x", packages.sim_deb, d])
     return d
 
 

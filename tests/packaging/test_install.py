@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""The packages installed for real: the .deb with apt into a fresh Debian
-bookworm root (mmdebstrap, cached), the .rpm with rpm --root. Install, run
-the installed programs (against the simulator), upgrade from the previous
-build, swap with Debian's hyperv-daemons and back, remove, purge.
+"""The packages installed for real: the .debs with apt into a fresh Debian
+bookworm root (mmdebstrap, cached), the .rpms with rpm --root. Install, run
+the installed programs (the daemons against the installed simulator),
+upgrade from the previous build, swap with Debian's hyperv-daemons and
+back, remove, purge.
 
 No systemd runs in the roots, so the maintainer scripts take their
 "no running systemd" paths (as in an image build); the unit side is covered
@@ -47,8 +48,9 @@ def test_install_run_remove_purge(debian_root: Root, packages: Packages) -> None
             re.findall(r"--[a-z][a-z-]+", man)
         )
         assert not missing, f"{page}.8 lacks {sorted(missing)}"
-    cp = debian_root.run(["hvsim", "--help"])
-    assert "serve" in cp.stdout
+    # The daemons alone: no simulator.
+    assert not (debian_root / "usr/bin/hvsim").exists()
+    assert not (debian_root / "usr/lib/hvdaemons/hvsim").exists()
     # hvctl: in /usr/bin, and its man page documents every option of every command.
     man = (PACKAGING / "man" / "hvctl.1").read_text().replace("\\-", "-")
     for cmd in (["status"], ["kvp", "list"], ["kvp", "set"], ["vss", "plan"], ["timesync"]):
@@ -66,8 +68,18 @@ def test_install_run_remove_purge(debian_root: Root, packages: Packages) -> None
     assert (debian_root / "var/lib/hyperv").is_dir()
     assert (debian_root / CONFFILE).is_file()
 
+    # The simulator on top, then gone again with the daemons it depends on.
+    debian_root.apt_install(packages.sim_deb)
+    assert dpkg_status(debian_root, "hvdaemons-sim") == f"ii {version()}-1"
+    cp = debian_root.run(["hvsim", "--help"])
+    assert "serve" in cp.stdout
+    assert list((debian_root / "usr/lib/hvdaemons/hvsim/__pycache__").glob("*.pyc"))
+
     debian_root.run(["apt-get", "remove", "-y", "hvdaemons"])
     assert dpkg_status(debian_root) == f"rc {version()}-1"
+    # Removed with it (it has no conffiles, so nothing is left to purge).
+    assert dpkg_status(debian_root, "hvdaemons-sim") == "absent"
+    assert not (debian_root / "usr/bin/hvsim").exists()
     assert not (debian_root / "usr/sbin/hv_kvp_daemon").exists()
     # prerm removed the byte code, so dpkg could remove the whole tree.
     assert not (debian_root / "usr/lib/hvdaemons").exists()
@@ -220,7 +232,7 @@ def hvsim(root: Root, simdir: Path, *args: str) -> subprocess.CompletedProcess[s
 def test_installed_kvp_daemon_against_simulator(
     debian_root: Root, packages: Packages, tmp_path: Path
 ) -> None:
-    debian_root.apt_install(packages.deb)
+    debian_root.apt_install(packages.deb, packages.sim_deb)
     simdir = tmp_path / "sim"
     simdir.mkdir()
     with (
@@ -258,7 +270,7 @@ def test_installed_kvp_daemon_against_simulator(
 def test_installed_fcopy_daemon_against_simulator(
     debian_root: Root, packages: Packages, tmp_path: Path
 ) -> None:
-    debian_root.apt_install(packages.deb)
+    debian_root.apt_install(packages.deb, packages.sim_deb)
     simdir = tmp_path / "sim"
     simdir.mkdir()
     payload = os.urandom(300_000)
@@ -283,6 +295,24 @@ def test_installed_fcopy_daemon_against_simulator(
     assert (debian_root / "root/incoming/payload.bin").read_bytes() == payload
 
 
+def test_installed_hvsim_demo_runs_the_installed_daemons(
+    debian_root: Root, packages: Packages
+) -> None:
+    """The demo starts the daemons from /usr/lib/hvdaemons (a private directory,
+    not on python3's own path) and reports each part."""
+    debian_root.apt_install(packages.deb, packages.sim_deb)
+    for which, parts in (
+        ("kvp", ["KVP"]),
+        ("fcopy", ["file copy over the char device", "file copy over the uio ring"]),
+    ):
+        cp = debian_root.run(["hvsim", "demo", which], check=False, timeout=300)
+        out = cp.stdout + cp.stderr
+        assert "Traceback" not in out, out
+        lines = cp.stdout.splitlines()
+        assert lines[lines.index("== summary") + 1 :] == [f"  {p:<32} ok" for p in parts], out
+        assert cp.returncode == 0, out
+
+
 # -- the RPM in a scratch root -----------------------------------------------------
 
 
@@ -298,18 +328,25 @@ def test_rpm_install_upgrade_erase(
     before = debian_root.files()
     # Debian's rpm keeps its database in ~/.rpmdb; use the distributions' place.
     rpm = ["rpm", "--root", r, "--dbpath", "/var/lib/rpm", "--nodeps"]
-    run([*rpm, "-i", previous_packages.rpm])
-    run([*rpm, "-U", packages.rpm])
-    q = run([*rpm[:5], "-q", "hvdaemons"]).stdout.strip()
-    assert q == f"hvdaemons-{version()}-1.x86_64"
-    verify = run([*rpm, "-V", "hvdaemons"], check=False)
+    run([*rpm, "-i", previous_packages.rpm, previous_packages.sim_rpm])
+    run([*rpm, "-U", packages.rpm, packages.sim_rpm])
+    q = run([*rpm[:5], "-q", "hvdaemons", "hvdaemons-sim"]).stdout.split()
+    assert q == [f"hvdaemons-{version()}-1.x86_64", f"hvdaemons-sim-{version()}-1.x86_64"]
+    verify = run([*rpm, "-V", "hvdaemons", "hvdaemons-sim"], check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     for prog in PROGRAMS:
         cp = debian_root.run([f"/usr/sbin/{prog}", "--help"], check=False)
         assert cp.returncode == 0 and prog in cp.stdout, cp.stdout + cp.stderr
     assert (debian_root / "usr/lib/systemd/system/hypervkvpd.service").is_symlink()
     assert list((debian_root / "usr/lib/hvdaemons/hvdaemons/__pycache__").glob("*.pyc"))
+    cp = debian_root.run(["/usr/bin/hvsim", "--help"], check=False)
+    assert cp.returncode == 0 and "serve" in cp.stdout, cp.stdout + cp.stderr
+    # hvdaemons-sim requires this very hvdaemons: it cannot go first.
+    cp = run([*rpm[:5], "-e", "--test", "hvdaemons"], check=False)
+    assert cp.returncode != 0 and "hvdaemons-sim" in cp.stderr, cp.stdout + cp.stderr
 
+    run([*rpm, "-e", "hvdaemons-sim"])
+    assert not (debian_root / "usr/lib/hvdaemons/hvsim").exists()
     run([*rpm, "-e", "hvdaemons"])
     assert run([*rpm[:5], "-q", "hvdaemons"], check=False).returncode != 0
     after = debian_root.files()

@@ -124,9 +124,11 @@ def container(
     root = tmp_path_factory.mktemp("nspawn") / "root"
     root.mkdir()
     run(["tar", "--numeric-owner", "-xf", systemd_root_tar, "-C", root])
-    (root / "tmp" / packages.deb.name).write_bytes(packages.deb.read_bytes())
+    debs = (packages.deb, packages.sim_deb)
+    for deb in debs:
+        (root / "tmp" / deb.name).write_bytes(deb.read_bytes())
     run(
-        ["chroot", root, "apt-get", "install", "-y", f"/tmp/{packages.deb.name}"],
+        ["chroot", root, "apt-get", "install", "-y", *(f"/tmp/{deb.name}" for deb in debs)],
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive"},
     )
 

@@ -10,6 +10,7 @@ import pytest
 from hvdaemons.protocol import fcopy as P
 from hvdaemons.protocol.status import HvStatus
 from hvsim.fcopy import FcopyKernel, kernel_start, utf16s_to_utf8s
+from hvsim.protocol import fcopy as sim_fcopy
 
 
 def field(raw: bytes) -> bytes:
@@ -43,7 +44,7 @@ def test_layout_and_constants_match_the_kernel_header() -> None:
 
 def test_kernel_start_golden_bytes_decode() -> None:
     msg = golden_start("Grüße.txt".encode(), b"/tmp/in", 3, 0x1_0000_0002)
-    assert P.encode_start("Grüße.txt", "/tmp/in", 3, 0x1_0000_0002, utf16=False) == msg
+    assert sim_fcopy.encode_start("Grüße.txt", "/tmp/in", 3, 0x1_0000_0002, utf16=False) == msg
     req = P.decode_kernel(msg)
     assert req == P.StartCopy("Grüße.txt", "/tmp/in", 3, 0x1_0000_0002)
     assert isinstance(req, P.StartCopy) and req.overwrite and req.create_path
@@ -51,7 +52,7 @@ def test_kernel_start_golden_bytes_decode() -> None:
 
 def test_host_start_golden_bytes_decode() -> None:
     msg = golden_start("日本.txt".encode("utf-16-le"), "/home/ü".encode("utf-16-le"), 0, 5)
-    assert P.encode_start("日本.txt", "/home/ü", 0, 5, utf16=True) == msg
+    assert sim_fcopy.encode_start("日本.txt", "/home/ü", 0, 5, utf16=True) == msg
     req = P.decode_host(msg)
     assert req == P.StartCopy("日本.txt", "/home/ü", 0, 5)
     assert isinstance(req, P.StartCopy) and not req.overwrite and not req.create_path
@@ -73,7 +74,7 @@ NAMES = [
 
 @pytest.mark.parametrize("name", NAMES)
 def test_names_in_many_scripts_decode_in_both_forms(name: str) -> None:
-    host = P.encode_start(name, "/dir/" + name, 0, 0, utf16=True)
+    host = sim_fcopy.encode_start(name, "/dir/" + name, 0, 0, utf16=True)
     assert P.decode_host(host) == P.StartCopy(name, "/dir/" + name)
     # What the legacy kernel makes of the host's message decodes to the same names.
     assert P.decode_kernel(kernel_start(host)) == P.StartCopy(name, "/dir/" + name)
@@ -95,16 +96,16 @@ def test_surrogate_pair_bytes() -> None:
 )
 def test_lone_surrogates_are_refused(units: list[int]) -> None:
     raw = struct.pack(f"<{len(units)}H", *units)
-    msg = P.encode_start(raw, "/tmp", utf16=True)
+    msg = sim_fcopy.encode_start(raw, "/tmp", utf16=True)
     with pytest.raises(P.FcopyDecodeError, match="file_name is not valid UTF-16"):
         P.decode_host(msg)
-    msg = P.encode_start("ok", raw, utf16=True)
+    msg = sim_fcopy.encode_start("ok", raw, utf16=True)
     with pytest.raises(P.FcopyDecodeError, match="path_name is not valid UTF-16"):
         P.decode_host(msg)
 
 
 def test_invalid_utf8_from_the_kernel_form_is_refused() -> None:
-    msg = P.encode_start(b"\xff\xfe.txt", b"/tmp", utf16=False)
+    msg = sim_fcopy.encode_start(b"\xff\xfe.txt", b"/tmp", utf16=False)
     with pytest.raises(P.FcopyDecodeError, match="file_name is not valid UTF-8"):
         P.decode_kernel(msg)
 
@@ -118,7 +119,7 @@ def test_names_stop_at_nul_and_unterminated_fields_are_taken_whole() -> None:
 
 def test_write_golden_bytes_and_validation() -> None:
     data = bytes(range(256)) * 3
-    msg = P.encode_write(0x1_2345_6789, data)
+    msg = sim_fcopy.encode_write(0x1_2345_6789, data)
     golden = (
         struct.pack("<I", 1)
         + bytes(32)
@@ -132,31 +133,31 @@ def test_write_golden_bytes_and_validation() -> None:
     # uio: the body may be shorter than 6196 if the host sends only what is used.
     assert P.decode_host(msg[: 52 + 768]) == P.WriteData(0x1_2345_6789, data)
     with pytest.raises(P.FcopyDecodeError, match="exceeds the 6144-byte fragment"):
-        P.decode_kernel(P.encode_write(0, b"x", size=6145))
+        P.decode_kernel(sim_fcopy.encode_write(0, b"x", size=6145))
     with pytest.raises(P.FcopyDecodeError, match="only 10 arrived"):
-        P.decode_host(P.encode_write(0, b"x" * 100)[: 52 + 10])
+        P.decode_host(sim_fcopy.encode_write(0, b"x" * 100)[: 52 + 10])
     with pytest.raises(P.FcopyDecodeError, match="need at least 52"):
-        P.decode_host(P.encode_write(0, b"")[:51])
+        P.decode_host(sim_fcopy.encode_write(0, b"")[:51])
 
 
 def test_complete_cancel_unknown_and_short() -> None:
-    assert P.encode_complete() == struct.pack("<I", 2) + bytes(32)
-    assert P.encode_cancel() == struct.pack("<I", 3) + bytes(32)
+    assert sim_fcopy.encode_complete() == struct.pack("<I", 2) + bytes(32)
+    assert sim_fcopy.encode_cancel() == struct.pack("<I", 3) + bytes(32)
     # The legacy kernel appends 28 stale bytes; only the op matters.
-    assert P.decode_kernel(P.encode_complete() + b"\xaa" * 28) == P.CompleteCopy()
-    assert P.decode_kernel(P.encode_cancel()) == P.CancelCopy()
+    assert P.decode_kernel(sim_fcopy.encode_complete() + b"\xaa" * 28) == P.CompleteCopy()
+    assert P.decode_kernel(sim_fcopy.encode_cancel()) == P.CancelCopy()
     with pytest.raises(P.UnknownOperation, match="Unknown operation: 9") as e:
         P.decode_kernel(struct.pack("<I", 9) + bytes(32))
     assert e.value.op == 9
     with pytest.raises(P.FcopyDecodeError, match="no operation"):
         P.decode_kernel(b"\0\0")
     with pytest.raises(P.FcopyDecodeError, match="START_FILE_COPY of 100 bytes"):
-        P.decode_kernel(P.encode_start("a", "/", utf16=False)[:100])
+        P.decode_kernel(sim_fcopy.encode_start("a", "/", utf16=False)[:100])
 
 
 def test_status_replies() -> None:
     assert P.encode_status(P.DISK_FULL) == b"\x70\x00\x07\x80"
-    assert P.decode_status(b"\x05\x40\x00\x80") == P.E_FAIL
+    assert sim_fcopy.decode_status(b"\x05\x40\x00\x80") == P.E_FAIL
     assert P.encode_status(-2147467259) == P.encode_status(P.E_FAIL)  # the C int's view
 
 
@@ -175,13 +176,13 @@ def test_kernel_utf16_conversion_drops_what_the_kernel_drops() -> None:
 
 def test_kernel_delivers_what_hv_fcopy_c_delivers() -> None:
     k = FcopyKernel()
-    start = k.to_daemon(P.encode_start("ü.txt", "/tmp", 2, 7, utf16=True))
-    assert start == P.encode_start("ü.txt", "/tmp", 2, 7, utf16=False)
-    write = P.encode_write(0, b"y" * 100)
+    start = k.to_daemon(sim_fcopy.encode_start("ü.txt", "/tmp", 2, 7, utf16=True))
+    assert start == sim_fcopy.encode_start("ü.txt", "/tmp", 2, 7, utf16=False)
+    write = sim_fcopy.encode_write(0, b"y" * 100)
     assert k.to_daemon(write) == write
-    done = k.to_daemon(P.encode_complete())
+    done = k.to_daemon(sim_fcopy.encode_complete())
     assert done is not None and len(done) == 36 + 28
-    assert done[:36] == P.encode_complete()
+    assert done[:36] == sim_fcopy.encode_complete()
     # The 28 stale bytes are what the receive buffer held: the previous WRITE.
     assert done[36:] == write[36:64]
     assert k.to_daemon(b"\x02\0\0\0") is None  # too short: the kernel drops it

@@ -12,6 +12,7 @@ import pytest
 
 from hvdaemons.errors import ProtocolError
 from hvdaemons.protocol import icmsg
+from hvsim.protocol import icmsg as sim_icmsg
 
 HV_E_FAIL = 0x80004005
 
@@ -57,7 +58,7 @@ def test_negotiate_golden() -> None:
 
 
 def test_negotiate_prefers_our_order() -> None:
-    req = icmsg.negotiate_request([(1, 0), (3, 0)], [(1, 1), (1, 0)])
+    req = sim_icmsg.negotiate_request([(1, 0), (3, 0)], [(1, 1), (1, 0)])
     neg = icmsg.negotiate(req, [(3, 0), (1, 0)], [(1, 0), (1, 1)])
     assert (neg.framework, neg.service) == ((3, 0), (1, 0))
 
@@ -69,7 +70,7 @@ def test_negotiate_prefers_our_order() -> None:
 def test_negotiate_without_a_common_version(
     fw: list[icmsg.Version], svc: list[icmsg.Version]
 ) -> None:
-    req = icmsg.negotiate_request(fw, svc)
+    req = sim_icmsg.negotiate_request(fw, svc)
     neg = icmsg.negotiate(req)
     assert not neg.ok
     assert len(neg.reply) == len(req)
@@ -83,7 +84,7 @@ def test_negotiate_without_a_common_version(
 
 
 def test_negotiate_counts_above_the_kernel_limit() -> None:
-    req = bytearray(icmsg.negotiate_request([(3, 0)], [(1, 1)]))
+    req = bytearray(sim_icmsg.negotiate_request([(3, 0)], [(1, 1)]))
     struct.pack_into("<H", req, 28, 101)
     req += bytes(4 * 101)  # even with enough bytes, > 100 is refused
     neg = icmsg.negotiate(bytes(req))
@@ -93,7 +94,7 @@ def test_negotiate_counts_above_the_kernel_limit() -> None:
 
 
 def test_negotiate_counts_beyond_the_payload() -> None:
-    req = icmsg.negotiate_request([(3, 0)], [(1, 1)])
+    req = sim_icmsg.negotiate_request([(3, 0)], [(1, 1)])
     bad = bytearray(req)
     struct.pack_into("<H", bad, 30, 3)  # claims 3 service versions, carries 1
     neg = icmsg.negotiate(bytes(bad))
@@ -136,7 +137,7 @@ def test_negotiate_needs_the_ic_header() -> None:
 
 
 def test_response_keeps_everything_but_status_and_flags() -> None:
-    req = icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, b"\x02" + bytes(35), transaction_id=9)
+    req = sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, b"\x02" + bytes(35), transaction_id=9)
     reply = icmsg.response(req + bytes(4), 0x80070050)
     assert len(reply) == len(req) + 4
     assert reply[:20] == req[:20]
@@ -146,7 +147,7 @@ def test_response_keeps_everything_but_status_and_flags() -> None:
 
 
 def test_packet_roundtrip_and_padding() -> None:
-    raw = icmsg.encode_packet(b"abc", 0xDEADBEEF, flags=1)
+    raw = sim_icmsg.encode_packet(b"abc", 0xDEADBEEF, flags=1)
     assert raw == struct.pack("<HHHHQ", 6, 2, 3, 1, 0xDEADBEEF) + b"abc" + bytes(5)
     pkt = icmsg.decode_packet(raw)
     assert (pkt.type, pkt.flags, pkt.trans_id, pkt.payload) == (6, 1, 0xDEADBEEF, b"abc" + bytes(5))

@@ -11,6 +11,7 @@ from hvdaemons import _ffi
 from hvdaemons.errors import ProtocolError
 from hvdaemons.protocol import vss
 from hvdaemons.protocol.status import HvStatus
+from hvsim.protocol import vss as sim_vss
 
 
 def test_message_size_and_error_overlay_match_the_header() -> None:
@@ -43,7 +44,7 @@ def test_registration_reply_is_a_4_byte_version() -> None:
 
 
 def test_request_parsing_needs_exactly_12_bytes() -> None:
-    req = vss.parse_request(vss.request(vss.VssOp.FREEZE))
+    req = vss.parse_request(sim_vss.request(vss.VssOp.FREEZE))
     assert req.op == vss.VssOp.FREEZE and req.name == "FREEZE"
     for n in (0, 4, 11, 13, 7432):
         with pytest.raises(ProtocolError):
@@ -51,13 +52,13 @@ def test_request_parsing_needs_exactly_12_bytes() -> None:
 
 
 def test_reply_sets_error_and_echoes_the_rest_like_the_reference() -> None:
-    req = vss.request(vss.VssOp.HOT_BACKUP, flags=0x11223344)
+    req = sim_vss.request(vss.VssOp.HOT_BACKUP, flags=0x11223344)
     ok = vss.reply(req, HvStatus.S_OK)
     assert len(ok) == 12
     assert ok[:4] == bytes(4)
     assert ok[4:] == req[4:]
-    fail = vss.reply(vss.request(vss.VssOp.FREEZE), HvStatus.E_FAIL)
+    fail = vss.reply(sim_vss.request(vss.VssOp.FREEZE), HvStatus.E_FAIL)
     assert fail == bytes.fromhex("05400080") + bytes(8)
-    assert vss.reply_status(fail) == HvStatus.E_FAIL
+    assert sim_vss.reply_status(fail) == HvStatus.E_FAIL
     # A short message still gets a 12-byte reply (the kernel takes no other size).
     assert len(vss.reply(b"\x05", HvStatus.E_FAIL)) == 12

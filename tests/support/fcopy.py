@@ -16,24 +16,22 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import hvdaemons
 from hvdaemons.fcopy.discovery import FCOPY_CLASS_ID
+from hvsim import launch
 from hvsim.chardev import ChardevKernel
-from hvsim.fcopy import FcopyHost, daemon_argv
+from hvsim.fcopy import FcopyHost
+from hvsim.launch import NEUTRAL_CWD
 from tests.reference import refdaemons
 
-# Where the hvdaemons under test lives, so `python -m` finds it from any cwd.
-PACKAGE_PARENT = str(Path(hvdaemons.__file__).resolve().parent.parent)
+
+def daemon_argv() -> list[str]:
+    """Our hv_fcopy_daemon, the one under test (the installed package, see hvsim.launch)."""
+    return launch.daemon_argv("hv_fcopy_daemon")
 
 
 def daemon_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("JOURNAL_STREAM", None)  # "<N>IDENT: message" lines, not journald's form
-    env.pop("NOTIFY_SOCKET", None)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
-    env["HVSHIM_NO_SYSLOG"] = "1"
-    env.update(extra or {})
-    return env
+    """Run children with this in NEUTRAL_CWD: they import the package under test."""
+    return launch.child_env({"HVSHIM_NO_SYSLOG": "1", **(extra or {})})
 
 
 class LegacyRig:
@@ -73,6 +71,7 @@ class LegacyRig:
                     argv = refdaemons.sandbox_argv(argv, tmpfs=tmpfs)
                 self.proc = subprocess.Popen(
                     argv,
+                    cwd=NEUTRAL_CWD,
                     env=daemon_env(),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,

@@ -9,28 +9,25 @@ import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 
-import hvdaemons
 from hvdaemons.protocol.kvp import RECORD_SIZE
+from hvsim import launch
+from hvsim.launch import NEUTRAL_CWD
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-# Where the hvdaemons under test lives: the installed wheel under tox (the
-# source tree has no compiled module there), the source tree otherwise.
-# Daemons run with it first on sys.path and as their cwd (python -m puts
-# the cwd first).
-PKG_ROOT = pathlib.Path(hvdaemons.__file__).resolve().parent.parent
 R = RECORD_SIZE
+# The working directory of every child (hvsim.launch.NEUTRAL_CWD), under the
+# name the tests used when it was the package's directory.
+PKG_ROOT = pathlib.Path(NEUTRAL_CWD)
 
 
 def daemon_argv() -> list[str]:
-    """Our hv_kvp_daemon, the one under test (see PKG_ROOT)."""
-    return [sys.executable, "-m", "hvdaemons.kvp.daemon"]
+    """Our hv_kvp_daemon, the one under test (the installed package, see hvsim.launch)."""
+    return launch.daemon_argv("hv_kvp_daemon")
 
 
 def daemon_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PKG_ROOT), env.get("PYTHONPATH", "")) if p)
-    env.pop("JOURNAL_STREAM", None)
-    return env
+    """Run children with this in NEUTRAL_CWD: they import the package under test."""
+    return launch.child_env()
 
 
 def spawn_daemon(
@@ -42,7 +39,7 @@ def spawn_daemon(
         argv += ["--scripts-dir", scripts_dir]
     return subprocess.Popen(
         [*argv, *extra],
-        cwd=str(PKG_ROOT),
+        cwd=NEUTRAL_CWD,
         env=daemon_env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -141,5 +138,5 @@ def unshare_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
         *args,
     ]
     return subprocess.run(
-        list(argv), cwd=str(PKG_ROOT), env=daemon_env(), capture_output=True, text=True, timeout=120
+        list(argv), cwd=NEUTRAL_CWD, env=daemon_env(), capture_output=True, text=True, timeout=120
     )

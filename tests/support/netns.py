@@ -6,17 +6,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import pathlib
 import subprocess
 import sys
 import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-import hvdaemons
+from hvsim import launch
 
-# The hvdaemons under test: installed under tox, else the source tree.
-REPO_ROOT = pathlib.Path(hvdaemons.__file__).resolve().parent.parent
 _counter = itertools.count()
 
 
@@ -57,12 +54,9 @@ class NetNs:
 
     def python(self, code: str, env: dict[str, str] | None = None) -> Any:
         """Run Python code in the namespace; it must print one JSON document."""
-        full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = str(REPO_ROOT)
-        full_env.update(env or {})
-        proc = subprocess.run(
+        proc = launch.run(
             ["ip", "netns", "exec", self.name, sys.executable, "-c", textwrap.dedent(code)],
-            env=full_env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=120,

@@ -22,8 +22,9 @@ from typing import Callable
 
 import pytest
 
+from hvsim import launch
 from hvsim.chardev import ChardevKernel
-from hvsim.fsbox import FsBox, FsSpec, daemon_argv
+from hvsim.fsbox import FsBox, FsSpec
 from hvsim.vss import VssHost
 from tests.reference import refdaemons
 
@@ -98,7 +99,7 @@ class Daemon:
     def start(self, *, register: bool = True) -> None:
         self.box.verify()  # nothing but our test filesystems, before any daemon runs
         if self.kind == "ours":
-            argv = [*daemon_argv(), "-n", "--device", self.kernel.path, *self.extra]
+            argv = [*launch.daemon_argv("hv_vss_daemon"), "-n", "--device", self.kernel.path, *self.extra]
             env = {}
         else:
             argv = [str(refdaemons.ref_daemon(self.kind, "hv_vss_daemon")), "-n", *self.extra]

@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from hvdaemons.protocol import vss
 from hvdaemons.protocol.status import HvStatus
-from hvsim.fsbox import daemon_argv, python_env
+from hvsim import launch
 from tests.support.vss_sandbox import STACKED, Daemon, need_root, sandbox, wait_until
 
 IMAGES = ["/mnt/a", "/mnt/b", "/mnt/outer", "/mnt/inner"]
@@ -28,7 +27,7 @@ OK = bytes(12)
 
 def test_list_prints_the_freeze_order_top_down_and_why_others_are_skipped() -> None:
     with sandbox(STACKED) as box:
-        res = box.run([*daemon_argv(), "--list"])
+        res = box.run([*launch.daemon_argv("hv_vss_daemon"), "--list"])
         assert res.returncode == 0, res.stderr
         lines = res.stdout.splitlines()
         order = [
@@ -125,8 +124,9 @@ def test_hvsim_cli_drives_a_backup() -> None:
     with sandbox(STACKED) as box:
         sim = os.path.join(box.sim_dir, "cli")
         serve = subprocess.Popen(
-            [sys.executable, "-m", "hvsim.cli", "serve", "--dir", sim, "--service", "vss"],
-            env=python_env(),
+            [*launch.python_argv("hvsim.cli"), "serve", "--dir", sim, "--service", "vss"],
+            cwd=launch.NEUTRAL_CWD,
+            env=launch.child_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -134,7 +134,7 @@ def test_hvsim_cli_drives_a_backup() -> None:
             assert serve.stdout is not None
             assert "serving hv_vss" in serve.stdout.readline().decode()
             daemon = box.popen(
-                [*daemon_argv(), "-n", "--device", os.path.join(sim, "hv_vss")],
+                [*launch.daemon_argv("hv_vss_daemon"), "-n", "--device", os.path.join(sim, "hv_vss")],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -142,8 +142,9 @@ def test_hvsim_cli_drives_a_backup() -> None:
 
             def hvsim(*args: str) -> subprocess.CompletedProcess[str]:
                 return subprocess.run(
-                    [sys.executable, "-m", "hvsim.cli", "vss", "--dir", sim, *args],
-                    env=python_env(),
+                    [*launch.python_argv("hvsim.cli"), "vss", "--dir", sim, *args],
+                    cwd=launch.NEUTRAL_CWD,
+            env=launch.child_env(),
                     capture_output=True,
                     text=True,
                     timeout=60,
@@ -170,8 +171,9 @@ def test_hvsim_cli_drives_a_backup() -> None:
 def test_hvsim_demo_vss_runs_safely() -> None:
     need_root()
     res = subprocess.run(
-        [sys.executable, "-m", "hvsim.cli", "demo", "vss"],
-        env=python_env(),
+        [*launch.python_argv("hvsim.cli"), "demo", "vss"],
+        cwd=launch.NEUTRAL_CWD,
+            env=launch.child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -13,7 +13,8 @@ import signal
 import time
 
 from hvdaemons.protocol.status import HvStatus
-from hvsim.fsbox import FsSpec, daemon_argv
+from hvsim import launch
+from hvsim.fsbox import FsSpec
 from tests.support.vss_sandbox import STACKED, Daemon, sandbox, wait_until
 
 FAIL = bytes.fromhex("05400080") + bytes(8)
@@ -44,13 +45,13 @@ def test_killed_while_frozen_stays_frozen_until_thaw_runs() -> None:
         d.stop(signal.SIGKILL)
         assert sorted(box.frozen()) == sorted(IMAGES)
         assert box.run(["grep", "-q", "^frozen", "/run/hv_vss_daemon.frozen"]).returncode == 0
-        res = box.run([*daemon_argv(), "--thaw"])
+        res = box.run([*launch.daemon_argv("hv_vss_daemon"), "--thaw"])
         assert res.returncode == 0, res.stderr
         assert sorted(res.stdout.split()[1::2]) == sorted(IMAGES)
         assert box.frozen() == []
         assert box.run(["test", "-e", "/run/hv_vss_daemon.frozen"]).returncode == 1
         # A second --thaw finds nothing frozen and still succeeds.
-        res = box.run([*daemon_argv(), "--thaw"])
+        res = box.run([*launch.daemon_argv("hv_vss_daemon"), "--thaw"])
         assert res.returncode == 0 and res.stdout == ""
 
 
@@ -72,7 +73,7 @@ def test_thaw_option_thaws_even_without_a_state_file() -> None:
         d.stop(signal.SIGKILL)
         # --thaw looks at the default state file, which does not exist: it
         # still thaws every eligible filesystem.
-        res = box.run([*daemon_argv(), "--thaw"])
+        res = box.run([*launch.daemon_argv("hv_vss_daemon"), "--thaw"])
         assert res.returncode == 0
         assert box.frozen() == []
 
