@@ -366,9 +366,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     si.add_argument("--gateway", action="append", default=[], help="default gateway")
     si.add_argument("--dns", action="append", default=[], help="DNS server")
     si.add_argument("--dhcp", action="store_true", help="enable DHCP")
-    si.add_argument(
-        "--family", type=int, default=kvp.ADDR_FAMILY_IPV4, help="addr_family (1 or 2)"
-    )
+    si.add_argument("--family", type=int, default=kvp.ADDR_FAMILY_IPV4, help="addr_family (1 or 2)")
     si.set_defaults(func=_client_set_ip)
 
     w = sub.add_parser("wait", help="wait until a daemon has registered with the KVP device")

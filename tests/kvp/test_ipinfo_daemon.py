@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from hvdaemons.protocol.kvp import HostReply, IpValue
+from hvdaemons.protocol.kvp import IpValue
 from hvdaemons.protocol.status import HvStatus
 from hvsim.kvp import KvpHost
+from hvsim.protocol.kvp import HostReply
 from tests.support.guest import SCRIPTS, Guest, Nic
 
 GUID = "{9a1f55e0-7e4b-4c52-9a8d-0123456789ab}"
