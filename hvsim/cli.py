@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from hvdaemons.notify import sd_notify
+
 from .demo import run as run_demo
 from .server import SimServer
 from .sockets import SocketInUse
@@ -55,6 +57,9 @@ def serve(args: argparse.Namespace) -> int:
             f"hvsim: serving {', '.join(sorted(server.kernels)) or 'nothing'} in {args.dir}",
             flush=True,
         )
+        # Every device socket exists now: a Type=notify unit (or a script
+        # waiting on it) may start the daemons.
+        sd_notify("READY=1")
         server.serve(stop_r)
     except SocketInUse as e:
         if e.errno == errno.EADDRINUSE and e.filename == server.path("control"):

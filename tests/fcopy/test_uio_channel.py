@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hvdaemons import _ffi
+from hvsim import _ffi as sim_ffi
 from hvdaemons.errors import ChannelReset
 from hvdaemons.fcopy.uio_channel import UioChannel
 from hvsim import uio as sim_uio
@@ -72,10 +72,10 @@ def test_rings_interrupts_and_signals_reach_the_other_side(sim: sim_uio.UioSim) 
         sim.signal_guest()
         assert chan.wait_interrupt() == 2
         # irqcontrol(1): the host is signalled and the RX mask cleared.
-        chan.rx.store(_ffi.RING_INTERRUPT_MASK, 1)
+        chan.rx.set_mask(1)
         chan.signal()
         assert sim.pump(10) == 1
-        assert sim.rx.load(_ffi.RING_INTERRUPT_MASK) == 0
+        assert sim.rx.load(sim_ffi.RING_INTERRUPT_MASK) == 0
     finally:
         chan.close()
     assert sim.wait_closed(10)

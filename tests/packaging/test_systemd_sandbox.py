@@ -140,7 +140,7 @@ def container(
         ("fcopy", "sys-subsystem-vmbus-devices-hv_fcopy.device", "hv_fcopy_daemon"),
     ):
         (units / f"hvsim-{svc}.service").write_text(
-            f"[Service]\nExecStart=/usr/bin/hvsim serve --dir /run/hvsim-{svc} --service {svc}\n"
+            f"[Service]\nType=notify\nExecStart=/usr/bin/hvsim serve --dir /run/hvsim-{svc} --service {svc}\n"
         )
         shipped = (sysdir / f"hv-{svc}-daemon.service").read_text()
         assert dev_unit in shipped
@@ -161,18 +161,15 @@ def container(
 
 
 def start(container: Container, svc: str) -> None:
-    # The simulator must be listening before a Type=notify start can succeed.
-    container.sh(
-        f"systemctl start hvsim-{svc}.service && "
-        f"for i in $(seq 100); do [ -S /run/hvsim-{svc}/control ] && break; sleep 0.1; done"
-    )
-    cp = container.sh(f"systemctl start hvtest-{svc}.service", check=False)
-    status = container.sh(
-        f"systemctl status --no-pager hvtest-{svc}.service; "
-        f"journalctl --no-pager -u hvtest-{svc}.service | tail -20",
-        check=False,
-    )
-    assert cp.returncode == 0, cp.stderr + status.stdout
+    # The simulator (Type=notify: ready once its device sockets exist) must be
+    # serving before the daemon's Type=notify start can succeed.
+    for unit in (f"hvsim-{svc}.service", f"hvtest-{svc}.service"):
+        cp = container.sh(f"systemctl start {unit}", check=False)
+        status = container.sh(
+            f"systemctl status --no-pager {unit}; journalctl --no-pager -u {unit} | tail -20",
+            check=False,
+        )
+        assert cp.returncode == 0, cp.stderr + status.stdout
 
 
 def test_kvp_daemon_in_its_sandbox(container: Container) -> None:

@@ -27,15 +27,15 @@ from .test_systemd_sandbox import SYSTEMD_PACKAGES, Container, derived_unit, sta
 
 SCRIPT = r"""
 set -eu
-store=$1; root=$2; tar=$3; deb=$4; extra=$5
+store=$1; root=$2; tar=$3; deb=$4; sim_deb=$5; extra=$6
 mount -t tmpfs -o size=3G,mode=0755 hvctl-vss-store "$store"
 truncate -s 1500M "$store/root.img"
 mkfs.ext4 -q -F "$store/root.img"
 mount -o loop "$store/root.img" "$root"
 tar --numeric-owner -xf "$tar" -C "$root"
-cp "$deb" "$root/tmp/"
+cp "$deb" "$sim_deb" "$root/tmp/"
 PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-    chroot "$root" apt-get install -y -q "/tmp/$(basename "$deb")" >/dev/null
+    chroot "$root" apt-get install -y -q "/tmp/$(basename "$deb")" "/tmp/$(basename "$sim_deb")" >/dev/null
 cp -a "$extra/." "$root/"
 exec systemd-nspawn --register=no --keep-unit -b --console=pipe --quiet --timezone=off \
     --bind="$store" -D "$root" systemd.unit=multi-user.target
@@ -127,7 +127,7 @@ def loop_container(
     shipped = (deb_tree / "lib/systemd/system/hv-vss-daemon.service").read_text()
     assert "WatchdogSec=" in shipped and "ExecStopPost=/usr/sbin/hv_vss_daemon --thaw" in shipped
     (units / "hvsim-vss.service").write_text(
-        "[Service]\nExecStart=/usr/bin/hvsim serve --dir /run/hvsim-vss --service vss\n"
+        "[Service]\nType=notify\nExecStart=/usr/bin/hvsim serve --dir /run/hvsim-vss --service vss\n"
     )
     (units / "hvtest-vss.service").write_text(
         derived_unit(
@@ -140,7 +140,7 @@ def loop_container(
     # Only the interval changes (the shipped 120 s would make the test slow).
     (units / "hvtest-vss.service.d/watchdog.conf").write_text("[Service]\nWatchdogSec=2s\n")
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", SCRIPT, "sh"]
-    argv += [str(store), str(root), str(tar), str(packages.deb), str(extra)]
+    argv += [str(store), str(root), str(tar), str(packages.deb), str(packages.sim_deb), str(extra)]
     c = LoopRootContainer(root, argv)
     try:
         # Unmount what nspawn binds from this machine's filesystems.
