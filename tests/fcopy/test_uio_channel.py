@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from hvsim import _ffi as sim_ffi
 from hvdaemons.errors import ChannelReset
 from hvdaemons.fcopy.uio_channel import UioChannel
+from hvsim import _ffi as sim_ffi
 from hvsim import uio as sim_uio
 
 

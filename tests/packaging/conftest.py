@@ -169,9 +169,9 @@ def sim_deb_tree(packages: Packages, tmp_path_factory: pytest.TempPathFactory) -
     return d
 
 
-def cached_root_tar(name: str, packages: Sequence[str]) -> Path:
-    """A minimal bookworm root with packages, made once with mmdebstrap and
-    cached as .cache/packaging/<SUITE>-<name>.tar."""
+def cached_root_tar(name: str, packages: Sequence[str], variant: str = "apt") -> Path:
+    """A minimal bookworm root (mmdebstrap's variant) with packages, made once
+    with mmdebstrap and cached as .cache/packaging/<SUITE>-<name>.tar."""
     CACHE.mkdir(parents=True, exist_ok=True)
     tar = CACHE / f"{SUITE}-{name}.tar"
     if not tar.exists():
@@ -180,8 +180,8 @@ def cached_root_tar(name: str, packages: Sequence[str]) -> Path:
         run(
             [
                 "mmdebstrap",
-                "--variant=apt",
-                "--include=" + ",".join(packages),
+                f"--variant={variant}",
+                *(["--include=" + ",".join(packages)] if packages else []),
                 SUITE,
                 tmp,
                 f"deb {mirror()} {SUITE} main",
