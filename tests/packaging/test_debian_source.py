@@ -110,8 +110,14 @@ def test_lintian_clean(debian_build: DebianBuild) -> None:
 
 
 def test_binary_packages(debian_build: DebianBuild, packages: Packages) -> None:
-    assert set(debian_build.debs) == {"hvdaemons", "hvdaemons-sim", "hvdaemons-dbgsym"}
-    info = {n: fields_of_deb(p) for n, p in debian_build.debs.items() if n != "hvdaemons-dbgsym"}
+    # debhelper adds a -dbgsym package for each package with a compiled module.
+    assert set(debian_build.debs) == {
+        "hvdaemons",
+        "hvdaemons-sim",
+        "hvdaemons-dbgsym",
+        "hvdaemons-sim-dbgsym",
+    }
+    info = {n: fields_of_deb(p) for n, p in debian_build.debs.items() if not n.endswith("-dbgsym")}
     v = f"{version()}-1"
     assert info["hvdaemons"]["Version"] == v
     deps = names(info["hvdaemons"]["Depends"])
@@ -140,7 +146,7 @@ def fields_of_deb(deb: Path) -> dict[str, str]:
 def test_file_lists_match_nfpm(debian_build: DebianBuild, packages: Packages) -> None:
     """Per binary package: the same paths, kinds, modes, symlink targets and
     contents as the nfpm-built packages, but for what is explained here."""
-    ours = {n: deb_entries(p) for n, p in debian_build.debs.items() if n != "hvdaemons-dbgsym"}
+    ours = {n: deb_entries(p) for n, p in debian_build.debs.items() if not n.endswith("-dbgsym")}
     theirs = {
         n: deb_entries(p)
         for n, p in deb_packages(sorted(packages.deb.parent.glob("*.deb"))).items()
