@@ -421,6 +421,10 @@ class VssFuzz(RuleBasedStateMachine):
         self.socket = ""
         self.baseline: dict[int, str] = {}
         self.device = ""
+        # The steps so far, timed: a failure that depends on the deadline's
+        # timing may not shrink (Hypothesis then reports it as flaky).
+        self.history: list[str] = []
+        self.t0 = time.monotonic()
 
     # -- set-up and tear-down ------------------------------------------------------
 
@@ -438,6 +442,7 @@ class VssFuzz(RuleBasedStateMachine):
         self.kernel = ChardevKernel(self.device, "hv_vss")
         self.host = VssHost(self.kernel)
         self.deadline = deadline
+        self.history.append(f"{time.monotonic() - self.t0:8.3f} start(deadline={deadline})")
         self._spawn()
         self.check()
 
@@ -471,6 +476,7 @@ class VssFuzz(RuleBasedStateMachine):
     @rule(step=steps())
     def step(self, step: object) -> None:
         self.rig.stats[type(step).__name__] += 1
+        self.history.append(f"{time.monotonic() - self.t0:8.3f} {step!r}")
         if isinstance(step, Packet):
             self._packet(step)
         elif isinstance(step, Wait):
@@ -661,8 +667,11 @@ class VssFuzz(RuleBasedStateMachine):
         events = [f"{e.what} {e.detail}" for e in (self.kernel.events[-15:] if self.kernel else [])]
         return (
             f"\n  model: frozen={self.frozen} expired={self.expired} deadline={self.deadline} "
-            f"reopens={self.reopens} opens={self.opens}"
-            "\n  daemon log (last lines):\n    "
+            f"reopens={self.reopens} opens={self.opens}, "
+            f"{time.monotonic() - self.t0:.3f} s into the example"
+            "\n  steps (last):\n    "
+            + "\n    ".join(self.history[-20:])
+            + "\n  daemon log (last lines):\n    "
             + "\n    ".join(lines)
             + "\n  kernel events (last):\n    "
             + "\n    ".join(events)
@@ -738,17 +747,29 @@ class VssFuzz(RuleBasedStateMachine):
         )
 
     def check(self) -> None:
-        """Everything the model says about an idle daemon."""
-        assert self.daemon is not None and self.kernel is not None
+        """Everything the model says about an idle daemon.
+
+        The deadline may fire while we look (the daemon is then busy
+        thawing, descriptors open): if it may have, wait for its thaw to end
+        and look again.  Only that second look counts.
+        """
         self.settle()
+        try:
+            self._check_idle()
+        except Violation:
+            if not self._deadline_may_have_fired():
+                raise
+            self.rig.stats["rechecked"] += 1
+            self.settle()
+            self._check_idle()
+
+    def _check_idle(self) -> None:
+        assert self.daemon is not None and self.kernel is not None
         self._expect(
             self.daemon.proc.poll() is None, f"the daemon exited: {self.daemon.proc.returncode}"
         )
         self._probe_matches()
         state = self.rig.state_file()
-        if self.frozen and state == "thawed" and self._deadline_may_have_fired():
-            self.settle()  # flipped between the probe and now
-            state = "thawed"
         want = "frozen" if self.frozen else "thawed"
         self._expect(state == want, f"state file says {state!r}, model {want!r}")
         fds = self.daemon_fds()
