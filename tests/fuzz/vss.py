@@ -515,6 +515,8 @@ class VssFuzz(RuleBasedStateMachine):
             )
             return
         self._expect(r.by == DAEMON, f"the daemon did not answer {p!r}: {r}")
+        ms = round(r.seconds * 1000)
+        self.rig.stats["max_reply_ms"] = max(self.rig.stats["max_reply_ms"], ms)
         self.daemon.answered[vss.op_name(p.op)] += 1
         if p.op == vss.VssOp.HOT_BACKUP:
             self._expect(r.reply == OK_REPLY, f"HOT_BACKUP: reply {r.reply.hex()}")
