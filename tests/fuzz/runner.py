@@ -6,14 +6,15 @@ RuleBasedStateMachine (one example = one fresh daemon and a sequence of
 messages and events, every step checked against a model) plus a Rig that
 holds what the examples share (a sandbox, a simulated device) and counts the
 messages sent.  This module runs such a machine for a message budget:
-seeded (HVFUZZ_SEED), reproducible, shrinking on failure (Hypothesis prints
-the minimal failing program), and it reports what it ran.
+seeded, reproducible, shrinking on failure (Hypothesis prints the minimal
+failing program), and it reports what it ran.
 
-Knobs, for a person chasing a failure (the defaults are the tests'):
+Knobs, for a person chasing a failure (the defaults are the tests'; tox
+passes HVDAEMONS_* through):
 
-* HVFUZZ_SEED: the first seed (each further batch uses the next one);
-* HVFUZZ_MESSAGES: the message budget of the run;
-* HVFUZZ_REPORT: a file to append the run's summary to, as one JSON line.
+* HVDAEMONS_FUZZ_SEED: the first seed (each further batch uses the next one);
+* HVDAEMONS_FUZZ_MESSAGES: the message budget of the run;
+* HVDAEMONS_FUZZ_REPORT: a file to append the run's summary to, as one JSON line.
 """
 
 from __future__ import annotations
@@ -93,10 +94,10 @@ def fuzz(
 
     Each batch of examples_per_seed examples runs under its own seed (seed,
     seed + 1, ...), so a failure names the one seed that reproduces it.
-    HVFUZZ_SEED and HVFUZZ_MESSAGES override seed and messages.
+    HVDAEMONS_FUZZ_SEED and HVDAEMONS_FUZZ_MESSAGES override seed and messages.
     """
-    seed = env_int("HVFUZZ_SEED", seed)
-    messages = env_int("HVFUZZ_MESSAGES", messages)
+    seed = env_int("HVDAEMONS_FUZZ_SEED", seed)
+    messages = env_int("HVDAEMONS_FUZZ_MESSAGES", messages)
     config = settings(
         max_examples=examples_per_seed,
         stateful_step_count=steps,
@@ -122,7 +123,7 @@ def fuzz(
         except BaseException:
             # Hypothesis has printed the shrunk program; this says how to get it again.
             print(
-                f"{rig.name} fuzz: failed under HVFUZZ_SEED={current} "
+                f"{rig.name} fuzz: failed under HVDAEMONS_FUZZ_SEED={current} "
                 f"after {rig.messages} messages in {rig.examples} examples",
                 file=sys.stderr,
             )
@@ -130,7 +131,7 @@ def fuzz(
     summary = Summary(
         rig.name, used, rig.messages, rig.examples, time.monotonic() - t0, steps, stats()
     )
-    path = os.environ.get("HVFUZZ_REPORT")
+    path = os.environ.get("HVDAEMONS_FUZZ_REPORT")
     if path:
         with open(path, "a") as f:
             f.write(json.dumps(dataclasses.asdict(summary)) + "\n")

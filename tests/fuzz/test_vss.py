@@ -3,8 +3,9 @@
 
 The default run is bounded (some 300 messages, well under a minute); the
 slow run (`tox -e slow`) sends 100,000 in four shards of 25,000 with their
-own seeds, which may run side by side (pytest -n).  HVFUZZ_SEED and
-HVFUZZ_MESSAGES override a run's first seed and budget.
+own seeds, which can also run side by side as separate pytest runs.
+HVDAEMONS_FUZZ_SEED and HVDAEMONS_FUZZ_MESSAGES override a run's first seed
+and budget.
 """
 
 from __future__ import annotations

@@ -499,6 +499,7 @@ class VssFuzz(RuleBasedStateMachine):
     def _packet(self, p: Packet) -> None:
         assert self.host is not None and self.daemon is not None
         self.settle()
+        expiries = self._auto_thaw_lines()[0]
         t_sent = time.monotonic()
         r = self.host.send(p.body())
         t_reply = time.monotonic()
@@ -524,9 +525,9 @@ class VssFuzz(RuleBasedStateMachine):
             self._expect(r.reply == OK_REPLY, f"FREEZE: reply {r.reply.hex()}")
             self.frozen, self.expired, self.freeze_sent = True, False, t_sent
         else:
-            self._thaw_reply(r.reply, t_reply)
+            self._thaw_reply(r.reply, t_reply, expiries)
 
-    def _thaw_reply(self, reply: bytes, t_reply: float) -> None:
+    def _thaw_reply(self, reply: bytes, t_reply: float, expiries: int) -> None:
         """A THAW's reply: S_OK, or E_FAIL after the deadline thawed by itself."""
         assert self.daemon is not None
         if self.expired:
@@ -539,7 +540,8 @@ class VssFuzz(RuleBasedStateMachine):
         if reply == FAIL_REPLY and not self.expired:
             # It did fire first: then it logged so.
             self._expect(
-                self.daemon.log.wait_count(EXPIRED, 1), "THAW failed but no deadline expiry logged"
+                self.daemon.log.wait_count(EXPIRED, expiries + 1),
+                "THAW failed but no deadline expiry logged",
             )
             self.rig.stats["expired"] += 1
         self.frozen = self.expired = False
