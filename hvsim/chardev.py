@@ -317,6 +317,23 @@ class ChardevKernel:
         if conn is not None:
             self._drop(conn)
 
+    @property
+    def _unplugged_path(self) -> str:
+        return self.path + ".unplugged"
+
+    def unplug(self) -> None:
+        """The device goes away and stays away until plug(): open() fails with ENOENT.
+
+        Like a channel rescinded (or hv_utils unloaded) and offered again
+        later: the node vanishes, then devtmpfs creates it anew.
+        """
+        os.rename(self.path, self._unplugged_path)  # first: no reconnect in between
+        self.hangup()
+
+    def plug(self) -> None:
+        """The device is back (see unplug)."""
+        os.rename(self._unplugged_path, self.path)
+
     def close(self) -> None:
         if self._listener.sock.fileno() < 0:
             return  # already closed
@@ -327,6 +344,10 @@ class ChardevKernel:
         # finds nothing to reopen instead of a listener about to close.
         self._listener.close()
         self.hangup()
+        try:
+            os.unlink(self._unplugged_path)  # closed while unplugged: still ours
+        except FileNotFoundError:
+            pass
         os.close(self._stop_r)
         os.close(self._stop_w)
 

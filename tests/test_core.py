@@ -198,6 +198,34 @@ def test_capfd_sees_held_records_only_after_release(capfd: pytest.CaptureFixture
     assert capfd.readouterr().err == "<3>Hyper-V VSS: FREEZE of /mnt failed\n"
 
 
+def test_a_release_landing_inside_a_held_emit_loses_no_record(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The VSS daemon releases held records from its SIGALRM handler, which Python runs
+    between any two bytecodes of the main thread, so also inside the holding
+    handler's emit(): between its look at the held list and its append."""
+    log.setup("Hyper-V VSS", foreground=True)
+    logger = logging.getLogger("hvdaemons.test")
+    log.hold()
+    logger.info("held before")
+
+    class ReleasedBeforeAppend(list):  # type: ignore[type-arg]
+        def append(self, record: object) -> None:
+            log.release()  # the signal lands here
+            super().append(record)
+
+    holder = log._holder
+    assert holder is not None and holder.held is not None
+    holder.held = ReleasedBeforeAppend(holder.held)
+    logger.info("emitted as the release ran")
+    logger.info("after")
+    assert capfd.readouterr().err == (
+        "<6>Hyper-V VSS: held before\n"
+        "<6>Hyper-V VSS: emitted as the release ran\n"
+        "<6>Hyper-V VSS: after\n"
+    )
+
+
 def test_cli_exit_codes_match_upstream(capsys: pytest.CaptureFixture[str]) -> None:
     p = cli.parser("hv_vss_daemon", "d", "/dev/vmbus/hv_vss")
     with pytest.raises(SystemExit) as e:

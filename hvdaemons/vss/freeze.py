@@ -441,6 +441,9 @@ class FreezeEngine:
             if self._deadline is not None:
                 self._deadline.disarm()
             if not self._frozen:
+                # The timer just disarmed may have been due to emit the log
+                # lines held since a host THAW: nothing is frozen, emit them.
+                self._release()
                 return Outcome()
             out = self._finish_thaw(list(reversed(self._frozen)))
             log.warning("%s while frozen: thawed %d filesystem(s)", why, len(out.done))

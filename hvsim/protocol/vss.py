@@ -15,6 +15,8 @@ from hvdaemons.protocol.vss import MSG_SIZE
 # The reply's status is the `error` member, in host byte order.
 _STATUS = struct.Struct("=I")
 _STATUS_SIZE = _ffi.field_size("struct hv_vss_msg", "error")
+_RESERVED = _ffi.offsetof("struct hv_vss_msg", "vss_hdr", "reserved")
+RESERVED_SIZE = _ffi.field_size("struct hv_vss_msg", "vss_hdr", "reserved")
 
 
 def request(op: int, flags: int = 0) -> bytes:
@@ -32,3 +34,26 @@ def reply_status(data: bytes) -> int:
         raise ProtocolError(f"{len(data)}-byte VSS reply")
     (status,) = _STATUS.unpack_from(data)
     return int(status)
+
+
+def host_message(
+    op: int, *, flags: int = 0, reserved: bytes = b"", lun_info: int = 0, size: int | None = None
+) -> bytes:
+    """The body of a host's ICMSGTYPE_VSS packet: a struct hv_vss_msg, then lun_info bytes.
+
+    reserved fills vss_hdr.reserved; size, if given, cuts the body to that
+    many bytes (a malformed packet).
+    """
+    msg = bytearray(request(op, flags))
+    if len(reserved) > RESERVED_SIZE:
+        raise ValueError(f"vss_hdr.reserved holds {RESERVED_SIZE} bytes")
+    msg[_RESERVED : _RESERVED + len(reserved)] = reserved
+    body = bytes(msg) + bytes(lun_info)
+    return body if size is None else body[:size]
+
+
+def forwarded_message(op: int) -> bytes:
+    """What vss_send_op() hands to the daemon: a zeroed hv_vss_msg carrying only the op."""
+    msg = bytearray(MSG_SIZE)
+    msg[0] = op
+    return bytes(msg)

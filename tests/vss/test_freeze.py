@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -375,3 +376,41 @@ def test_handler_reset_and_stop_thaw(planner: Planner, events: list[Event], tmp_
     h.handle(sim_vss.request(vss.VssOp.FREEZE))
     h.stop()
     assert f.frozen == set()
+
+
+class ManualTimer:
+    """A freeze.Timer that fires only when the test says so (the engine's injected timer)."""
+
+    def __init__(self) -> None:
+        self.fire: Callable[[], None] | None = None
+
+    def arm(self, seconds: float, fire: Callable[[], None]) -> None:
+        self.fire = fire
+
+    def disarm(self) -> None:
+        self.fire = None
+
+
+def test_a_reset_before_the_deferred_release_still_emits_the_held_log(
+    planner: Planner, events: list[Event], tmp_path: Path, logging_to_events: None
+) -> None:
+    """Hibernation: FREEZE, the kernel's fake THAW, then the device is reset at once.
+
+    The THAW's log lines wait for a timer (they are emitted just after the
+    reply is written); the reset disarms that timer.  The lines, and the
+    reset's own, must still come out: nothing is frozen any more.
+    """
+    f = RecordingFreezer(events)
+    timer = ManualTimer()
+    h = VssHandler(engine(planner, f, tmp_path, timer=timer, defer_release=True))
+    h.handle(sim_vss.request(vss.VssOp.FREEZE))
+    h.handle(sim_vss.request(vss.VssOp.THAW))
+    assert f.frozen == set() and timer.fire is not None  # the release is due later
+    assert calls(events, "log") == []
+    h.reset()  # the fake THAW's reply was refused: close, reopen
+    logging.getLogger("hvdaemons.service").error("/dev/vmbus/hv_vss: end of file; reopening")
+    assert calls(events, "log") == [
+        "<6>Hyper-V VSS: VSS: op=FREEZE: succeeded",
+        "<6>Hyper-V VSS: VSS: op=THAW: succeeded",
+        "<3>Hyper-V VSS: /dev/vmbus/hv_vss: end of file; reopening",
+    ]
