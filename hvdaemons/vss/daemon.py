@@ -9,9 +9,10 @@ never leaving a guest frozen (see freeze.py and mounts.py):
 
 * filesystems on loop devices are frozen in stacking order instead of being
   skipped; EOPNOTSUPP/ENOTTY filesystems are skipped instead of failing;
-* SIGTERM/SIGINT, a lost device and a deadline without THAW all thaw;
-  THAW after such an automatic thaw answers HV_E_FAIL (the snapshot may be
-  inconsistent), and an unknown op answers HV_E_FAIL (the reference: S_OK);
+* SIGTERM/SIGINT, a lost device and a deadline without THAW all thaw; a
+  THAW after the deadline's thaw answers HV_E_FAIL (the snapshot may be
+  inconsistent; after the other two the host's transaction is gone anyway),
+  and an unknown op answers HV_E_FAIL (the reference: S_OK);
 * a state file records a freeze, so a restart after SIGKILL thaws;
 * --list prints the plan, --thaw thaws everything (the unit's ExecStopPost=).
 """
