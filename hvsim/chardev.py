@@ -17,14 +17,19 @@ import logging
 import os
 import select
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
 
 from hvdaemons import _ffi
+from hvdaemons.errors import ProtocolError
+from hvdaemons.protocol.fcopy import FCOPY_CURRENT_VERSION
+from hvdaemons.protocol.kvp import KvpOp
+from hvdaemons.protocol.vss import VssOp
 
-from .protocol.kvp import kernel_registration_reply
+from .protocol import fcopy as sim_fcopy
+from .protocol import vss as sim_vss
+from .protocol.kvp import encode_registration_reply
 from .sockets import OwnedSocket
 
 log = logging.getLogger(__name__)
@@ -59,9 +64,9 @@ class KvpRules(ServiceRules):
         if len(msg) < KVP_MSG_SIZE:
             raise ValueError(f"registration of {len(msg)} bytes, need {KVP_MSG_SIZE}")
         op = msg[0]
-        if op not in (_ffi.const("KVP_OP_REGISTER1"), _ffi.const("KVP_OP_REGISTER")):
+        if op not in (KvpOp.REGISTER1, _ffi.const("KVP_OP_REGISTER")):
             raise ValueError(f"registration with op {op}")
-        return kernel_registration_reply(op)
+        return encode_registration_reply(op)
 
     def reply_ok(self, reply: bytes) -> bool:
         return len(reply) >= KVP_MSG_SIZE
@@ -71,9 +76,9 @@ class VssRules(ServiceRules):
     def registration_reply(self, msg: bytes) -> bytes | None:
         if len(msg) != VSS_MSG_SIZE:
             raise ValueError(f"registration of {len(msg)} bytes, need {VSS_MSG_SIZE}")
-        if msg[0] == _ffi.const("VSS_OP_REGISTER1"):
-            return struct.pack("<I", _ffi.const("VSS_OP_REGISTER1"))
-        if msg[0] == _ffi.const("VSS_OP_REGISTER"):
+        if msg[0] == VssOp.REGISTER1:
+            return sim_vss.encode_registration_reply()
+        if msg[0] == VssOp.REGISTER:
             return None  # accepted, never READY on current kernels
         raise ValueError(f"registration with op {msg[0]}")
 
@@ -83,11 +88,12 @@ class VssRules(ServiceRules):
 
 class FcopyRules(ServiceRules):
     def registration_reply(self, msg: bytes) -> bytes | None:
-        if len(msg) != 4:
-            raise ValueError(f"registration of {len(msg)} bytes, need 4")
-        (version,) = struct.unpack("<i", msg)
-        if version == _ffi.const("FCOPY_CURRENT_VERSION"):
-            return struct.pack("<I", version)
+        try:
+            version = sim_fcopy.decode_registration(msg)
+        except ProtocolError as e:
+            raise ValueError(str(e)) from None
+        if version == FCOPY_CURRENT_VERSION:
+            return sim_fcopy.encode_registration_reply(version)
         if version == _ffi.const("FCOPY_VERSION_0"):
             return None
         raise ValueError(f"registration with version {version}")

@@ -118,7 +118,7 @@ class FcopyKernel:
         self.recv[ICMSG_HDR:payload_len] = host_body
         if payload_len < ICMSG_HDR + proto.HDR_SIZE:
             return None  # "Invalid msg" : logged and dropped by the kernel
-        op = proto.operation(host_body)
+        op = proto.decode_operation(host_body)
         if op == proto.FcopyOp.START:
             return kernel_start(host_body)
         if op == proto.FcopyOp.WRITE:
@@ -150,7 +150,7 @@ class FcopyHost:
             reply = self.kernel.request(msg, wait_for_daemon=self.wait_for_daemon)
         if reply is None:
             return proto.E_FAIL
-        return sim_fcopy.decode_status(reply)
+        return sim_fcopy.decode_status_reply(reply)
 
     def start(
         self, file_name: str | bytes, path_name: str | bytes, flags: int = 0, file_size: int = 0

@@ -569,11 +569,11 @@ class UioHost:
         self, fw: list[icmsg.Version] | None = None, svc: list[icmsg.Version] | None = None
     ) -> tuple[int, bytes]:
         """Offer versions (default what Hyper-V offers for file copy); return (status, body)."""
-        req = sim_icmsg.negotiate_request(fw or [(3, 0)], svc or [(1, 0), (1, 1)])
+        req = sim_icmsg.encode_negotiate_request(fw or [(3, 0)], svc or [(1, 0), (1, 1)])
         reply = self.request(req)
         if len(reply) != len(req) + (-len(req) % 8):
             raise HostError(f"negotiate reply of {len(reply)} bytes to {len(req)}")
-        hdr = icmsg.parse_header(reply)
+        hdr = icmsg.decode_header(reply)
         if hdr.icflags != icmsg.ICMSGHDRFLAG_TRANSACTION | icmsg.ICMSGHDRFLAG_RESPONSE:
             raise HostError(f"negotiate reply icflags {hdr.icflags}")
         body = icmsg.body(reply)
@@ -587,7 +587,7 @@ class UioHost:
     def fcopy(self, body: bytes | bytearray) -> int:
         """Send one file-copy message; return the status the guest answered."""
         self._ic_tid = (self._ic_tid + 1) & 0xFF
-        payload = sim_icmsg.build_request(
+        payload = sim_icmsg.encode_request(
             icmsg.ICMSGTYPE_FCOPY, bytes(body), transaction_id=self._ic_tid
         )
         reply = self.request(payload)
@@ -597,7 +597,7 @@ class UioHost:
     def _status(reply: bytes, sent: int) -> int:
         if len(reply) < sent:
             raise HostError(f"reply of {len(reply)} bytes to a {sent}-byte request")
-        hdr = icmsg.parse_header(reply)
+        hdr = icmsg.decode_header(reply)
         if not hdr.is_response:
             raise HostError(f"reply icflags {hdr.icflags}")
         return hdr.status
@@ -682,7 +682,7 @@ class UioHost:
         rx, tx = self.sim.rx, self.sim.tx
         if rx is None or tx is None:
             raise Rescinded("no channel")
-        template = sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_write(0, b""))
+        template = sim_icmsg.encode_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_write(0, b""))
         stream = sim_ffi.HostStream(
             fd,
             size,
@@ -734,7 +734,7 @@ class UioHost:
         buf = getattr(self, "_wbuf", None)
         if buf is None:
             buf = bytearray(
-                sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_write(0, b""))
+                sim_icmsg.encode_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_write(0, b""))
             )
             self._wbuf = buf
         return buf

@@ -84,10 +84,10 @@ class VssHost:
         limit = self.freeze_timeout if op == vss.VssOp.FREEZE else self.timeout
         t0 = time.monotonic()
         reply = self.kernel.request(
-            sim_vss.request(op, flags), timeout=limit, wait_for_daemon=wait_for_daemon
+            sim_vss.encode_request(op, flags), timeout=limit, wait_for_daemon=wait_for_daemon
         )
         took = time.monotonic() - t0
-        status = None if reply is None else sim_vss.reply_status(reply)
+        status = None if reply is None else sim_vss.decode_status_reply(reply)
         return VssResult(vss.op_name(op), status, reply or b"", took)
 
     def hot_backup(self) -> VssResult:
@@ -120,7 +120,7 @@ class VssHost:
 
     def hibernate(self) -> None:
         """The fake THAW hv_utils queues on suspend; the daemon's reply is refused."""
-        self.kernel.inject(sim_vss.request(vss.VssOp.THAW))
+        self.kernel.inject(sim_vss.encode_request(vss.VssOp.THAW))
 
 
 SCENARIOS = (

@@ -94,7 +94,7 @@ class IcHandler:
             self._complain(logging.WARNING, "dropping VMBus packet of type %d", pkt.type)
             return None
         try:
-            hdr = icmsg.parse_header(pkt.payload)
+            hdr = icmsg.decode_header(pkt.payload)
         except ProtocolError as e:
             self._complain(logging.WARNING, "dropping packet: %s", e)
             return None
@@ -117,9 +117,9 @@ class IcHandler:
             return neg.reply, pkt.trans_id
         if hdr.msgtype == icmsg.ICMSGTYPE_FCOPY:
             status = self._fcopy_status(icmsg.body(pkt.payload))
-            return icmsg.response(pkt.payload, status), pkt.trans_id
+            return icmsg.encode_status_reply(pkt.payload, status), pkt.trans_id
         self._complain(logging.WARNING, "unexpected IC message type %d", hdr.msgtype)
-        return icmsg.response(pkt.payload, icmsg.HV_E_FAIL), pkt.trans_id
+        return icmsg.encode_status_reply(pkt.payload, icmsg.HV_E_FAIL), pkt.trans_id
 
 
 class _Stopped(Exception):

@@ -102,7 +102,7 @@ class IcHeader:
         return bool(self.icflags & ICMSGHDRFLAG_RESPONSE)
 
 
-def parse_header(payload: bytes) -> IcHeader:
+def decode_header(payload: bytes) -> IcHeader:
     """The IC headers at the start of a packet payload."""
     if len(payload) < ICMSG_HDR_SIZE:
         raise ProtocolError(f"IC message of {len(payload)} bytes is shorter than its headers")
@@ -117,7 +117,7 @@ def body(payload: bytes) -> bytes:
     return payload[ICMSG_HDR_SIZE:]
 
 
-def response(payload: bytes, status: int) -> bytes:
+def encode_status_reply(payload: bytes, status: int) -> bytes:
     """The reply to a request: same bytes and length, status set, icflags TRANSACTION|RESPONSE."""
     if len(payload) < ICMSG_HDR_SIZE:
         raise ProtocolError(f"IC message of {len(payload)} bytes is shorter than its headers")
@@ -160,7 +160,7 @@ def negotiate(
         raise ProtocolError(f"negotiate of {len(payload)} bytes is shorter than its headers")
     if len(payload) < NEGOTIATE_MIN:
         # The kernel gives up before touching the body or icmsgsize.
-        return Negotiated(response(payload, HV_E_FAIL), None, None)
+        return Negotiated(encode_status_reply(payload, HV_E_FAIL), None, None)
     out = bytearray(payload)
     struct.pack_into("<H", out, ICMSGSIZE_OFFSET, NEGOTIATE_RESP_SIZE)
     base = ICMSG_HDR_SIZE
@@ -184,5 +184,5 @@ def negotiate(
     if ok and data + 8 <= len(out):
         assert fw is not None and svc is not None
         struct.pack_into("<HHHH", out, data, fw[0], fw[1], svc[0], svc[1])
-    reply = response(bytes(out), HV_S_OK if ok else HV_E_FAIL)
+    reply = encode_status_reply(bytes(out), HV_S_OK if ok else HV_E_FAIL)
     return Negotiated(reply, fw if ok else None, svc if ok else None)

@@ -64,7 +64,7 @@ def op_name(op: int) -> str:
         return str(op)
 
 
-def registration() -> bytes:
+def encode_registration() -> bytes:
     """The 12-byte message that registers a daemon (VSS_OP_REGISTER1, rest zero).
 
     Legacy VSS_OP_REGISTER (128) gets no reply and never makes current
@@ -75,7 +75,7 @@ def registration() -> bytes:
     return bytes(msg)
 
 
-def parse_registration_reply(data: bytes) -> int:
+def decode_registration_reply(data: bytes) -> int:
     """The kernel's version from its 4-byte registration reply."""
     if len(data) != REGISTRATION_REPLY_SIZE:
         raise ProtocolError(f"invalid version negotiation: {len(data)}-byte reply, expected 4")
@@ -83,13 +83,13 @@ def parse_registration_reply(data: bytes) -> int:
     return int(version)
 
 
-def parse_request(data: bytes) -> VssRequest:
+def decode_request(data: bytes) -> VssRequest:
     if len(data) != MSG_SIZE:
         raise ProtocolError(f"{len(data)}-byte VSS message, expected {MSG_SIZE}")
     return VssRequest(op=data[0], raw=bytes(data))
 
 
-def reply(req: bytes, status: int) -> bytes:
+def encode_status_reply(req: bytes, status: int) -> bytes:
     """The 12-byte reply: the request with `error` set to status.
 
     The C daemon writes its request buffer back with only `error` changed,
@@ -105,9 +105,9 @@ __all__ = [
     "HvStatus",
     "VssOp",
     "VssRequest",
+    "decode_registration_reply",
+    "decode_request",
+    "encode_registration",
+    "encode_status_reply",
     "op_name",
-    "parse_registration_reply",
-    "parse_request",
-    "registration",
-    "reply",
 ]

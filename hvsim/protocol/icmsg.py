@@ -37,7 +37,7 @@ def encode_packet(
     return DESC.pack(ptype, DESC_SIZE // 8, len8, flags, trans_id) + payload + bytes(pad)
 
 
-def build_request(
+def encode_request(
     msgtype: int,
     body_bytes: bytes,
     *,
@@ -64,10 +64,12 @@ def build_request(
     return header + body_bytes
 
 
-def negotiate_request(fw_offered: Sequence[Version], svc_offered: Sequence[Version]) -> bytes:
+def encode_negotiate_request(
+    fw_offered: Sequence[Version], svc_offered: Sequence[Version]
+) -> bytes:
     """A host-side NEGOTIATE payload offering these versions."""
     versions = list(fw_offered) + list(svc_offered)
     neg = struct.pack("<HHI", len(fw_offered), len(svc_offered), 0) + b"".join(
         struct.pack("<HH", major, minor) for major, minor in versions
     )
-    return build_request(ICMSGTYPE_NEGOTIATE, neg, msg_version=(0, 0))
+    return encode_request(ICMSGTYPE_NEGOTIATE, neg, msg_version=(0, 0))

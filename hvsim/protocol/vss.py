@@ -10,14 +10,19 @@ import struct
 
 from hvdaemons import _ffi
 from hvdaemons.errors import ProtocolError
-from hvdaemons.protocol.vss import MSG_SIZE
+from hvdaemons.protocol.vss import MSG_SIZE, VssOp
 
 # The reply's status is the `error` member, in host byte order.
 _STATUS = struct.Struct("=I")
 _STATUS_SIZE = _ffi.field_size("struct hv_vss_msg", "error")
 
 
-def request(op: int, flags: int = 0) -> bytes:
+def encode_registration_reply() -> bytes:
+    """The kernel's answer to VSS_OP_REGISTER1: its version, a bare u32."""
+    return _STATUS.pack(VssOp.REGISTER1)
+
+
+def encode_request(op: int, flags: int = 0) -> bytes:
     """A request as the kernel builds it (host side of the simulator)."""
     msg = bytearray(MSG_SIZE)
     msg[0] = op
@@ -26,7 +31,7 @@ def request(op: int, flags: int = 0) -> bytes:
     return bytes(msg)
 
 
-def reply_status(data: bytes) -> int:
+def decode_status_reply(data: bytes) -> int:
     """The status of a daemon's reply (host side of the simulator)."""
     if len(data) < _STATUS_SIZE:
         raise ProtocolError(f"{len(data)}-byte VSS reply")

@@ -51,14 +51,14 @@ def test_a_bad_message_fails_the_copy_and_is_logged_once_per_copy(
         assert dispatch.status(sim_fcopy.encode_write(0, b"data")) == P.S_OK
         for _ in range(3):
             assert dispatch.status(sim_fcopy.encode_write(4, b"x", size=P.DATA_FRAGMENT + 1)) == P.E_FAIL
-        assert dispatch.status(sim_fcopy.header(9)) == P.E_FAIL  # another kind of mistake, same copy
+        assert dispatch.status(sim_fcopy.encode_header(9)) == P.E_FAIL  # another kind of mistake, same copy
         assert dispatch.status(sim_fcopy.encode_write(4, b"late")) == P.E_FAIL  # the copy is dead
         assert dispatch.status(sim_fcopy.encode_complete()) == P.E_FAIL
         assert os.listdir(tmp_path) == []  # no partial file anywhere
         assert bad_lines(caplog) == ["WRITE_TO_FILE of 6145 bytes exceeds the 6144-byte fragment"]
         # The next copy may be complained about again.
         assert dispatch.status(sim_fcopy.encode_start("g", str(tmp_path), 0, 0, utf16=utf16)) == P.S_OK
-        assert dispatch.status(sim_fcopy.header(9)) == P.E_FAIL
+        assert dispatch.status(sim_fcopy.encode_header(9)) == P.E_FAIL
     assert bad_lines(caplog)[1:] == ["Unknown operation: 9"]
 
 
@@ -68,7 +68,7 @@ def test_short_and_unknown_messages_get_e_fail(tmp_path: Path, utf16: bool) -> N
     assert dispatch.status(b"\x01\0") == P.E_FAIL
     assert dispatch.status(sim_fcopy.encode_write(0, b"")[:51]) == P.E_FAIL
     assert dispatch.status(sim_fcopy.encode_start("f", str(tmp_path), 0, 0, utf16=utf16)[:100]) == P.E_FAIL
-    assert dispatch.status(sim_fcopy.header(77)) == P.E_FAIL
+    assert dispatch.status(sim_fcopy.encode_header(77)) == P.E_FAIL
     assert os.listdir(tmp_path) == []
 
 

@@ -271,5 +271,7 @@ def test_difference_oversized_write_is_refused(sides: tuple[Side, Side]) -> None
 
 
 def test_unknown_operation(sides: tuple[Side, Side]) -> None:
-    (s1, _, _), (s2, _, _) = both(sides, "unknown", lambda h, r: [h.send(sim_fcopy.header(9))])
+    (s1, _, _), (s2, _, _) = both(
+        sides, "unknown", lambda h, r: [h.send(sim_fcopy.encode_header(9))]
+    )
     assert s1 == s2 == [E_FAIL]
