@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 KVP_MSG_SIZE = _ffi.sizeof("struct hv_kvp_msg")
 VSS_MSG_SIZE = _ffi.sizeof("struct hv_vss_msg")
-HV_E_FAIL = _ffi.const("HV_E_FAIL")
 HV_UTIL_TIMEOUT = 30.0
 VSS_FREEZE_TIMEOUT = 900.0
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from hvdaemons.protocol import fcopy as proto
 from hvdaemons.protocol import icmsg
-from hvdaemons.protocol.status import describe
+from hvdaemons.protocol.status import HvStatus, describe
 
 from . import launch, uio
 from .chardev import ChardevKernel
@@ -141,7 +141,7 @@ class FcopyHost:
         """One host request; the status the host gets (HV_E_FAIL if the kernel answered)."""
         msg = self.fcopy.to_daemon(host_body)
         if msg is None:
-            return proto.E_FAIL
+            return HvStatus.E_FAIL
         if self.latencies is not None:
             t0 = time.perf_counter()
             reply = self.kernel.request(msg, wait_for_daemon=self.wait_for_daemon)
@@ -149,7 +149,7 @@ class FcopyHost:
         else:
             reply = self.kernel.request(msg, wait_for_daemon=self.wait_for_daemon)
         if reply is None:
-            return proto.E_FAIL
+            return HvStatus.E_FAIL
         return sim_fcopy.decode_status_reply(reply)
 
     def start(
@@ -190,7 +190,7 @@ class FcopyHost:
         """
         with _Source(src) as source:
             statuses = [self.start(name, dest_dir, flags, source.size)]
-            if statuses[0] != proto.S_OK:
+            if statuses[0] != HvStatus.S_OK:
                 return statuses
             for i, (offset, chunk) in enumerate(source.fragments(fragment, sparse)):
                 if cancel_after is not None and i >= cancel_after:
@@ -198,7 +198,7 @@ class FcopyHost:
                     return statuses
                 status = self.write(offset, chunk)
                 statuses.append(status)
-                if status != proto.S_OK:
+                if status != HvStatus.S_OK:
                     statuses.append(self.cancel())
                     return statuses
             if cancel_after is not None and cancel_after >= len(statuses) - 1:
@@ -321,7 +321,7 @@ def _client_copy(args: argparse.Namespace) -> int:
         print(f"WRITE x{len(writes)}: {bad[0] if bad else described[1]}")
     if len(described) > 1:
         print(f"{'CANCEL' if args.cancel_after is not None else 'END'}: {described[-1]}")
-    return 0 if all(s == proto.S_OK for s in reply["statuses"]) else 2
+    return 0 if all(s == HvStatus.S_OK for s in reply["statuses"]) else 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -375,7 +375,7 @@ def demo_legacy(part: Part) -> None:
                 name = "Résumé-отчёт-😀.txt"
 
                 def step(what: str, got: list[int], want: int, check: bool = True) -> None:
-                    ok = got[-1] == want and (got[0] == want or got[0] == proto.S_OK) and check
+                    ok = got[-1] == want and (got[0] == want or got[0] == HvStatus.S_OK) and check
                     n = max(0, len(got) - 2)
                     part.check(
                         ok,
@@ -385,28 +385,28 @@ def demo_legacy(part: Part) -> None:
                 got = host.copy_file(data, dest, name, proto.CREATE_PATH)
                 target = os.path.join(dest, name)
                 same = _content(target) == data
-                step(f"copy {len(data)} bytes to {target} (CREATE_PATH)", got, proto.S_OK, same)
+                step(f"copy {len(data)} bytes to {target} (CREATE_PATH)", got, HvStatus.S_OK, same)
                 got = host.copy_file(b"again", dest, name, 0)
-                step("same name without OVER_WRITE", got, proto.ALREADY_EXISTS)
+                step("same name without OVER_WRITE", got, HvStatus.ERROR_ALREADY_EXISTS)
                 got = host.copy_file(b"replaced\n", dest, name, proto.OVER_WRITE)
                 step(
                     "same name with OVER_WRITE",
                     got,
-                    proto.S_OK,
+                    HvStatus.S_OK,
                     _content(target) == b"replaced\n",
                 )
                 got = host.copy_file(data, dest, "partial.bin", 0, cancel_after=3)
                 step(
                     "CANCEL after 3 fragments",
                     got,
-                    proto.S_OK,
+                    HvStatus.S_OK,
                     not os.path.exists(os.path.join(dest, "partial.bin")),
                 )
                 link = os.path.join(guest, "link")
                 os.symlink("/etc", link)
                 os.chmod(guest, 0o1777)  # a directory where anyone could have planted it
                 got = host.copy_file(b"x", link, "passwd", proto.OVER_WRITE)
-                step("through a planted symlink", got, proto.E_FAIL)
+                step("through a planted symlink", got, HvStatus.E_FAIL)
                 print("  files in the guest:")
                 for root, _dirs, files in os.walk(guest):
                     for f in sorted(files):

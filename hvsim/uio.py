@@ -53,7 +53,7 @@ from hvdaemons import _ffi
 from hvdaemons.fcopy.discovery import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
 from hvdaemons.protocol import fcopy as fcopy_msg
 from hvdaemons.protocol import icmsg
-from hvdaemons.protocol.status import describe
+from hvdaemons.protocol.status import HvStatus, describe
 
 from . import _ffi as sim_ffi
 from . import launch
@@ -424,14 +424,12 @@ class CopyResult:
 
     @property
     def write_failures(self) -> list[int]:
-        return [s for s in self.writes if s != fcopy_msg.S_OK]
+        return [s for s in self.writes if s != HvStatus.S_OK]
 
     @property
     def ok(self) -> bool:
         return (
-            self.start == fcopy_msg.S_OK
-            and not self.write_failures
-            and self.finish == fcopy_msg.S_OK
+            self.start == HvStatus.S_OK and not self.write_failures and self.finish == HvStatus.S_OK
         )
 
 
@@ -649,7 +647,7 @@ class UioHost:
             size = os.fstat(stream.fileno()).st_size
         try:
             result = CopyResult(start=self.start(file_name, path_name, flags, size))
-            if result.start != fcopy_msg.S_OK:
+            if result.start != HvStatus.S_OK:
                 return result
             if fast and cancel_after is None and not isinstance(source, bytes):
                 if self._stream(stream.fileno(), size, result):
@@ -662,7 +660,7 @@ class UioHost:
                     return result
                 status = self._write_fast(offset, chunk)
                 result.writes.append(status)
-                if status != fcopy_msg.S_OK:
+                if status != HvStatus.S_OK:
                     # Hyper-V gives up on the first failure.
                     return result
                 if progress is not None:
@@ -704,18 +702,18 @@ class UioHost:
                 reply = self.response(stream.trans_id)
                 status = self._status(reply, PAYLOAD_WRITE)
                 ok = sent - 1
-                result.writes.extend([fcopy_msg.S_OK] * ok + [status])
-                if status != fcopy_msg.S_OK:
+                result.writes.extend([HvStatus.S_OK] * ok + [status])
+                if status != HvStatus.S_OK:
                     return False
                 continue
             if state == sim_ffi.HOST_FULL:
-                result.writes.extend([fcopy_msg.S_OK] * sent)
+                result.writes.extend([HvStatus.S_OK] * sent)
                 self.sim.pump(0.1)
                 continue
             if state == sim_ffi.HOST_STATUS:
-                result.writes.extend([fcopy_msg.S_OK] * (sent - 1) + [stream.status])
+                result.writes.extend([HvStatus.S_OK] * (sent - 1) + [stream.status])
                 return False
-            result.writes.extend([fcopy_msg.S_OK] * sent)
+            result.writes.extend([HvStatus.S_OK] * sent)
             return True
 
     def _write_fast(self, offset: int, chunk: memoryview) -> int:

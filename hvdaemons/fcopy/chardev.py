@@ -15,12 +15,11 @@ import logging
 from .. import _ffi
 from ..errors import ChannelReset
 from ..protocol.fcopy import (
-    E_FAIL,
-    S_OK,
     decode_registration_reply,
     encode_registration,
     encode_status_reply,
 )
+from ..protocol.status import HvStatus
 from ..service import Service, Stopper
 from ..transport import READ_SIZE, FdChannel
 from .dispatch import Dispatch
@@ -32,7 +31,7 @@ DEVICE = "/dev/vmbus/hv_fcopy"
 IDENT = "HV_FCOPY"
 
 _REGISTRATION = encode_registration()
-_OK_REPLY = encode_status_reply(S_OK)
+_OK_REPLY = encode_status_reply(HvStatus.S_OK)
 
 
 class FcopyHandler:
@@ -54,11 +53,11 @@ class FcopyHandler:
         if not msg:
             return None  # PumpChannel woke up with nothing pending
         status = self._status(msg)
-        return _OK_REPLY if status == S_OK else encode_status_reply(status)
+        return _OK_REPLY if status == HvStatus.S_OK else encode_status_reply(status)
 
     def failure_reply(self, msg: bytes) -> bytes | None:
-        self.copier.reject(E_FAIL)
-        return encode_status_reply(E_FAIL)
+        self.copier.reject(HvStatus.E_FAIL)
+        return encode_status_reply(HvStatus.E_FAIL)
 
     def reset(self) -> None:
         # The kernel answered the host HV_E_FAIL; that copy is over.

@@ -17,7 +17,6 @@ import struct
 
 from ..log import Once
 from ..protocol.fcopy import (
-    E_FAIL,
     CancelCopy,
     CompleteCopy,
     FcopyDecodeError,
@@ -26,6 +25,7 @@ from ..protocol.fcopy import (
     decode_message,
     decode_write_payload,
 )
+from ..protocol.status import HvStatus
 from .writer import FileCopier
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Dispatch:
         except FcopyDecodeError as e:
             self._bad(logging.ERROR, "%s", e)
             # Data may be missing now: the copy fails as a failed WRITE would.
-            return copier.reject(E_FAIL)
+            return copier.reject(HvStatus.E_FAIL)
         except Exception:  # a bug must fail the request and its copy, not the daemon
             log.exception("file copy request failed")
-            return copier.reject(E_FAIL)
+            return copier.reject(HvStatus.E_FAIL)

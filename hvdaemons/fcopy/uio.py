@@ -28,6 +28,7 @@ from ..errors import ChannelReset, ProtocolError
 from ..log import Once
 from ..notify import sd_notify
 from ..protocol import icmsg
+from ..protocol.status import HvStatus
 from ..service import Missing, Stopper, wait_for_device
 from .binding import Binder
 from .discovery import UIO_DRIVER, Discovery, UioDevice
@@ -119,7 +120,7 @@ class IcHandler:
             status = self._fcopy_status(icmsg.body(pkt.payload))
             return icmsg.encode_status_reply(pkt.payload, status), pkt.trans_id
         self._complain(logging.WARNING, "unexpected IC message type %d", hdr.msgtype)
-        return icmsg.encode_status_reply(pkt.payload, icmsg.HV_E_FAIL), pkt.trans_id
+        return icmsg.encode_status_reply(pkt.payload, HvStatus.E_FAIL), pkt.trans_id
 
 
 class _Stopped(Exception):

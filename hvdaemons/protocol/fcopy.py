@@ -24,7 +24,6 @@ from typing import Union
 
 from .. import _ffi
 from ..errors import ProtocolError
-from .status import HvStatus
 
 START_SIZE = _ffi.sizeof("struct hv_start_fcopy")  # 1088
 WRITE_SIZE = _ffi.sizeof("struct hv_do_fcopy")  # 6196
@@ -47,12 +46,6 @@ MAX_FILE_OFFSET = (1 << 63) - 1
 FCOPY_CURRENT_VERSION = _ffi.const("FCOPY_CURRENT_VERSION")
 OVER_WRITE = _ffi.const("OVER_WRITE")
 CREATE_PATH = _ffi.const("CREATE_PATH")
-
-# The statuses a file copy reports (hv_fcopy_daemon.c: hv_start_fcopy() and friends).
-S_OK = HvStatus.S_OK
-E_FAIL = HvStatus.E_FAIL
-ALREADY_EXISTS = HvStatus.ERROR_ALREADY_EXISTS
-DISK_FULL = HvStatus.ERROR_DISK_FULL
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")

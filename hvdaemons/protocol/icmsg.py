@@ -17,8 +17,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .. import _ffi
 from ..errors import ProtocolError
+from .status import HvStatus
 
 # struct vmpacket_descriptor: type, offset8, len8, flags, trans_id.
 DESC = struct.Struct("<HHHHQ")
@@ -51,9 +51,6 @@ MAX_VERSIONS = 100
 NEGOTIATE_FIXED = 8
 NEGOTIATE_MIN = ICMSG_HDR_SIZE + 4  # the two counts must be present
 NEGOTIATE_RESP_SIZE = 16  # icmsgsize of every negotiate reply
-
-HV_S_OK = _ffi.const("HV_S_OK")
-HV_E_FAIL = _ffi.const("HV_E_FAIL")
 
 Version = tuple[int, int]
 
@@ -160,7 +157,7 @@ def negotiate(
         raise ProtocolError(f"negotiate of {len(payload)} bytes is shorter than its headers")
     if len(payload) < NEGOTIATE_MIN:
         # The kernel gives up before touching the body or icmsgsize.
-        return Negotiated(encode_status_reply(payload, HV_E_FAIL), None, None)
+        return Negotiated(encode_status_reply(payload, HvStatus.E_FAIL), None, None)
     out = bytearray(payload)
     struct.pack_into("<H", out, ICMSGSIZE_OFFSET, NEGOTIATE_RESP_SIZE)
     base = ICMSG_HDR_SIZE
@@ -184,5 +181,5 @@ def negotiate(
     if ok and data + 8 <= len(out):
         assert fw is not None and svc is not None
         struct.pack_into("<HHHH", out, data, fw[0], fw[1], svc[0], svc[1])
-    reply = encode_status_reply(bytes(out), HV_S_OK if ok else HV_E_FAIL)
+    reply = encode_status_reply(bytes(out), HvStatus.S_OK if ok else HvStatus.E_FAIL)
     return Negotiated(reply, fw if ok else None, svc if ok else None)

@@ -14,15 +14,11 @@ import pytest
 
 from hvdaemons.fcopy import writer as W
 from hvdaemons.fcopy.writer import FileCopier
-from hvdaemons.protocol.fcopy import (
-    ALREADY_EXISTS,
-    CREATE_PATH,
-    E_FAIL,
-    OVER_WRITE,
-    S_OK,
-    StartCopy,
-)
+from hvdaemons.protocol.fcopy import CREATE_PATH, OVER_WRITE, StartCopy
+from hvdaemons.protocol.status import HvStatus
 from hvsim import launch
+
+ALREADY_EXISTS, E_FAIL, S_OK = HvStatus.ERROR_ALREADY_EXISTS, HvStatus.E_FAIL, HvStatus.S_OK
 
 GiB = 1 << 30
 NOBODY = 65534
@@ -318,7 +314,9 @@ def _disk_full_script(mnt: Path) -> str:
     return f"""
 import os, sys
 from hvdaemons.fcopy.writer import FileCopier
-from hvdaemons.protocol.fcopy import StartCopy, S_OK, DISK_FULL
+from hvdaemons.protocol.fcopy import StartCopy
+from hvdaemons.protocol.status import HvStatus
+S_OK, DISK_FULL = HvStatus.S_OK, HvStatus.ERROR_DISK_FULL
 c = FileCopier()
 assert c.start(StartCopy("big", {str(mnt)!r}, 0, 4 << 20)) == S_OK
 got = [c.write(off, b"x" * 6144) for off in range(0, 4 << 20, 6144)]

@@ -33,13 +33,15 @@ def test_layout_and_constants_match_the_kernel_header() -> None:
     assert (P.W_MAX_PATH, P.DATA_FRAGMENT) == (260, 6144)
     assert (P.OVER_WRITE, P.CREATE_PATH) == (1, 2)
     assert [int(op) for op in P.FcopyOp] == [0, 1, 2, 3]
-    assert (P.S_OK, P.E_FAIL, P.ALREADY_EXISTS, P.DISK_FULL) == (
-        0,
-        0x80004005,
-        0x80070050,
-        0x80070070,
+    # The statuses a file copy reports (hv_fcopy_daemon.c: hv_start_fcopy() and friends).
+    statuses = (
+        HvStatus.S_OK,
+        HvStatus.E_FAIL,
+        HvStatus.ERROR_ALREADY_EXISTS,
+        HvStatus.ERROR_DISK_FULL,
     )
-    assert P.DISK_FULL is HvStatus.ERROR_DISK_FULL
+    assert statuses == (0, 0x80004005, 0x80070050, 0x80070070)
+    assert P.FCOPY_CURRENT_VERSION == 1
 
 
 def test_kernel_start_golden_bytes_decode() -> None:
@@ -159,9 +161,11 @@ def test_complete_cancel_unknown_and_short() -> None:
 
 
 def test_status_replies() -> None:
-    assert P.encode_status_reply(P.DISK_FULL) == b"\x70\x00\x07\x80"
-    assert sim_fcopy.decode_status_reply(b"\x05\x40\x00\x80") == P.E_FAIL
-    assert P.encode_status_reply(-2147467259) == P.encode_status_reply(P.E_FAIL)  # the C int's view
+    assert P.encode_status_reply(HvStatus.ERROR_DISK_FULL) == b"\x70\x00\x07\x80"
+    assert sim_fcopy.decode_status_reply(b"\x05\x40\x00\x80") == HvStatus.E_FAIL
+    assert P.encode_status_reply(-2147467259) == P.encode_status_reply(
+        HvStatus.E_FAIL
+    )  # the C int's view
 
 
 # -- the simulated kernel (hv_fcopy.c) ----------------------------------------------
