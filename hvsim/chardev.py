@@ -49,7 +49,7 @@ class ServiceRules:
     def registration_reply(self, msg: bytes) -> bytes | None:
         """The kernel's reply to a registration write, None if it sends none.
 
-        Raises ValueError for a write the kernel would refuse (EINVAL).
+        Raises ProtocolError for a write the kernel would refuse (EINVAL).
         """
         raise NotImplementedError
 
@@ -61,10 +61,10 @@ class ServiceRules:
 class KvpRules(ServiceRules):
     def registration_reply(self, msg: bytes) -> bytes | None:
         if len(msg) < KVP_MSG_SIZE:
-            raise ValueError(f"registration of {len(msg)} bytes, need {KVP_MSG_SIZE}")
+            raise ProtocolError(f"registration of {len(msg)} bytes, need {KVP_MSG_SIZE}")
         op = msg[0]
         if op not in (KvpOp.REGISTER1, _ffi.const("KVP_OP_REGISTER")):
-            raise ValueError(f"registration with op {op}")
+            raise ProtocolError(f"registration with op {op}")
         return encode_registration_reply(op)
 
     def reply_ok(self, reply: bytes) -> bool:
@@ -74,12 +74,12 @@ class KvpRules(ServiceRules):
 class VssRules(ServiceRules):
     def registration_reply(self, msg: bytes) -> bytes | None:
         if len(msg) != VSS_MSG_SIZE:
-            raise ValueError(f"registration of {len(msg)} bytes, need {VSS_MSG_SIZE}")
+            raise ProtocolError(f"registration of {len(msg)} bytes, need {VSS_MSG_SIZE}")
         if msg[0] == VssOp.REGISTER1:
             return sim_vss.encode_registration_reply()
         if msg[0] == VssOp.REGISTER:
             return None  # accepted, never READY on current kernels
-        raise ValueError(f"registration with op {msg[0]}")
+        raise ProtocolError(f"registration with op {msg[0]}")
 
     def reply_ok(self, reply: bytes) -> bool:
         return len(reply) == VSS_MSG_SIZE
@@ -87,15 +87,12 @@ class VssRules(ServiceRules):
 
 class FcopyRules(ServiceRules):
     def registration_reply(self, msg: bytes) -> bytes | None:
-        try:
-            version = sim_fcopy.decode_registration(msg)
-        except ProtocolError as e:
-            raise ValueError(str(e)) from None
+        version = sim_fcopy.decode_registration(msg)
         if version == FCOPY_CURRENT_VERSION:
             return sim_fcopy.encode_registration_reply(version)
         if version == _ffi.const("FCOPY_VERSION_0"):
             return None
-        raise ValueError(f"registration with version {version}")
+        raise ProtocolError(f"registration with version {version}")
 
     def reply_ok(self, reply: bytes) -> bool:
         return len(reply) == 4
@@ -189,7 +186,7 @@ class ChardevKernel:
                 with self._lock:
                     conn.registered = True
                     self._registered.notify_all()
-        except (OSError, ValueError) as e:
+        except (OSError, ProtocolError) as e:
             self._event("register-refused", str(e))
             self._drop(conn)
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
 from hvdaemons import _ffi
+from hvdaemons.errors import HvError
 from hvdaemons.fcopy.discovery import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
 from hvdaemons.protocol import fcopy as fcopy_msg
 from hvdaemons.protocol import icmsg
@@ -97,7 +98,7 @@ VARIANTS: dict[str, KernelVariant] = {
 DEFAULT_VARIANT = "6.18"
 
 
-class HostError(Exception):
+class HostError(HvError):
     """The guest broke the protocol (no signal, wrong trans_id, ...) or went away."""
 
 

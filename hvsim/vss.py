@@ -224,7 +224,7 @@ def _stderr_lines(proc: subprocess.Popen[bytes], timeout: float) -> list[str]:
 
 def demo(part: Part) -> None:
     """`hvsim demo vss`: a backup of loop-mounted test filesystems, in a sandbox."""
-    from .fsbox import FsBox, FsSpec
+    from .fsbox import FsBox, FsSpec, SandboxError
 
     specs = [
         FsSpec("data", "ext4"),
@@ -240,7 +240,7 @@ def demo(part: Part) -> None:
     try:
         try:
             box.start()
-        except RuntimeError as e:
+        except SandboxError as e:
             raise PartFailed(f"the test filesystems could not be set up: {e}") from e
         print("   mount table verified: nothing but our images and virtual filesystems")
         plan = box.run([*launch.daemon_argv("hv_vss_daemon"), "--list"])

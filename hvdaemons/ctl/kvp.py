@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..errors import HvError
 from ..kvp.paths import KvpPaths
 
 if TYPE_CHECKING:
@@ -62,7 +63,9 @@ LOCK_TIMEOUT = 10.0
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
-class KvpError(Exception):
+class KvpError(HvError):
+    """A refused or failed hvctl kvp command, with its exit status."""
+
     def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
         super().__init__(message)
         self.code = code

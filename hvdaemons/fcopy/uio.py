@@ -124,7 +124,11 @@ class IcHandler:
 
 
 class _Stopped(Exception):
-    pass
+    """A stop request, unwinding serve() from wherever it waits.
+
+    Not an HvError: it reports no fault, and no handler of faults may catch
+    it.  It never leaves this module (run() ends on it).
+    """
 
 
 class UioFcopyDaemon:

@@ -55,6 +55,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..errors import HvError
 from ..log import Once
 from ..notify import StatusLine, clock_text
 from ..protocol.fcopy import StartCopy
@@ -77,7 +78,7 @@ _TEMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS})
 
 
-class CopyError(Exception):
+class CopyError(HvError):
     """A refused or failed step, with the status the host gets."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -84,6 +84,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
+from ..errors import HvError
 from ..protocol.kvp import MAX_KEY_SIZE, MAX_VALUE_SIZE, POOL_COUNT, RECORD_SIZE
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         done += n
 
 
-class PoolUnavailable(Exception):
+class PoolUnavailable(HvError):
     """The pool cannot be used right now (unreadable or a journal could not be replayed)."""
 
 

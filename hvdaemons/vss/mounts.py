@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..errors import HvError
+
 MOUNTINFO = "/proc/self/mountinfo"
 SYSFS = "/sys"
 
@@ -164,7 +166,7 @@ class LoopDevice:
     sectors: int
 
 
-class _Unresolved(Exception):
+class _Unresolved(HvError):
     """The storage under a filesystem cannot be pinned down: leave it alone."""
 
 

@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass
 
 from hvdaemons import _ffi
-from hvdaemons.errors import ProtocolError
+from hvdaemons.errors import HvError, ProtocolError
 from hvdaemons.protocol.kvp import (
     IP_ADAPTER_ID,
     IP_ADDR,
@@ -196,7 +196,7 @@ def encode_registration_reply(op: int = KvpOp.REGISTER1, version: bytes = b"3.1"
 # -- reading replies ------------------------------------------------------------------
 
 
-class KernelConversionError(ValueError):
+class KernelConversionError(HvError):
     """utf8s_to_utf16s() failed: the kernel answers the host HV_E_FAIL."""
 
 
