@@ -25,7 +25,6 @@ from typing import Callable
 
 from .. import _ffi
 from ..errors import ChannelReset, ProtocolError
-from ..log import Once
 from ..notify import sd_notify
 from ..protocol import icmsg
 from ..protocol.status import HvStatus
@@ -154,7 +153,6 @@ class UioFcopyDaemon:
         self._ready_sent = False
         self._chan: UioChannel | None = None
         self._complain = _Limiter()
-        self._open_failed = Once(log)
 
     # -- device lifecycle ---------------------------------------------------------------
 
@@ -181,19 +179,30 @@ class UioFcopyDaemon:
             retry=RESCAN_INTERVAL,
         )
 
+    def _open(self) -> tuple[UioDevice, UioChannel] | Missing:
+        """The device and its open channel; or why there is none yet."""
+        dev = self._look()
+        if isinstance(dev, Missing):
+            return dev
+        try:
+            return dev, UioChannel.open(dev.node, dev.map_size)
+        except (OSError, ChannelReset) as e:
+            why = str(e)
+            # Each distinct failure is said once until the channel opens.
+            return Missing(
+                logging.ERROR,
+                "open %s failed: %s",
+                (dev.node, why),
+                RESCAN_INTERVAL,
+                key=("open", why),
+            )
+
     def run(self) -> int:
         while not self.stopper.requested:
-            dev = wait_for_device(self._look, self.stopper, logger=log, wake=self.discovery)
-            if dev is None:
+            found = wait_for_device(self._open, self.stopper, logger=log, wake=self.discovery)
+            if found is None:
                 break
-            try:
-                self._chan = UioChannel.open(dev.node, dev.map_size)
-            except (OSError, ChannelReset) as e:
-                why = str(e)
-                self._open_failed(logging.ERROR, "open %s failed: %s", dev.node, why, key=why)
-                self.stopper.wait(RESCAN_INTERVAL, self.discovery)
-                continue
-            self._open_failed.reset()
+            dev, self._chan = found
             log.info(
                 "%s: ring %d bytes per direction, header %d",
                 dev.node,
