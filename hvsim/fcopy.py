@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from hvdaemons import _ffi
 from hvdaemons.protocol import fcopy as proto
 from hvdaemons.protocol import icmsg
 from hvdaemons.protocol.status import HvStatus, describe
@@ -39,10 +40,11 @@ from . import launch, uio
 from .chardev import ChardevKernel
 from .demo import Part, wait_registered
 from .protocol import fcopy as sim_fcopy
+from .protocol import icmsg as sim_icmsg
 from .server import Json, SimServer, call, stop_daemon
 
-# hv_util.c allocates the service's receive buffer as two 4 KiB pages.
-RECV_BUFFER = 2 * 4096
+# hv_util.c allocates the service's receive buffer as two Hyper-V pages.
+RECV_BUFFER = 2 * _ffi.const("HV_HYP_PAGE_SIZE")
 ICMSG_HDR = icmsg.ICMSG_HDR_SIZE  # vmbuspipe_hdr + icmsg_hdr
 _NAME_UNITS = proto.W_MAX_PATH
 
@@ -94,13 +96,6 @@ def kernel_start(host_body: bytes) -> bytes:
     )
 
 
-def ic_header(body_len: int, transaction: int = 0) -> bytes:
-    """A host request's pipe + IC header (framework 3.0, FCopy 1.1)."""
-    return icmsg.ICMSG_HDR.pack(
-        0, body_len + 20, 3, 0, icmsg.ICMSGTYPE_FCOPY, 1, 1, body_len, 0, transaction, 3, 0
-    )
-
-
 class FcopyKernel:
     """hv_fcopy.c's receive buffer and message forwarding (no IC negotiation to show)."""
 
@@ -114,8 +109,9 @@ class FcopyKernel:
         payload_len = ICMSG_HDR + len(host_body)
         if payload_len > RECV_BUFFER:
             raise ValueError(f"host packet of {payload_len} bytes exceeds the receive buffer")
-        self.recv[0:ICMSG_HDR] = ic_header(len(host_body), self._transaction)
-        self.recv[ICMSG_HDR:payload_len] = host_body
+        self.recv[0:payload_len] = sim_icmsg.encode_request(
+            icmsg.ICMSGTYPE_FCOPY, host_body, transaction_id=self._transaction
+        )
         if payload_len < ICMSG_HDR + proto.HDR_SIZE:
             return None  # "Invalid msg" : logged and dropped by the kernel
         op = proto.decode_operation(host_body)

@@ -49,7 +49,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from hvdaemons import _ffi
 from hvdaemons.errors import HvError
 from hvdaemons.fcopy.discovery import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
 from hvdaemons.protocol import fcopy as fcopy_msg
@@ -725,7 +724,7 @@ class UioHost:
         if len(chunk) < fcopy_msg.DATA_FRAGMENT:
             buf[_W_DATA + len(chunk) :] = bytes(PAYLOAD_WRITE - _W_DATA - len(chunk))
         self._ic_tid = (self._ic_tid + 1) & 0xFF
-        buf[24] = self._ic_tid
+        buf[icmsg.TRANSACTION_ID_OFFSET] = self._ic_tid
         reply = self.response(self.post(buf))
         return self._status(reply, PAYLOAD_WRITE)
 
@@ -739,8 +738,8 @@ class UioHost:
         return buf
 
 
-_W_OFFSET = icmsg.ICMSG_HDR_SIZE + _ffi.offsetof("struct hv_do_fcopy", "offset")
-_W_DATA = icmsg.ICMSG_HDR_SIZE + _ffi.offsetof("struct hv_do_fcopy", "data")
+_W_OFFSET = icmsg.ICMSG_HDR_SIZE + fcopy_msg.OFF_W_OFFSET
+_W_DATA = icmsg.ICMSG_HDR_SIZE + fcopy_msg.OFF_W_DATA
 
 
 def _fragments(stream: BinaryIO) -> Iterator[tuple[int, memoryview]]:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
+from hvdaemons import _ffi
 from hvdaemons.protocol.icmsg import (
     DESC,
     DESC_SIZE,
+    FCOPY_FW_VERSIONS,
+    FCOPY_SVC_VERSIONS,
     ICMSG_HDR,
     ICMSG_HDR_SIZE,
     ICMSGHDRFLAG_REQUEST,
@@ -25,7 +28,11 @@ from hvdaemons.protocol.icmsg import (
 )
 
 # vmpacket_descriptor.flags: the host asks for a completion (the IC requests).
-VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED = 1
+VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED = _ffi.const(
+    "VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED"
+)
+# vmbuspipe_hdr.flags as Hyper-V sends it.
+_PIPE_FLAGS = 1
 
 
 def encode_packet(
@@ -41,14 +48,17 @@ def encode_request(
     msgtype: int,
     body_bytes: bytes,
     *,
-    framework: Version = (3, 0),
-    msg_version: Version = (1, 1),
+    framework: Version = FCOPY_FW_VERSIONS[0],
+    msg_version: Version = FCOPY_SVC_VERSIONS[0],
     transaction_id: int = 0,
 ) -> bytes:
-    """A host-side IC request payload (what the simulated host sends)."""
+    """A host-side IC request payload (what the simulated host sends).
+
+    The versions default to those a file-copy channel negotiates.
+    """
     msgsize = len(body_bytes)
     header = ICMSG_HDR.pack(
-        1,  # vmbuspipe_hdr.flags as Hyper-V sends it
+        _PIPE_FLAGS,
         msgsize + (ICMSG_HDR_SIZE - PIPE_HDR_SIZE),
         framework[0],
         framework[1],
