@@ -178,12 +178,64 @@ LAYOUTS: dict[str, tuple[int, dict[tuple[str, ...], tuple[int, int]]]] = {
         8,
         {("icframe_vercnt",): (0, 2), ("icmsg_vercnt",): (2, 2), ("reserved",): (4, 4)},
     ),
+    # <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_addr.h>: what KVP reads
+    "struct nlmsghdr": (
+        16,
+        {
+            ("nlmsg_len",): (0, 4),
+            ("nlmsg_type",): (4, 2),
+            ("nlmsg_flags",): (6, 2),
+            ("nlmsg_seq",): (8, 4),
+            ("nlmsg_pid",): (12, 4),
+        },
+    ),
+    "struct rtattr": (4, {("rta_len",): (0, 2), ("rta_type",): (2, 2)}),
+    "struct ifinfomsg": (
+        16,
+        {
+            ("ifi_family",): (0, 1),
+            ("ifi_type",): (2, 2),
+            ("ifi_index",): (4, 4),
+            ("ifi_flags",): (8, 4),
+            ("ifi_change",): (12, 4),
+        },
+    ),
+    "struct ifaddrmsg": (
+        8,
+        {
+            ("ifa_family",): (0, 1),
+            ("ifa_prefixlen",): (1, 1),
+            ("ifa_flags",): (2, 1),
+            ("ifa_scope",): (3, 1),
+            ("ifa_index",): (4, 4),
+        },
+    ),
+    "struct rtmsg": (
+        12,
+        {
+            ("rtm_family",): (0, 1),
+            ("rtm_dst_len",): (1, 1),
+            ("rtm_table",): (4, 1),
+            ("rtm_type",): (7, 1),
+            ("rtm_flags",): (8, 4),
+        },
+    ),
+    "struct rtnexthop": (
+        8,
+        {
+            ("rtnh_len",): (0, 2),
+            ("rtnh_flags",): (2, 1),
+            ("rtnh_hops",): (3, 1),
+            ("rtnh_ifindex",): (4, 4),
+        },
+    ),
 }
 
 
 def declared_structs() -> set[str]:
     names: set[str] = set()
-    for path in [*BINDINGS.glob("hyperv*.cdef.h"), BINDINGS / "vmbus.cdef.h"]:
+    files = ("hyperv*.cdef.h", "vmbus.cdef.h", "rtnetlink.cdef.h")
+    for path in (p for pattern in files for p in BINDINGS.glob(pattern)):
         names.update(f"struct {m}" for m in re.findall(r"^struct (\w+) \{", path.read_text(), re.M))
     return names
 
@@ -261,3 +313,48 @@ def test_the_python_formats_mirror_the_c_structs() -> None:
     ]
     assert icmsg.DESC.size == _ffi.sizeof("struct vmpacket_descriptor")
     assert icmsg.ICMSG_HDR.size == pipe + _ffi.sizeof("struct icmsg_hdr")
+
+
+def test_the_netlink_formats_mirror_the_kernel_structs() -> None:
+    from hvdaemons.kvp import netlink
+
+    for fmt, ctype, fields in (
+        (
+            netlink._NLMSGHDR,
+            "struct nlmsghdr",
+            ("nlmsg_len", "nlmsg_type", "nlmsg_flags", "nlmsg_seq", "nlmsg_pid"),
+        ),
+        (netlink._RTATTR, "struct rtattr", ("rta_len", "rta_type")),
+        (
+            netlink._IFINFOMSG,
+            "struct ifinfomsg",
+            ("ifi_family", "ifi_type", "ifi_index", "ifi_flags", "ifi_change"),
+        ),
+        (
+            netlink._IFADDRMSG,
+            "struct ifaddrmsg",
+            ("ifa_family", "ifa_prefixlen", "ifa_flags", "ifa_scope", "ifa_index"),
+        ),
+        (
+            netlink._RTMSG,
+            "struct rtmsg",
+            (
+                "rtm_family",
+                "rtm_dst_len",
+                "rtm_src_len",
+                "rtm_tos",
+                "rtm_table",
+                "rtm_protocol",
+                "rtm_scope",
+                "rtm_type",
+                "rtm_flags",
+            ),
+        ),
+        (
+            netlink._RTNEXTHOP,
+            "struct rtnexthop",
+            ("rtnh_len", "rtnh_flags", "rtnh_hops", "rtnh_ifindex"),
+        ),
+    ):
+        assert format_offsets(fmt) == [_ffi.offsetof(ctype, f) for f in fields], ctype
+        assert fmt.size == _ffi.sizeof(ctype), ctype
