@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from hvdaemons import _ffi
 from hvdaemons.errors import ProtocolError
 from hvdaemons.protocol.fcopy import FCOPY_CURRENT_VERSION
-from hvdaemons.protocol.kvp import KvpOp
+from hvdaemons.protocol.kvp import KVP_MSG_SIZE, KvpOp
+from hvdaemons.protocol.vss import MSG_SIZE as VSS_MSG_SIZE
 from hvdaemons.protocol.vss import VssOp
 
 from .protocol import fcopy as sim_fcopy
@@ -34,8 +35,7 @@ from .sockets import OwnedSocket
 
 log = logging.getLogger(__name__)
 
-KVP_MSG_SIZE = _ffi.sizeof("struct hv_kvp_msg")
-VSS_MSG_SIZE = _ffi.sizeof("struct hv_vss_msg")
+# The kernel's time for a daemon's reply (HV_UTIL_TIMEOUT), and a FREEZE's.
 HV_UTIL_TIMEOUT = 30.0
 VSS_FREEZE_TIMEOUT = 900.0
 

@@ -37,7 +37,7 @@ from hvdaemons.protocol import icmsg
 from hvdaemons.protocol.status import HvStatus, describe
 
 from . import launch, uio
-from .chardev import ChardevKernel
+from .chardev import HV_UTIL_TIMEOUT, ChardevKernel
 from .demo import Part, wait_registered
 from .protocol import fcopy as sim_fcopy
 from .protocol import icmsg as sim_icmsg
@@ -280,7 +280,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="S",
-        help="seconds the simulated kernel waits for a file-copy reply (default 30)",
+        help=f"seconds the simulated kernel waits for a file-copy reply (default {HV_UTIL_TIMEOUT:g})",
     )
 
 

@@ -45,14 +45,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
-from hvdaemons import _ffi
 from hvdaemons.errors import HvError
+from hvdaemons.vss.freeze import FIFREEZE, FITHAW
 from hvdaemons.vss.mounts import Mount, parse_mountinfo
 
 from . import launch
-
-FIFREEZE = _ffi.const("FIFREEZE")
-FITHAW = _ffi.const("FITHAW")
 
 BASE = "/dev/shm"  # a tmpfs on the host: the work directory's bind is anonymous-device
 MNT = "/mnt"

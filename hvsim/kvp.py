@@ -96,7 +96,7 @@ class KvpHost:
         return items, HvStatus.S_OK
 
     def get_ip_info(
-        self, adapter_id: str, addr_family: int = sim_kvp.ADDR_FAMILY_NONE
+        self, adapter_id: str, addr_family: int = kvp.ADDR_FAMILY_NONE
     ) -> sim_kvp.HostReply:
         """GET_IP_INFO for a MAC address (upper-case, ':'-separated, as Hyper-V sends it)."""
         return self._ask(

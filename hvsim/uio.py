@@ -50,10 +50,10 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
 from hvdaemons.errors import HvError
-from hvdaemons.fcopy.discovery import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
 from hvdaemons.protocol import fcopy as fcopy_msg
 from hvdaemons.protocol import icmsg
 from hvdaemons.protocol.status import HvStatus, describe
+from hvdaemons.vmbus import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, KVP_CLASS_ID, UIO_DRIVER
 
 from . import _ffi as sim_ffi
 from . import launch
@@ -65,7 +65,6 @@ log = logging.getLogger(__name__)
 
 _HELLO = struct.Struct("<II")
 _S32 = struct.Struct("<i")
-KVP_CLASS_ID = "a9a0f4e7-5a45-4d96-b827-8a841e8c03e6"
 PAYLOAD_WRITE = icmsg.ICMSG_HDR_SIZE + fcopy_msg.WRITE_SIZE
 
 

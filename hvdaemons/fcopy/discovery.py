@@ -15,14 +15,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-log = logging.getLogger(__name__)
+from ..vmbus import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID
 
-FCOPY_CLASS_ID = "34d14be3-dee4-41c8-9ae7-6b174977c192"
-# The instance Hyper-V offers; only a fallback, the class decides.
-FCOPY_INSTANCE_ID = "eb765408-105f-49b6-b4aa-c123b64d17d4"
-UIO_DRIVER = "uio_hv_generic"
-# Owns the file-copy channel on kernels with the char device (<= 6.9).
-HV_UTILS_DRIVER = "hv_utils"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ from ..notify import sd_notify
 from ..protocol import icmsg
 from ..protocol.status import HvStatus
 from ..service import Missing, Stopper, wait_for_device
+from ..vmbus import UIO_DRIVER
 from .binding import Binder
-from .discovery import UIO_DRIVER, Discovery, UioDevice
+from .discovery import Discovery, UioDevice
 from .dispatch import Dispatch
 from .uio_channel import UioChannel
 from .writer import FileCopier

@@ -26,6 +26,7 @@ import threading
 from dataclasses import dataclass
 
 from ..log import Once
+from ..protocol.kvp import MAX_VALUE_SIZE
 from .paths import KvpPaths
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ FQDN_WAIT = 20.0
 # fgets(buf, 512): at most 511 bytes per read.
 _LINE_MAX = 511
 # full_domain_name[HV_KVP_EXCHANGE_MAX_VALUE_SIZE] with snprintf().
-_FQDN_MAX = 2047
+_FQDN_MAX = MAX_VALUE_SIZE - 1
 
 
 @dataclass(frozen=True)

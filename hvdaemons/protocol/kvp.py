@@ -40,6 +40,15 @@ POOL_COUNT = _ffi.const("KVP_POOL_COUNT")  # 5
 # GET_IP_INFO's addr_family bits (the daemon reports the families it found).
 ADDR_FAMILY_IPV4 = _ffi.const("ADDR_FAMILY_IPV4")
 ADDR_FAMILY_IPV6 = _ffi.const("ADDR_FAMILY_IPV6")
+ADDR_FAMILY_NONE = _ffi.const("ADDR_FAMILY_NONE")
+# The most drivers/hv/hv_kvp.c passes between daemon and host, in UTF-16 code
+# units: the kvp_ip_val strings (process_ib_ipinfo()), and the key and value
+# of an ENUMERATE or GET answer (kvp_respond_to_host(), utf8s_to_utf16s()).
+MAX_ADAPTER_ID_SIZE = _ffi.const("MAX_ADAPTER_ID_SIZE")
+MAX_IP_ADDR_SIZE = _ffi.const("MAX_IP_ADDR_SIZE")
+MAX_GATEWAY_SIZE = _ffi.const("MAX_GATEWAY_SIZE")
+HOST_KEY_UNITS = MAX_KEY_SIZE // 2 - 2  # 254
+HOST_VALUE_UNITS = MAX_VALUE_SIZE // 2 - 2  # 1022
 
 
 class KvpOp(enum.IntEnum):

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from hvdaemons import _ffi
 from hvdaemons.errors import HvError, ProtocolError
 from hvdaemons.protocol.kvp import (
+    ADDR_FAMILY_NONE,
+    HOST_KEY_UNITS,
+    HOST_VALUE_UNITS,
     IP_ADAPTER_ID,
     IP_ADDR,
     IP_ADDR_FAMILY,
@@ -31,6 +34,9 @@ from hvdaemons.protocol.kvp import (
     IP_GATE_WAY,
     IP_SUB_NET,
     KVP_MSG_SIZE,
+    MAX_ADAPTER_ID_SIZE,
+    MAX_GATEWAY_SIZE,
+    MAX_IP_ADDR_SIZE,
     MAX_KEY_SIZE,
     MAX_VALUE_SIZE,
     OFF_DEL_KEY,
@@ -51,11 +57,6 @@ from hvdaemons.protocol.kvp import (
     cstring,
 )
 from hvdaemons.protocol.status import HvStatus
-
-MAX_ADAPTER_ID_SIZE = _ffi.const("MAX_ADAPTER_ID_SIZE")  # u16 units on the host wire
-MAX_IP_ADDR_SIZE = _ffi.const("MAX_IP_ADDR_SIZE")
-MAX_GATEWAY_SIZE = _ffi.const("MAX_GATEWAY_SIZE")
-ADDR_FAMILY_NONE = _ffi.const("ADDR_FAMILY_NONE")
 
 
 class RegType(enum.IntEnum):
@@ -258,15 +259,11 @@ def decode_reply(op: int, reply: bytes) -> HostReply:
         return HostReply(status)
     try:
         if op == KvpOp.ENUMERATE:
-            key = kernel_utf8_to_utf16(_kernel_string(reply, OFF_ENUM_KEY), MAX_KEY_SIZE // 2 - 2)
-            value = kernel_utf8_to_utf16(
-                _kernel_string(reply, OFF_ENUM_VALUE), MAX_VALUE_SIZE // 2 - 2
-            )
+            key = kernel_utf8_to_utf16(_kernel_string(reply, OFF_ENUM_KEY), HOST_KEY_UNITS)
+            value = kernel_utf8_to_utf16(_kernel_string(reply, OFF_ENUM_VALUE), HOST_VALUE_UNITS)
             return HostReply(status, key=key, value=value)
         if op == KvpOp.GET:
-            value = kernel_utf8_to_utf16(
-                _kernel_string(reply, OFF_ENUM_VALUE), MAX_VALUE_SIZE // 2 - 2
-            )
+            value = kernel_utf8_to_utf16(_kernel_string(reply, OFF_ENUM_VALUE), HOST_VALUE_UNITS)
             return HostReply(status, value=value)
         if op == KvpOp.GET_IP_INFO:
 

@@ -11,6 +11,7 @@ import os
 import stat
 from pathlib import Path
 
+from hvdaemons import vmbus
 from hvdaemons.fcopy import discovery as D
 from hvsim import uio as sim_uio
 from tests.support.fcopy import vmbus_device
@@ -28,7 +29,9 @@ def bind_uio(sysfs: Path, dev: Path, name: str, size: int) -> None:
 def test_found_by_class_not_by_instance(tmp_path: Path) -> None:
     sysfs = tmp_path / "sys"
     vmbus_device(sysfs, "11111111-2222-3333-4444-555555555555", KVP_CLASS_ID)
-    other = vmbus_device(sysfs, "66666666-2222-3333-4444-555555555555", D.FCOPY_CLASS_ID.upper())
+    other = vmbus_device(
+        sysfs, "66666666-2222-3333-4444-555555555555", vmbus.FCOPY_CLASS_ID.upper()
+    )
     bind_uio(sysfs, other, "uio4", 0xA000)
     disc = D.SysfsDiscovery(str(sysfs), "/devroot")
     assert disc.fcopy_devices() == [str(other)]
@@ -39,7 +42,7 @@ def test_found_by_class_not_by_instance(tmp_path: Path) -> None:
 
 def test_fixed_instance_is_a_fallback_when_class_id_is_unreadable(tmp_path: Path) -> None:
     sysfs = tmp_path / "sys"
-    dev = vmbus_device(sysfs, D.FCOPY_INSTANCE_ID, None)
+    dev = vmbus_device(sysfs, vmbus.FCOPY_INSTANCE_ID, None)
     assert D.SysfsDiscovery(str(sysfs)).fcopy_devices() == [str(dev)]
 
 
@@ -59,7 +62,7 @@ def test_nothing_there(tmp_path: Path) -> None:
 def test_driver_name_is_the_link_target(tmp_path: Path) -> None:
     sysfs = tmp_path / "sys"
     unbound = vmbus_device(sysfs, "00000000-1111-2222-3333-444444444444")
-    owned = vmbus_device(sysfs, D.FCOPY_INSTANCE_ID, driver=D.HV_UTILS_DRIVER)
+    owned = vmbus_device(sysfs, vmbus.FCOPY_INSTANCE_ID, driver=vmbus.HV_UTILS_DRIVER)
     assert D.driver_name(str(unbound)) is None
     assert D.driver_name(str(owned)) == "hv_utils"
     assert D.driver_name(str(tmp_path / "gone")) is None
@@ -81,7 +84,7 @@ def test_the_simulators_tree_looks_like_the_kernels(tmp_path: Path) -> None:
         assert dev.name == "uio1"  # not uio0, which belongs to another device
         assert dev.map_size == 2 * 0x5000
         assert stat.S_ISSOCK(os.stat(dev.node).st_mode)
-        assert D.driver_name(dev.vmbus_dir) == D.UIO_DRIVER
+        assert D.driver_name(dev.vmbus_dir) == vmbus.UIO_DRIVER
         assert (
             Path(sim.vmbus_dir) / "modalias"
         ).read_text() == "vmbus:e34bd134e4dec8419ae76b174977c192\n"

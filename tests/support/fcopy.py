@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hvdaemons.fcopy.discovery import FCOPY_CLASS_ID
+from hvdaemons.vmbus import FCOPY_CLASS_ID
 from hvsim import launch
 from hvsim.chardev import ChardevKernel
 from hvsim.fcopy import FcopyHost
