@@ -236,17 +236,6 @@ class ChardevKernel:
                 self._registered.wait(left)
             return True
 
-    def wait_unregistered(self, timeout: float) -> bool:
-        """Wait until no daemon holds the device."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._reap()
-            with self._lock:
-                if self._conn is None:
-                    return True
-            time.sleep(0.01)
-        return False
-
     def request(
         self, msg: bytes, *, timeout: float | None = None, wait_for_daemon: float = 0.0
     ) -> bytes | None:

@@ -153,9 +153,6 @@ class FsBox:
         """Where the simulator's device sockets go (visible at the same path inside)."""
         return os.path.join(self.workdir, "sim")
 
-    def mount_points(self) -> list[str]:
-        return [s.mount_point for s in self.specs]
-
     def image_mount_points(self) -> list[str]:
         """One mount point per image (no bind mounts), holders before what they hold."""
         return [s.mount_point for s in self.specs if s.bind_of is None]

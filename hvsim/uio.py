@@ -142,7 +142,6 @@ class UioSim:
         self.new_id_writes: list[str] = []
         self.interrupts = 0  # host -> guest signals delivered
         self.guest_signals = 0  # irqcontrol(1) writes
-        self.guest_masks = 0  # irqcontrol(0) writes
         self.bad_irqcontrol = 0
         self.opens = 0
         self._memfd = -1
@@ -331,7 +330,6 @@ class UioSim:
                         # hv_uio_irqcontrol: interrupt_mask = !value, then signal if value.
                         self.rx.store(sim_ffi.RING_INTERRUPT_MASK, 0 if value else 1)
                     if not value:
-                        self.guest_masks += 1
                         continue
                     self.guest_signals += 1
                     self._pending += 1
@@ -349,10 +347,6 @@ class UioSim:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
-
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None and self._conn_open
 
     @property
     def irq_fd(self) -> int:

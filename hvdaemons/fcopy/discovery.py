@@ -188,15 +188,3 @@ def make_discovery(sysfs_root: str = "/sys", dev_root: str = "/dev") -> Discover
         except Exception as e:  # no libudev: the scan finds the same devices
             log.debug("pyudev unavailable (%s); scanning /sys", e)
     return SysfsDiscovery(sysfs_root, dev_root)
-
-
-def find_uio_device(
-    sysfs_root: str = "/sys", dev_root: str = "/dev", discovery: Discovery | None = None
-) -> UioDevice | None:
-    """The file-copy uio device if one is bound now (no binding, no waiting)."""
-    disc = discovery or make_discovery(sysfs_root, dev_root)
-    for vmbus_dir in disc.fcopy_devices():
-        dev = disc.uio_device(vmbus_dir)
-        if dev is not None:
-            return dev
-    return None

@@ -290,14 +290,6 @@ class FileCopier:
         return self._copy is not None
 
     @property
-    def temp_path(self) -> str | None:
-        """Where the data of the current copy goes (for tests and logs)."""
-        c = self._copy
-        if c is None:
-            return None
-        return os.path.join(os.path.dirname(c.target), c.temp.decode("utf-8", "surrogateescape"))
-
-    @property
     def data_fd(self) -> int:
         """The descriptor WRITE data of the current copy goes to; -1 if none or it failed.
 

@@ -98,11 +98,6 @@ class Link:
     def is_loopback(self) -> bool:
         return bool(self.flags & IFF_LOOPBACK)
 
-    @property
-    def mac_str(self) -> str:
-        """Lower-case colon-separated form, as in /sys/class/net/IF/address."""
-        return ":".join(f"{b:02x}" for b in self.mac)
-
 
 @dataclass(frozen=True)
 class Address:
@@ -415,12 +410,6 @@ class NetState:
     def link_by_name(self, name: str) -> Link | None:
         for link in self.links:
             if link.name == name:
-                return link
-        return None
-
-    def link_by_index(self, index: int) -> Link | None:
-        for link in self.links:
-            if link.index == index:
                 return link
         return None
 

@@ -230,9 +230,6 @@ class Planner:
             self._watch = select.poll()
             self._watch.register(self._watch_fd, select.POLLPRI)
 
-    def read_mounts(self) -> list[Mount]:
-        return parse_mountinfo(self._read_mountinfo())
-
     def _read_mountinfo(self) -> bytes:
         with open(self.mountinfo, "rb") as f:
             return f.read()

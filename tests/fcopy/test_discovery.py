@@ -14,7 +14,7 @@ from pathlib import Path
 from hvdaemons import vmbus
 from hvdaemons.fcopy import discovery as D
 from hvsim import uio as sim_uio
-from tests.support.fcopy import vmbus_device
+from tests.support.fcopy import find_uio_device, vmbus_device
 
 KVP_CLASS_ID = "a9a0f4e7-5a45-4d96-b827-8a841e8c03e6"
 
@@ -35,7 +35,7 @@ def test_found_by_class_not_by_instance(tmp_path: Path) -> None:
     bind_uio(sysfs, other, "uio4", 0xA000)
     disc = D.SysfsDiscovery(str(sysfs), "/devroot")
     assert disc.fcopy_devices() == [str(other)]
-    dev = D.find_uio_device(str(sysfs), "/devroot", disc)
+    dev = find_uio_device(disc)
     assert dev == D.UioDevice(str(other), "uio4", "/devroot/uio4", 0xA000)
     assert dev.ring_size == 0x5000
 
@@ -56,7 +56,7 @@ def test_map_size_is_hex_text(tmp_path: Path) -> None:
 
 
 def test_nothing_there(tmp_path: Path) -> None:
-    assert D.find_uio_device(str(tmp_path), str(tmp_path)) is None
+    assert find_uio_device(D.make_discovery(str(tmp_path), str(tmp_path))) is None
 
 
 def test_driver_name_is_the_link_target(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_the_simulators_tree_looks_like_the_kernels(tmp_path: Path) -> None:
     sim = sim_uio.UioSim(str(tmp_path / "sim"), "7.2")
     try:
         sim.offer()
-        dev = D.find_uio_device(sim.sysfs, sim.dev)
+        dev = find_uio_device(D.make_discovery(sim.sysfs, sim.dev))
         assert dev is not None
         assert dev.name == "uio1"  # not uio0, which belongs to another device
         assert dev.map_size == 2 * 0x5000
