@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /* VMBus ring buffers as uio_hv_generic maps them (ring.c; docs/protocol.md,
- * "The uio ring").
+ * "File copy over uio_hv_generic").
  *
  * A ring is given as (base, ring_size, hdr_size): base points at the ring's
  * header (struct hv_ring_header, vmbus.cdef.h), hdr_size is the header page

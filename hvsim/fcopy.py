@@ -3,7 +3,8 @@
 
 Mirrors drivers/hv/hv_fcopy.c (Linux <= 6.9) as seen by the daemon: the
 host's messages carry UTF-16LE names; the kernel copies each IC payload
-into its receive buffer and hands the daemon
+into its receive buffer and hands the daemon (fcopy_send_data(),
+hv_fcopy_pre_suspend(); docs/protocol.md)
 
 * START: a freshly built 1088-byte hv_start_fcopy with the names converted by
   utf16s_to_utf8s() (at most 259 bytes, lone surrogates and characters that

@@ -270,9 +270,9 @@ class UioFcopyDaemon:
             if self.stopper.requested:
                 raise _Stopped()
             # Both kernel variants: <= 6.17 set the mask in its interrupt
-            # callback, later ones leave it to us.  Clear it ourselves (no
-            # hypercall), then look again: the host skips its signal while
-            # the mask is set.
+            # callback, later ones leave it to us (docs/protocol.md, "Who sets
+            # the interrupt mask").  Clear it ourselves (no hypercall), then
+            # look again: the host skips its signal while the mask is set.
             if self.spin_ns > 0 and not spun:
                 rx.set_mask(1)
                 if rx.poll(self.spin_ns):

@@ -11,7 +11,7 @@ Deliberate differences from the reference (the protocol module and
 hvdaemons.kvp.pool, ipinfo and ipinject list theirs):
 
 * GET answers where the kernel reads (offset 532), so the host gets the
-  value instead of an empty string (spec kvp.md 6.2).
+  value instead of an empty string (docs/protocol.md, "The answer to a GET").
 * A pool number above 4 gets HV_E_FAIL (the reference indexes past its
   array); an ENUMERATE index past the end HV_S_CONT, however large.
 * key_size above 512 or 0 gets HV_S_CONT for GET, SET and DELETE (the
@@ -110,7 +110,8 @@ class KvpHandler:
         if len(msg) != kvp.KVP_MSG_SIZE:
             raise ProtocolError(f"registration reply of {len(msg)} bytes")
         if msg[kvp.OFF_OP] != kvp.KvpOp.REGISTER1:
-            # As the reference: anything else is handled as a request.
+            # As the reference: anything else is handled as a request
+            # (docs/protocol.md, "Registration").
             return False
         version = kvp.cstring(msg, kvp.OFF_REG_VERSION, kvp.OFF_REG_VERSION + kvp.REG_VERSION_SIZE)
         self.lic_version = version.decode("utf-8", "surrogateescape")

@@ -7,7 +7,7 @@ reference byte for byte, except where noted below; addresses, prefixes and
 routes come from rtnetlink instead of getifaddrs() and `ip route`
 pipelines.  SET_IP_INFO is hvdaemons.kvp.ipinject.
 
-Deliberate differences from the reference (spec kvp.md §8, §13):
+Deliberate differences from the reference:
 
 * The interface is matched exactly (no name-prefix match: eth1 is not eth10),
   and the MAC compare ignores case and accepts '-' or no separators.

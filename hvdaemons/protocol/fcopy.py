@@ -206,8 +206,9 @@ def decode_message(msg: bytes, *, utf16: bool) -> FcopyMessage:
     utf16=False: names in the UTF-8 form the legacy kernel delivers on
     /dev/vmbus/hv_fcopy; True: the host's UTF-16LE, as the uio transport
     receives them.  COMPLETE and CANCEL need only the op: the legacy kernel
-    delivers them with stale trailing bytes, and its hibernation CANCEL is a
-    bare header.
+    delivers them with 28 stale trailing bytes, and its hibernation CANCEL is
+    a bare header (drivers/hv/hv_fcopy.c, fcopy_send_data() and
+    hv_fcopy_pre_suspend(); docs/protocol.md).
     """
     op = decode_operation(msg)
     if op == FcopyOp.WRITE:

@@ -343,10 +343,11 @@ _ZEROS = bytes(MAX_VALUE_SIZE)
 def encode_get_reply(msg: bytes, value: bytes) -> bytes:
     """HV_S_OK and the found value where the kernel reads a GET answer.
 
-    Deliberate difference (spec kvp.md 6.2 [rec]): the reference copies
-    value_size (always 0 from the kernel) bytes to kvp_get.data.value at
-    offset 528, so the host gets an empty value; the kernel reads the answer
-    from the ENUMERATE view at offset 532.  We write the value there,
+    Deliberate difference (docs/protocol.md, "The answer to a GET"): the
+    reference copies value_size (always 0 from the kernel) bytes to
+    kvp_get.data.value at offset 528, so the host gets an empty value; the
+    kernel reads the answer from the ENUMERATE view at offset 532
+    (drivers/hv/hv_kvp.c, kvp_respond_to_host()).  We write the value there,
     NUL-terminated and zero-padded over the 2048-byte field, and clear
     528-531 so nothing else looks like a string at 528.
     """

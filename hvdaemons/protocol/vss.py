@@ -2,7 +2,8 @@
 """VSS messages (struct hv_vss_msg) as bytes.
 
 Mirrors the message handling of tools/hv/hv_vss_daemon.c and the kernel
-side of drivers/hv/hv_snapshot.c (see spec vss.md 2-5): a 12-byte
+side of drivers/hv/hv_snapshot.c (vss_handle_handshake(), vss_on_msg();
+docs/protocol.md): a 12-byte
 registration with VSS_OP_REGISTER1, a 4-byte u32 kernel reply, then 12-byte
 requests answered by 12-byte replies whose first four bytes (the `error`
 union member) carry the status.
@@ -21,7 +22,8 @@ from ..errors import ProtocolError
 from .status import HvStatus
 
 MSG_SIZE = _ffi.sizeof("struct hv_vss_msg")  # 12
-# The kernel's registration reply is a bare u32 (its module version).
+# The kernel's registration reply is a bare u32, its version, not a message
+# (hv_snapshot.c, vss_handle_handshake(); docs/protocol.md, "Registration").
 REGISTRATION_REPLY_SIZE = 4
 # `error` overlays vss_hdr.operation; both are host byte order, as the C
 # daemon writes them.  HV_E_FAIL is above INT_MAX, so pack it unsigned.

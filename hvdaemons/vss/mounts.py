@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Which filesystems a VSS freeze covers, and in which order.
 
-Mirrors the selection in vss_operate() of tools/hv/hv_vss_daemon.c (spec
-vss.md 6): a mount is frozen if its source is under /dev/, it is read-write,
+Mirrors the selection in vss_operate() of tools/hv/hv_vss_daemon.c: a
+mount is frozen if its source is under /dev/, it is read-write,
 it is not vfat, and `/` comes last.  The reference also skips every
 filesystem whose block device sits on a loop device, because freezing the
 filesystem holding the loop's backing file first would deadlock.  Here the

@@ -13,9 +13,9 @@ Where we deliberately differ, the difference is asserted, not skipped:
 
 * GET: the reference copies value_size (0 from the kernel) bytes to offset
   528, so the host gets an empty value; we put the value at 532 where the
-  kernel reads it (spec kvp.md 6.2).
+  kernel reads it (docs/protocol.md).
 * Records we write are zero-filled after each terminator; the reference
-  leaves the old value's bytes behind a shorter new value (spec 13.7), so
+  leaves the old value's bytes behind a shorter new value (kvp_key_add_or_modify()), so
   those pool file bytes (and the ENUMERATE arrays carrying them) differ
   after the NUL, while every string the host sees is the same.
 * An unknown operation: the reference answers HV_S_OK, we HV_E_FAIL.
@@ -272,7 +272,7 @@ def test_same_answers_as_the_reference(
         assert parse_pool(ours.pools[n]) == parse_pool(ref.pools[n]), f"{release}: pool {n}"
         assert len(ours.pools[n]) == len(ref.pools[n])
     # Every record we wrote is zero-filled; the reference's may carry old
-    # values or uninitialised heap bytes after the terminators (spec 13.7).
+    # values or uninitialised heap bytes after the terminators (tools/hv/hv_kvp_daemon.c).
     # Seeded records nobody rewrote keep their exact bytes in both.
     for n in range(5):
         untouched = [rec for rec in SEED.get(n, []) if rec in ref.pools[n]]

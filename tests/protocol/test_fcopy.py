@@ -18,7 +18,7 @@ def field(raw: bytes) -> bytes:
 
 
 def golden_start(file_field: bytes, path_field: bytes, flags: int, size: int) -> bytes:
-    # spec fcopy.md 1.2: hdr 0..36, file_name 36, path_name 556, copy_flags 1076, file_size 1080
+    # struct hv_start_fcopy (include/uapi/linux/hyperv.h): hdr 0..36, file_name 36, path_name 556, copy_flags 1076, file_size 1080
     return (
         struct.pack("<I", 0)
         + bytes(32)

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """IC framing for the uio file-copy daemon: headers, responses, version negotiation.
 
-Golden bytes written out by hand from the layouts in spec fcopy.md 3.4-3.5.
+Golden bytes written out by hand from the layouts of include/linux/hyperv.h
+(struct vmpacket_descriptor, vmbuspipe_hdr, icmsg_hdr, icmsg_negotiate).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """hvdaemons.protocol.kvp: every message, against hand-built golden bytes.
 
-The golden messages are assembled here with literal offsets from the spec
-(kvp.md 3.4), independently of the module's own offset table.
+The golden messages are assembled here with the literal offsets of struct
+hv_kvp_msg (include/uapi/linux/hyperv.h, pinned in tests/test_abi.py),
+independently of the module's own offset table.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def test_reply_status_pads_or_cuts_to_the_message_size() -> None:
 
 
 def test_reply_get_writes_where_the_kernel_reads() -> None:
-    # Deliberate difference from the reference (spec kvp.md 6.2 [rec]): the
+    # Deliberate difference from the reference (docs/protocol.md): the
     # value goes to offset 532 (the ENUMERATE view the kernel reads) and
     # 528-531 are cleared.
     msg = bytearray(sim_kvp.encode_get_request(0, "k"))
@@ -280,7 +281,7 @@ def test_read_reply_get_ignores_offset_528() -> None:
     # The reference's GET reply: value copied to 528.  The kernel reads 532.
     reply = bytearray(sim_kvp.encode_get_request(0, "k"))
     reply[528:534] = b"value\0"
-    # The host sees the stored value minus its first 4 bytes (spec 6.2).
+    # The host sees the stored value minus its first 4 bytes (docs/protocol.md).
     assert sim_kvp.decode_reply(kvp.KvpOp.GET, bytes(reply)) == sim_kvp.HostReply(0, value="e")
     reply[528:534] = bytes(6)
     assert sim_kvp.decode_reply(kvp.KvpOp.GET, bytes(reply)) == sim_kvp.HostReply(0, value="")
