@@ -109,12 +109,12 @@ class KvpHandler:
     def registration_reply(self, msg: bytes) -> bool:
         if len(msg) != kvp.KVP_MSG_SIZE:
             raise ProtocolError(f"registration reply of {len(msg)} bytes")
-        if msg[kvp.OFF_OP] != kvp.KvpOp.REGISTER1:
+        reply = kvp.decode_request(msg)
+        if not isinstance(reply, kvp.RegisterReply):
             # As the reference: anything else is handled as a request
             # (docs/protocol.md, "Registration").
             return False
-        version = kvp.cstring(msg, kvp.OFF_REG_VERSION, kvp.OFF_REG_VERSION + kvp.REG_VERSION_SIZE)
-        self.lic_version = version.decode("utf-8", "surrogateescape")
+        self.lic_version = reply.version.decode("utf-8", "surrogateescape")
         log.info("KVP LIC Version: %s", self.lic_version)
         self.status.set("registered", f"registered with protocol version {self.lic_version}")
         return True
