@@ -109,10 +109,12 @@ class VssHost:
         self.timeout = timeout
 
     def request(self, op: int, *, flags: int = 0, wait_for_daemon: float = 0.0) -> VssResult:
-        return self.send(sim_vss.host_message(op, flags=flags), wait_for_daemon=wait_for_daemon)
+        return self.send(
+            sim_vss.encode_host_message(op, flags=flags), wait_for_daemon=wait_for_daemon
+        )
 
     def send(self, body: bytes, *, wait_for_daemon: float = 0.0) -> VssResult:
-        """One host packet's body (see hvsim.protocol.vss.host_message), as hv_snapshot.c handles it."""
+        """One host packet's body (see hvsim.protocol.vss.encode_host_message), as hv_snapshot.c handles it."""
         t0 = time.monotonic()
         if len(body) < vss.MSG_SIZE:
             # hv_vss_onchannelcallback(): "Invalid VSS msg", no reply at all.
@@ -126,12 +128,12 @@ class VssHost:
             )
         limit = self.freeze_timeout if op == vss.VssOp.FREEZE else self.timeout
         reply = self.kernel.request(
-            sim_vss.forwarded_message(op), timeout=limit, wait_for_daemon=wait_for_daemon
+            sim_vss.encode_forwarded_message(op), timeout=limit, wait_for_daemon=wait_for_daemon
         )
         took = time.monotonic() - t0
         if reply is None:
             return VssResult(name, None, b"", took, by=KERNEL)
-        return VssResult(name, sim_vss.reply_status(reply), reply, took)
+        return VssResult(name, sim_vss.decode_status_reply(reply), reply, took)
 
     def hot_backup(self) -> VssResult:
         return self.request(vss.VssOp.HOT_BACKUP)
@@ -163,7 +165,7 @@ class VssHost:
 
     def hibernate(self) -> None:
         """The fake THAW hv_utils queues on suspend; the daemon's reply is refused."""
-        self.kernel.inject(sim_vss.forwarded_message(vss.VssOp.THAW))
+        self.kernel.inject(sim_vss.encode_forwarded_message(vss.VssOp.THAW))
 
 
 SCENARIOS = (

@@ -382,3 +382,22 @@ def test_a_stale_compiled_module_refuses_to_import(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert f"built for version {hvdaemons.__version__}, but the package is 99.0.0" in proc.stderr
+
+
+def test_wait_for_device_says_each_kind_of_trouble_once(caplog: pytest.LogCaptureFixture) -> None:
+    # The uio transport's shape: the device missing, then failures to open it.
+    reasons = [
+        Missing(logging.INFO, "no device", retry=0),
+        Missing(logging.ERROR, "open failed: %s", ("EBUSY",), retry=0, key=("open", "EBUSY")),
+        Missing(logging.ERROR, "open failed: %s", ("EBUSY",), retry=0, key=("open", "EBUSY")),
+        Missing(logging.INFO, "no device", retry=0),
+        Missing(logging.ERROR, "open failed: %s", ("EIO",), retry=0, key=("open", "EIO")),
+    ]
+    looks = iter([*reasons, "the device"])
+    with caplog.at_level(logging.INFO):
+        assert wait_for_device(lambda: next(looks), Stopper()) == "the device"
+    assert [r.getMessage() for r in caplog.records] == [
+        "no device",
+        "open failed: EBUSY",
+        "open failed: EIO",
+    ]

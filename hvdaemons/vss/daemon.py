@@ -63,26 +63,26 @@ class VssHandler:
         self.status = status if status is not None else StatusLine(enabled=False)
 
     def registration(self) -> bytes:
-        return vss.registration()
+        return vss.encode_registration()
 
     def registration_reply(self, msg: bytes) -> bool:
-        version = vss.parse_registration_reply(msg)  # ProtocolError: reopen
+        version = vss.decode_registration_reply(msg)  # ProtocolError: reopen
         log.info("VSS: kernel module version: %d", version)
         self.status.set("registered", f"registered with protocol version {version}")
         return True
 
     def describe(self, msg: bytes) -> str:
         try:
-            return vss.VssOp(vss.parse_request(msg).op).name
+            return vss.VssOp(vss.decode_request(msg).op).name
         except (ProtocolError, ValueError):
             return f"of {len(msg)} bytes"
 
     def handle(self, msg: bytes) -> bytes | None:
         try:
-            req = vss.parse_request(msg)
+            req = vss.decode_request(msg)
         except ProtocolError as e:
             log.error("read failed; error: %s", e)
-            return vss.reply(msg, HvStatus.E_FAIL)
+            return vss.encode_status_reply(msg, HvStatus.E_FAIL)
         op = req.op
         status = HvStatus.S_OK
         if op in (vss.VssOp.FREEZE, vss.VssOp.THAW):
@@ -102,10 +102,10 @@ class VssHandler:
             # operation not performed could make a host trust a bad snapshot.
             log.error("Illegal op:%d", op)
             status = HvStatus.E_FAIL
-        return vss.reply(req.raw, status)
+        return vss.encode_status_reply(req.raw, status)
 
     def failure_reply(self, msg: bytes) -> bytes | None:
-        return vss.reply(msg, HvStatus.E_FAIL)
+        return vss.encode_status_reply(msg, HvStatus.E_FAIL)
 
     def reset(self) -> None:
         # Like the reference since 5.7: thaw before reopening the device.

@@ -39,6 +39,7 @@ from typing import Callable, Protocol
 
 from .. import _ffi
 from .. import log as hvlog
+from ..errors import HvError
 from .mounts import Dev, Plan, Planner, Target
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ RELEASE_DELAY = 0.001
 UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOTTY})
 
 
-class NotReached(Exception):
+class NotReached(HvError):
     """The mount point no longer leads to the filesystem planned (mount table changed)."""
 
 

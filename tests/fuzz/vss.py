@@ -66,7 +66,7 @@ from hvdaemons.protocol.status import HvStatus
 from hvsim import launch
 from hvsim.chardev import ChardevKernel
 from hvsim.fsbox import FsBox, FsSpec
-from hvsim.protocol.vss import RESERVED_SIZE, host_message
+from hvsim.protocol.vss import RESERVED_SIZE, encode_host_message
 from hvsim.vss import DAEMON, FORWARDED, KERNEL, NOBODY, VssHost
 from tests.fuzz.runner import weighted
 from tests.support.vss_sandbox import sandbox
@@ -123,7 +123,7 @@ class Violation(AssertionError):
 
 @dataclasses.dataclass(frozen=True)
 class Packet:
-    """One host packet's VSS body (see hvsim.protocol.vss.host_message)."""
+    """One host packet's VSS body (see hvsim.protocol.vss.encode_host_message)."""
 
     op: int
     reserved: bytes = bytes(RESERVED_SIZE)
@@ -132,7 +132,7 @@ class Packet:
     size: int | None = None  # cut to this many bytes
 
     def body(self) -> bytes:
-        return host_message(
+        return encode_host_message(
             self.op,
             flags=self.flags,
             reserved=self.reserved,

@@ -85,7 +85,7 @@ def test_set_get_enumerate_delete_and_exact_bytes(pool: Pool, state: Path) -> No
     assert pool.get(b"alph") is None and pool.get(b"alpha\0") is None
     assert pool.record(1) == record_bytes(b"beta", "zwei ✓".encode())
     assert pool.record(2) is None and pool.record(-1) is None
-    # A shorter value: zero-filled, no stale bytes (spec 13.7).
+    # A shorter value: zero-filled, no stale bytes (the reference leaves the old ones).
     pool.set(b"alpha", b"1")
     assert content(state)[:R] == record_bytes(b"alpha", b"1")
     assert pool.delete(b"alpha") is True

@@ -20,7 +20,7 @@ from hvdaemons.protocol import vss
 from hvdaemons.protocol.status import HvStatus
 from hvsim import launch
 from hvsim.protocol import vss as sim_vss
-from hvsim.protocol.vss import host_message
+from hvsim.protocol.vss import encode_host_message
 from tests.support.vss_sandbox import STACKED, Daemon, need_root, sandbox, wait_until
 
 IMAGES = ["/mnt/a", "/mnt/b", "/mnt/outer", "/mnt/inner"]
@@ -121,11 +121,13 @@ def test_ops_the_kernel_answers_never_reach_the_daemon() -> None:
             r = d.host.request(op, flags=0xFFFFFFFF)
             assert (r.by, r.host_status, r.status) == ("kernel", HvStatus.S_OK, None)
         # A packet too short to hold a message is dropped: no reply at all.
-        r = d.host.send(host_message(vss.VssOp.FREEZE)[:11])
+        r = d.host.send(encode_host_message(vss.VssOp.FREEZE)[:11])
         assert (r.by, r.host_status) == ("nobody", None)
         assert box.frozen() == []
         # Flags, reserved bytes and LUN information stay with the kernel.
-        body = host_message(vss.VssOp.HOT_BACKUP, flags=5, reserved=b"\xff" * 7, lun_info=6000)
+        body = encode_host_message(
+            vss.VssOp.HOT_BACKUP, flags=5, reserved=b"\xff" * 7, lun_info=6000
+        )
         r = d.host.send(body)
         assert r.by == "daemon" and r.reply == OK
         sent = [e.what for e in d.kernel.events]
@@ -138,8 +140,8 @@ def test_ops_the_kernel_answers_never_reach_the_daemon() -> None:
 def test_an_unknown_op_on_the_device_gets_e_fail() -> None:
     """Defence in depth: the kernel never forwards one, but a daemon does not claim success."""
     with sandbox(STACKED[:1]) as box, Daemon(box) as d:
-        reply = d.kernel.request(sim_vss.request(vss.VssOp.GET_DM_INFO))
-        assert reply is not None and sim_vss.reply_status(reply) == HvStatus.E_FAIL
+        reply = d.kernel.request(sim_vss.encode_request(vss.VssOp.GET_DM_INFO))
+        assert reply is not None and sim_vss.decode_status_reply(reply) == HvStatus.E_FAIL
         assert d.logs is not None
         d.logs.wait_for("Illegal op:3")
 

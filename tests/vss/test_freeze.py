@@ -205,11 +205,11 @@ def test_nothing_is_logged_between_the_first_freeze_and_the_last_thaw(
     f.fail[("freeze", "/mnt/b")] = errno.EOPNOTSUPP  # logs "cannot be frozen" while frozen
     e = engine(planner, f, tmp_path)
     h = VssHandler(e)
-    reply = h.handle(sim_vss.request(vss.VssOp.FREEZE))
-    assert reply is not None and sim_vss.reply_status(reply) == HvStatus.S_OK
+    reply = h.handle(sim_vss.encode_request(vss.VssOp.FREEZE))
+    assert reply is not None and sim_vss.decode_status_reply(reply) == HvStatus.S_OK
     assert calls(events, "log") == []  # held in memory
-    reply = h.handle(sim_vss.request(vss.VssOp.THAW))
-    assert reply is not None and sim_vss.reply_status(reply) == HvStatus.S_OK
+    reply = h.handle(sim_vss.encode_request(vss.VssOp.THAW))
+    assert reply is not None and sim_vss.decode_status_reply(reply) == HvStatus.S_OK
     last_thaw = max(i for i, (k, _) in enumerate(events) if k == "thaw")
     first_freeze = min(i for i, (k, _) in enumerate(events) if k == "freeze")
     assert not [ev for ev in events[first_freeze:last_thaw] if ev[0] == "log"]
@@ -355,25 +355,25 @@ def test_handler_registration_and_replies(
     with pytest.raises(ProtocolError):
         h.registration_reply(bytes(12))
     ok = bytes(12)
-    assert h.handle(sim_vss.request(vss.VssOp.HOT_BACKUP)) == ok
-    assert h.handle(sim_vss.request(vss.VssOp.FREEZE)) == ok
-    assert h.handle(sim_vss.request(vss.VssOp.THAW)) == ok
+    assert h.handle(sim_vss.encode_request(vss.VssOp.HOT_BACKUP)) == ok
+    assert h.handle(sim_vss.encode_request(vss.VssOp.FREEZE)) == ok
+    assert h.handle(sim_vss.encode_request(vss.VssOp.THAW)) == ok
     fail = struct.pack("=I", HvStatus.E_FAIL)
     f.fail[("freeze", "/mnt/a")] = errno.EIO
-    assert h.handle(sim_vss.request(vss.VssOp.FREEZE)) == fail + bytes(8)
+    assert h.handle(sim_vss.encode_request(vss.VssOp.FREEZE)) == fail + bytes(8)
     # Unknown ops: the reference says S_OK; we do not claim what we did not do.
-    assert h.handle(sim_vss.request(vss.VssOp.GET_DM_INFO)) == fail + bytes(8)
+    assert h.handle(sim_vss.encode_request(vss.VssOp.GET_DM_INFO)) == fail + bytes(8)
     assert h.handle(b"\x05\x00") == fail + bytes(8)
-    assert h.failure_reply(sim_vss.request(vss.VssOp.FREEZE)) == fail + bytes(8)
+    assert h.failure_reply(sim_vss.encode_request(vss.VssOp.FREEZE)) == fail + bytes(8)
 
 
 def test_handler_reset_and_stop_thaw(planner: Planner, events: list[Event], tmp_path: Path) -> None:
     f = RecordingFreezer(events)
     h = VssHandler(engine(planner, f, tmp_path))
-    h.handle(sim_vss.request(vss.VssOp.FREEZE))
+    h.handle(sim_vss.encode_request(vss.VssOp.FREEZE))
     h.reset()  # the device went away while frozen
     assert f.frozen == set()
-    h.handle(sim_vss.request(vss.VssOp.FREEZE))
+    h.handle(sim_vss.encode_request(vss.VssOp.FREEZE))
     h.stop()
     assert f.frozen == set()
 
@@ -403,8 +403,8 @@ def test_a_reset_before_the_deferred_release_still_emits_the_held_log(
     f = RecordingFreezer(events)
     timer = ManualTimer()
     h = VssHandler(engine(planner, f, tmp_path, timer=timer, defer_release=True))
-    h.handle(sim_vss.request(vss.VssOp.FREEZE))
-    h.handle(sim_vss.request(vss.VssOp.THAW))
+    h.handle(sim_vss.encode_request(vss.VssOp.FREEZE))
+    h.handle(sim_vss.encode_request(vss.VssOp.THAW))
     assert f.frozen == set() and timer.fire is not None  # the release is due later
     assert calls(events, "log") == []
     h.reset()  # the fake THAW's reply was refused: close, reopen

@@ -135,9 +135,9 @@ def test_deliberate_difference_unknown_op(release: str) -> None:
         for kind in (release, "ours"):
             with Daemon(box, kind) as d:
                 # Straight onto the device: the kernel would answer it itself.
-                reply = d.kernel.request(sim_vss.request(vss.VssOp.AUTO_RECOVER))
+                reply = d.kernel.request(sim_vss.encode_request(vss.VssOp.AUTO_RECOVER))
                 assert reply is not None
-                status[kind] = sim_vss.reply_status(reply)
+                status[kind] = sim_vss.decode_status_reply(reply)
                 assert d.logs is not None
                 d.logs.wait_for("Illegal op:7")
                 d.stop()
