@@ -48,10 +48,15 @@ static inline void full_fence(void)
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
+/* The spin-wait hint of the kernel's cpu_relax() (arch/x86/include/asm/vdso/processor.h:
+ * rep_nop, i.e. pause; arch/arm64/include/asm/vdso/processor.h: yield), a compiler
+ * barrier elsewhere. */
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
 	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
 #else
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 #endif
