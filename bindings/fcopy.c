@@ -53,23 +53,29 @@ static int write_all(int fd, const uint8_t *data, uint32_t size, uint64_t offset
 	return 0;
 }
 
-ssize_t hvd_fcopy_pump(int dev_fd, int file_fd, int wake_fd, uint8_t *buf, size_t cap)
+ssize_t hvd_fcopy_pump(int dev_fd, int file_fd, int wake_fd, uint8_t *buf, size_t cap,
+		       int timeout_ms, uint32_t max_writes)
 {
 	static const int32_t ok = HV_S_OK;
 	struct pollfd fds[2] = {
 		{ .fd = dev_fd, .events = POLLIN },
 		{ .fd = wake_fd, .events = POLLIN },
 	};
+	uint32_t served = 0;
 
 	for (;;) {
 		const uint8_t *data;
 		uint64_t offset;
 		uint32_t size;
 		ssize_t len;
+		int ready;
 
-		if (poll(fds, 2, -1) < 0)
+		if (max_writes && served >= max_writes)
+			return 0;
+		ready = poll(fds, 2, timeout_ms);
+		if (ready < 0)
 			return errno == EINTR ? 0 : -errno;
-		if (fds[1].revents)
+		if (ready == 0 || fds[1].revents)
 			return 0;
 		len = read(dev_fd, buf, cap);
 		if (len < 0)
@@ -84,5 +90,6 @@ ssize_t hvd_fcopy_pump(int dev_fd, int file_fd, int wake_fd, uint8_t *buf, size_
 			return -errno;
 		if (len != sizeof(ok))
 			return -EIO;
+		served++;
 	}
 }

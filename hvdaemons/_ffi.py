@@ -226,8 +226,13 @@ class FcopyPump:
         self._buf = ffi.new("uint8_t[]", size)
         self._size = size
 
-    def run(self, dev_fd: int, file_fd: int, wake_fd: int) -> bytes:
-        """The next message the pump did not answer; b"" if woken with none pending."""
-        n: int = lib.hvd_fcopy_pump(dev_fd, file_fd, wake_fd, self._buf, self._size)
+    def run(
+        self, dev_fd: int, file_fd: int, wake_fd: int, timeout_ms: int = -1, max_writes: int = 0
+    ) -> bytes:
+        """The next message the pump did not answer; b"" if it returned with none
+        pending (woken, timed out, or max_writes served; see fcopy.cdef.h)."""
+        n: int = lib.hvd_fcopy_pump(
+            dev_fd, file_fd, wake_fd, self._buf, self._size, timeout_ms, max_writes
+        )
         check_neg_errno(n, "fcopy device")
         return ffi.buffer(self._buf, n)[:] if n else b""

@@ -52,6 +52,33 @@ def watchdog_interval(
         return None
 
 
+NEVER = float("inf")
+
+
+class Watchdog:
+    """WATCHDOG=1 every `interval` seconds (None: no watchdog), sent by tick()
+    from the loop whose liveness it vouches for -- never from a thread, so
+    that a loop stuck for good stops the pings and systemd restarts it."""
+
+    def __init__(self, interval: float | None, notify: Callable[[str], object] = sd_notify) -> None:
+        self.interval = interval
+        self._notify = notify
+        self.next_ping = NEVER if interval is None else 0.0
+
+    def tick(self, now: float) -> float:
+        """Ping if due; return when the next ping is due (NEVER without a watchdog)."""
+        if now >= self.next_ping and self.interval is not None:
+            self._notify("WATCHDOG=1")
+            self.next_ping = now + self.interval
+        return self.next_ping
+
+    def poll_timeout_ms(self, now: float) -> int:
+        """poll()'s timeout until the next ping: -1 (none) without a watchdog."""
+        if self.next_ping == NEVER:
+            return -1
+        return max(0, int((self.next_ping - now) * 1000) + 1)
+
+
 def clock_text(wall: float) -> str:
     """A time of day for STATUS= lines (systemctl status shows the date already)."""
     return time.strftime("%H:%M:%S", time.localtime(wall))
@@ -81,16 +108,31 @@ class StatusLine:
         self._clock = clock
         self.interval = interval
         self._parts: dict[str, str] = {}
+        # Parts that change often (a copy's progress), rendered only when a
+        # line is actually sent.
+        self._lazy: dict[str, Callable[[], str]] = {}
         self.next_send = 0.0  # monotonic time from which a line may be sent
         self.pending = False
         self.text = ""
 
     def set(self, part: str, text: str, *, force: bool = False) -> None:
-        if not self.enabled or self._parts.get(part, "") == text:
+        if not self.enabled:
+            return
+        self._lazy.pop(part, None)
+        if self._parts.get(part, "") == text:
             return
         self._parts[part] = text
         self.pending = True
         self.flush(force=force)
+
+    def update(self, part: str, render: Callable[[], str]) -> None:
+        """Change a part that changes often: render() runs only when a line is
+        sent (at once if the interval allows, else at the next flush())."""
+        if not self.enabled:
+            return
+        self._lazy[part] = render
+        self.pending = True
+        self.flush()
 
     def due(self) -> float | None:
         """When the pending line may be sent (monotonic), None if nothing is pending."""
@@ -102,6 +144,9 @@ class StatusLine:
         t = self._clock() if now is None else now
         if t < self.next_send and not force:
             return
+        for part, render in self._lazy.items():
+            self._parts[part] = render()
+        self._lazy.clear()
         order = [p for p in self.ORDER if p in self._parts]
         order += [p for p in self._parts if p not in self.ORDER]
         self.text = "; ".join(self._parts[p] for p in order if self._parts[p])

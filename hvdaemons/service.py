@@ -25,7 +25,7 @@ from typing import Callable, Protocol, TypeVar
 
 from .errors import ChannelReset, ProtocolError
 from .log import Once
-from .notify import StatusLine, clock_text, sd_notify, watchdog_interval
+from .notify import NEVER, StatusLine, Watchdog, clock_text, sd_notify, watchdog_interval
 from .transport import Channel
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ REOPEN_INTERVAL = 1.0
 
 _POLLIN = select.POLLIN
 _POLL_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
-_NEVER = float("inf")
 # Service(watchdog=...) default: take the interval from $WATCHDOG_USEC.
 WATCHDOG_FROM_ENV = -1.0
 
@@ -200,7 +199,7 @@ class Service:
         self.status = status if status is not None else StatusLine(notify)
         if watchdog is not None and watchdog < 0:
             watchdog = watchdog_interval()
-        self._watchdog = watchdog
+        self._watchdog = Watchdog(watchdog, notify)
         self._clock = clock
         self._wall = wall
         describe = getattr(handler, "describe", None)
@@ -208,16 +207,13 @@ class Service:
         self._track = self.status.enabled and self._describe is not None
         self._last: bytes | None = None  # a request not yet on the STATUS= line
         self._last_at = 0.0
-        self._next_ping = 0.0
-        self._due = _NEVER if watchdog is None else 0.0
+        self._due = NEVER if watchdog is None else 0.0
 
     # -- systemd: STATUS= and the watchdog -----------------------------------
 
     def _tick(self, now: float) -> float:
         """Ping the watchdog and update STATUS= if due; return the next deadline."""
-        if self._watchdog is not None and now >= self._next_ping:
-            self._notify("WATCHDOG=1")
-            self._next_ping = now + self._watchdog
+        nxt = self._watchdog.tick(now)
         status = self.status
         last = self._last
         if last is not None and self._describe is not None and now >= status.next_send:
@@ -229,13 +225,12 @@ class Service:
             when = self._wall() - (now - self._last_at)
             status.set("last", f"last request {what} at {clock_text(when)}")
         status.flush(now)
-        nxt = self._next_ping if self._watchdog is not None else _NEVER
         if status.pending or self._last is not None:
             nxt = min(nxt, status.next_send)
         return nxt
 
     def _timeout_ms(self) -> int:
-        if self._due == _NEVER:
+        if self._due == NEVER:
             return -1
         return max(0, int((self._due - self._clock()) * 1000) + 1)
 
@@ -264,8 +259,8 @@ class Service:
             # Waiting for the device is not being stuck: keep pinging.
             self._due = self._tick(self._clock())
             retry = REOPEN_INTERVAL
-            if self._watchdog is not None:
-                retry = min(retry, self._watchdog)
+            if self._watchdog.interval is not None:
+                retry = min(retry, self._watchdog.interval)
             return Missing(
                 logging.ERROR,
                 "open %s failed; error: %s; retrying",
@@ -307,11 +302,11 @@ class Service:
         # Bound once: this loop runs per request, and each lookup shows in
         # the round-trip time (the host waits on it).
         poll, one, read, clock = poller.poll, self._one, self.channel.read, self._clock
-        track = self._track
+        track, status = self._track, self.status
         due = self._due = self._tick(clock())  # STATUS=/watchdog deadline (monotonic)
         while not stopper.requested:
             try:
-                events = poll(-1 if due == _NEVER else self._timeout_ms())
+                events = poll(-1 if due == NEVER else self._timeout_ms())
             except InterruptedError:
                 continue
             ready = 0
@@ -331,10 +326,14 @@ class Service:
                     if one(msg) and track:
                         self._last = msg
                         self._last_at = now = clock()
-                        if now >= due or due == _NEVER:
+                        if now >= due or due == NEVER:
                             due = self._due = self._tick(now)
-                    elif due != _NEVER and clock() >= due:
+                    elif due != NEVER and clock() >= due:
                         due = self._due = self._tick(clock())
+                    if status.pending and status.next_send < due:
+                        # A part changed during the request (a copy's progress):
+                        # wake up to send it once the interval allows.
+                        due = self._due = status.next_send
                 elif ready & _POLL_GONE:
                     raise ChannelReset("device hung up")
             except (OSError, ChannelReset) as e:

@@ -45,7 +45,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
@@ -765,11 +765,16 @@ def daemon_command(root: str, extra: list[str] | None = None) -> list[str]:
 
 @contextlib.contextmanager
 def running_daemon(
-    root: str, *, log_path: str | None = None, extra: list[str] | None = None
+    root: str,
+    *,
+    log_path: str | None = None,
+    extra: list[str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start the daemon on the simulator tree; SIGTERM and reap it afterwards."""
+    """Start the daemon on the simulator tree (env: variables to add, e.g. a
+    NOTIFY_SOCKET); SIGTERM and reap it afterwards."""
     out = open(log_path or os.devnull, "ab")  # noqa: SIM115 - closed below
-    proc = launch.popen(daemon_command(root, extra), stdout=out, stderr=subprocess.STDOUT)
+    proc = launch.popen(daemon_command(root, extra), env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:

@@ -14,6 +14,7 @@ import logging
 
 from .. import _ffi
 from ..errors import ChannelReset
+from ..notify import STATUS_INTERVAL, StatusLine, watchdog_interval
 from ..protocol.fcopy import (
     decode_registration_reply,
     encode_registration,
@@ -26,6 +27,11 @@ from .dispatch import Dispatch
 from .writer import FileCopier
 
 log = logging.getLogger(__name__)
+
+# The pump hands a long copy back to the service loop after this many WRITEs
+# (6 MiB), and after a watchdog interval without a message, so that the loop
+# keeps pinging systemd's watchdog and the copy's progress shows.
+PUMP_BATCH = 1024
 
 DEVICE = "/dev/vmbus/hv_fcopy"
 IDENT = "HV_FCOPY"
@@ -74,28 +80,43 @@ class PumpChannel(FdChannel):
     stream of WRITE_TO_FILE messages (read, pwrite, reply 0: what the C daemon
     does per message) and returns only the first message it did not answer,
     which the handler then treats as usual, failures included.  It returns b""
-    when the stop pipe woke it with nothing pending; the handler answers
-    that with nothing.  Device errors raise as from FdChannel.read().
+    when the stop pipe woke it, or the pump handed back a long copy (see
+    PUMP_BATCH), with nothing pending; the handler answers that with nothing.  Device errors raise as from FdChannel.read().
     """
 
-    def __init__(self, path: str, copier: FileCopier, wake_fd: int) -> None:
+    def __init__(
+        self, path: str, copier: FileCopier, wake_fd: int, *, timeout: float | None = None
+    ) -> None:
         super().__init__(path=path)
         self._copier = copier
         self._wake_fd = wake_fd
         self._pump = _ffi.FcopyPump(READ_SIZE)
+        # How long the pump may wait for a message (None: as long as it takes).
+        self._timeout_ms = -1 if timeout is None else max(1, int(timeout * 1000))
 
     def read(self) -> bytes:
         file_fd = self._copier.data_fd
         if file_fd < 0:
             return super().read()
         try:
-            return self._pump.run(self.fileno(), file_fd, self._wake_fd)
+            msg = self._pump.run(
+                self.fileno(), file_fd, self._wake_fd, self._timeout_ms, PUMP_BATCH
+            )
         except ConnectionResetError as e:
             raise ChannelReset("end of file on the device") from e
+        self._copier.note_progress()
+        return msg
 
 
-def run(device: str, copier: FileCopier, stopper: Stopper) -> int:
+def run(device: str, copier: FileCopier, stopper: Stopper, status: StatusLine | None = None) -> int:
     """Serve the char device (or a socket speaking its protocol) until stopped."""
-    channel = PumpChannel(device, copier, stopper.fileno())
-    service = Service(channel, FcopyHandler(copier), stopper=stopper, device_name=device)
+    # The pump comes back at least this often: to ping the watchdog, and to
+    # bring the progress line up to date while the host pauses.
+    timeout = watchdog_interval()
+    if copier.reports_progress:
+        timeout = min(timeout or STATUS_INTERVAL, STATUS_INTERVAL)
+    channel = PumpChannel(device, copier, stopper.fileno(), timeout=timeout)
+    service = Service(
+        channel, FcopyHandler(copier), stopper=stopper, device_name=device, status=status
+    )
     return service.run()

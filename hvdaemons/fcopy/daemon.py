@@ -30,12 +30,13 @@ from collections.abc import Sequence
 
 from .. import cli
 from .. import log as hvlog
+from ..notify import StatusLine
 from ..service import Missing, Stopper, wait_for_device
 from ..vmbus import FCOPY_CLASS_ID, HV_UTILS_DRIVER
 from . import chardev, uio
 from .binding import Binder, run_modprobe
 from .discovery import Discovery, driver_name, make_discovery
-from .writer import FileCopier
+from .writer import CopyStatus, FileCopier
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +75,15 @@ def serve(args: argparse.Namespace, stopper: Stopper, ident: str) -> int:
     wanted = chardev.IDENT if transport == "legacy" else uio.IDENT
     if wanted != ident:
         hvlog.setup(wanted, foreground=bool(args.no_daemon))
-    copier = FileCopier()
+    # One STATUS= line for the transport's loop and the copy's progress.
+    status = StatusLine()
+    copier = FileCopier(progress=CopyStatus(status) if status.enabled else None)
     if transport == "legacy":
-        return chardev.run(args.device or chardev.DEVICE, copier, stopper)
+        return chardev.run(args.device or chardev.DEVICE, copier, stopper, status)
     assert discovery is not None  # uio is only ever chosen by looking
     # The real /sys only: a simulator's tree has no module to load.
     binder = Binder(args.sysfs_root, run_modprobe if args.sysfs_root == "/sys" else None)
-    return uio.run(discovery, binder, copier, stopper)
+    return uio.run(discovery, binder, copier, stopper, status)
 
 
 def parser(prog: str) -> argparse.ArgumentParser:

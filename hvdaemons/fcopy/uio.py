@@ -25,7 +25,7 @@ from typing import Callable
 
 from .. import _ffi
 from ..errors import ChannelReset, ProtocolError
-from ..notify import sd_notify
+from ..notify import StatusLine, Watchdog, sd_notify, watchdog_interval
 from ..protocol import icmsg
 from ..protocol.status import HvStatus
 from ..service import Missing, Stopper, wait_for_device
@@ -143,6 +143,8 @@ class UioFcopyDaemon:
         binder: Binder | None = None,
         spin_ns: int = DEFAULT_SPIN_NS,
         notify: Callable[[str], object] | None = None,
+        watchdog: float | None = None,
+        status: StatusLine | None = None,
     ) -> None:
         self.discovery = discovery
         self.binder = binder
@@ -152,6 +154,12 @@ class UioFcopyDaemon:
         self.spin_ns = spin_ns
         self._notify = notify
         self._ready_sent = False
+        # Pinged from this loop only (the ring service, the waits): if it is
+        # stuck for good, systemd restarts the daemon.
+        self._watchdog = Watchdog(watchdog, notify or sd_notify)
+        self._rescan = RESCAN_INTERVAL if watchdog is None else min(RESCAN_INTERVAL, watchdog)
+        # The STATUS= line the copy's progress goes to (flushed by this loop).
+        self.status = status if status is not None else StatusLine(enabled=False)
         self._chan: UioChannel | None = None
         self._complain = _Limiter()
 
@@ -177,11 +185,13 @@ class UioFcopyDaemon:
         return Missing(
             logging.INFO,
             "no file-copy VMBus device (Guest Service Interface disabled?); waiting",
-            retry=RESCAN_INTERVAL,
+            retry=self._rescan,
         )
 
     def _open(self) -> tuple[UioDevice, UioChannel] | Missing:
         """The device and its open channel; or why there is none yet."""
+        # Waiting for the device is not being stuck: keep pinging.
+        self._watchdog.tick(time.monotonic())
         dev = self._look()
         if isinstance(dev, Missing):
             return dev
@@ -194,7 +204,7 @@ class UioFcopyDaemon:
                 logging.ERROR,
                 "open %s failed: %s",
                 (dev.node, why),
-                RESCAN_INTERVAL,
+                self._rescan,
                 key=("open", why),
             )
 
@@ -245,11 +255,21 @@ class UioFcopyDaemon:
         if self._notify is not None and not self._ready_sent:
             self._notify("READY=1")
             self._ready_sent = True
+        watchdog, status = self._watchdog, self.status
         while not self.stopper.requested:
+            now = time.monotonic()
+            timeout = watchdog.poll_timeout_ms(now)
+            if status.pending:
+                # A copy's progress is waiting for the line's interval.
+                wait = max(0, int((status.next_send - now) * 1000) + 1)
+                timeout = wait if timeout < 0 else min(timeout, wait)
             try:
-                events = poller.poll()
+                events = poller.poll(timeout)
             except InterruptedError:
                 continue
+            now = time.monotonic()
+            watchdog.tick(now)
+            status.flush(now)
             for fd, ev in events:
                 if fd == self.stopper.fileno():
                     self.stopper.drain()
@@ -286,7 +306,11 @@ class UioFcopyDaemon:
         if fd < 0:
             return False
         while True:
-            _served, state = chan.rx.fcopy_writes(chan.tx, chan.fileno(), fd, self.spin_ns)
+            served, state = chan.rx.fcopy_writes(chan.tx, chan.fileno(), fd, self.spin_ns)
+            if served:
+                # A long copy runs here for a while: ping, and show how far it got.
+                self._watchdog.tick(time.monotonic())
+                self.copier.note_progress()
             if state != _ffi.FAST_LIMIT:
                 return state == _ffi.FAST_IDLE
             if self.stopper.requested:
@@ -357,10 +381,25 @@ class UioFcopyDaemon:
         )
         if self.stopper.requested:
             raise _Stopped()
+        self._watchdog.tick(time.monotonic())  # a bounded wait (TX_FULL_TIMEOUT)
         if chan.fileno() in ready:
             chan.wait_interrupt()
 
 
-def run(discovery: Discovery, binder: Binder | None, copier: FileCopier, stopper: Stopper) -> int:
+def run(
+    discovery: Discovery,
+    binder: Binder | None,
+    copier: FileCopier,
+    stopper: Stopper,
+    status: StatusLine | None = None,
+) -> int:
     """Serve file copy over uio_hv_generic until stopped."""
-    return UioFcopyDaemon(discovery, copier, stopper, binder=binder, notify=sd_notify).run()
+    return UioFcopyDaemon(
+        discovery,
+        copier,
+        stopper,
+        binder=binder,
+        notify=sd_notify,
+        watchdog=watchdog_interval(),
+        status=status,
+    ).run()

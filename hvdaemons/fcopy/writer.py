@@ -227,38 +227,34 @@ def _size(n: int) -> str:
 class CopyStatus:
     """The STATUS= line of the file-copy daemon: the current copy and its progress.
 
-    Progress goes out at most once a second (checked before anything is
-    formatted: WRITEs arrive by the thousand); a copy's end at once.
+    Progress marks the line's "copy" part stale and is rendered only when a
+    line goes out (StatusLine.update(): at most once a second, WRITEs arrive
+    by the thousand); whoever runs the loop flushes it later if the host
+    pauses.  A copy's end goes out at once.
     """
 
     def __init__(
         self,
         status: StatusLine | None = None,
-        clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.status = status if status is not None else StatusLine()
-        self._clock = clock
         self._wall = wall
-        self._next = 0.0
 
     def __call__(self, event: str, target: str, received: int, size: int) -> None:
         if event == "copying":
-            now = self._clock()
-            if received and now < self._next:
-                return
-            self._next = now + self.status.interval
-            pct = f" ({received * 100 // size}%)" if size else ""
-            self.status.set(
-                "copy", f"copying {target}: {_size(received)} of {_size(size)}{pct}", force=True
-            )
+            self.status.update("copy", lambda: _copying(target, received, size))
             return
-        self._next = 0.0
         self.status.set(
             "copy",
             f"last copy {target}: {event} ({_size(received)}) at {clock_text(self._wall())}",
             force=True,
         )
+
+
+def _copying(target: str, received: int, size: int) -> str:
+    pct = f" ({received * 100 // size}%)" if size else ""
+    return f"copying {target}: {_size(received)} of {_size(size)}{pct}"
 
 
 class FileCopier:
@@ -482,6 +478,23 @@ class FileCopier:
                 c.received = end
             self._progress("copying", c.target, c.received, c.file_size)
         return HvStatus.S_OK
+
+    @property
+    def reports_progress(self) -> bool:
+        """Whether anyone hears of progress (the STATUS= line under systemd)."""
+        return self._progress is not None
+
+    def note_progress(self) -> None:
+        """A transport's C fast path wrote to data_fd itself: report how far the copy got.
+
+        Transports call this whenever their C loop hands back, also when the
+        host merely paused: the progress line (throttled) then catches up.
+        """
+        c = self._copy
+        if self._progress is None or c is None or c.failed or c.fd < 0:
+            return
+        c.received = max(c.received, os.fstat(c.fd).st_size)
+        self._progress("copying", c.target, c.received, c.file_size)
 
     def _fail(self, c: _Copy, status: int, why: str) -> int:
         log.error("%s; discarding the partial file", why)

@@ -50,7 +50,7 @@ def test_status_line_of_a_copy(tmp_path: Path) -> None:
     sent: list[str] = []
     now = [0.0]
     line = StatusLine(lambda m: sent.append(m) or True, enabled=True, clock=lambda: now[0])
-    c = FileCopier(progress=CopyStatus(line, clock=lambda: now[0], wall=lambda: 0.0))
+    c = FileCopier(progress=CopyStatus(line, wall=lambda: 0.0))
     assert c.start(start(tmp_path, "big.bin", 4 << 20)) == S_OK
     target = f"{tmp_path}/big.bin"
     assert sent[-1] == f"STATUS=copying {target}: 0 bytes of 4.0 MiB (0%)"
@@ -58,8 +58,13 @@ def test_status_line_of_a_copy(tmp_path: Path) -> None:
         assert c.write(i << 20, bytes(1 << 20)) == S_OK
     assert len(sent) == 1
     now[0] = 1.5
-    assert c.write(0, b"\0") == S_OK
+    # The host pauses: the loop's next flush shows how far the copy got.
+    line.flush()
     assert sent[-1] == f"STATUS=copying {target}: 4.0 MiB of 4.0 MiB (100%)"
+    assert len(sent) == 2
+    now[0] = 3.0
+    assert c.write(0, b"\0") == S_OK  # a WRITE after the interval goes out at once
+    assert len(sent) == 3
     assert c.complete() == S_OK  # the end is shown at once
     assert sent[-1].startswith(f"STATUS=last copy {target}: copied (4.0 MiB) at ")
 

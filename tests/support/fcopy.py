@@ -52,6 +52,7 @@ class LegacyRig:
         timeout: float = 10.0,
         tmpfs: Sequence[str] = (),
         sandbox: bool | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         dev.mkdir(parents=True, exist_ok=True)
         self.reference = reference
@@ -73,7 +74,7 @@ class LegacyRig:
                 self.proc = subprocess.Popen(
                     argv,
                     cwd=NEUTRAL_CWD,
-                    env=daemon_env(),
+                    env=daemon_env(env),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
