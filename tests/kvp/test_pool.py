@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from hvdaemons.kvp import pool as poolmod
 from hvdaemons.kvp.pool import (
     Pool,
     PoolSet,
     encode_journal,
     in_place_plan,
     parse_pool,
+    parse_record,
     record_bytes,
 )
 from tests.support.kvp import (
@@ -34,6 +34,8 @@ from tests.support.kvp import (
     R,
     build_c_writer,
     daemon_env,
+    golden_parse,
+    golden_record,
     reference_record,
     unshare_python,
     write_pool,
@@ -74,23 +76,44 @@ def test_poolset_creates_dir_0755_and_files_0644(tmp_path: Path) -> None:
     pools.close()
 
 
+def test_record_format_matches_the_kernel_layout() -> None:
+    # key[512] then value[2048], NUL-filled: written out by hand.
+    rec = record_bytes(b"Key", "W\u00e9rt".encode())
+    assert rec == b"Key" + bytes(509) + bytes.fromhex("57c3a97274") + bytes(2043)
+    assert rec == golden_record(b"Key", "W\u00e9rt".encode())
+    # Cut to fit the arrays: no terminator when full.
+    assert record_bytes(b"k" * 600, b"v" * 3000) == b"k" * 512 + b"v" * 2048
+    assert record_bytes(b"", b"") == bytes(R)
+
+
+def test_parsing_stops_at_each_arrays_nul_or_its_end() -> None:
+    rec = b"key\0junk".ljust(512, b"J") + b"val\0stale".ljust(2048, b"S")
+    assert parse_record(rec) == (b"key", b"val")
+    assert parse_record(b"K" * 512 + b"V" * 2048) == (b"K" * 512, b"V" * 2048)
+    assert parse_record(b"x" + rec, 1) == (b"key", b"val")
+    # Whole records only; a trailing partial one is ignored.
+    two = golden_record(b"a", b"1") + golden_record(b"b", b"")
+    assert parse_pool(two + rec[: R - 1]) == [(b"a", b"1"), (b"b", b"")]
+    assert parse_pool(rec[: R - 1]) == [] and parse_pool(b"") == []
+
+
 def test_set_get_enumerate_delete_and_exact_bytes(pool: Pool, state: Path) -> None:
     assert pool.set(b"alpha", b"1") is True
     assert pool.set(b"beta", "zwei ✓".encode()) is True
     assert pool.set(b"alpha", b"one, longer") is False
-    assert content(state) == record_bytes(b"alpha", b"one, longer") + record_bytes(
+    assert content(state) == golden_record(b"alpha", b"one, longer") + golden_record(
         b"beta", "zwei ✓".encode()
     )
     assert pool.get(b"alpha") == b"one, longer"
     assert pool.get(b"alph") is None and pool.get(b"alpha\0") is None
-    assert pool.record(1) == record_bytes(b"beta", "zwei ✓".encode())
+    assert pool.record(1) == golden_record(b"beta", "zwei ✓".encode())
     assert pool.record(2) is None and pool.record(-1) is None
     # A shorter value: zero-filled, no stale bytes (spec 13.7).
     pool.set(b"alpha", b"1")
-    assert content(state)[:R] == record_bytes(b"alpha", b"1")
+    assert content(state)[:R] == golden_record(b"alpha", b"1")
     assert pool.delete(b"alpha") is True
     assert pool.delete(b"alpha") is False
-    assert content(state) == record_bytes(b"beta", "zwei ✓".encode())
+    assert content(state) == golden_record(b"beta", "zwei ✓".encode())
     assert pool.delete(b"beta") is True
     assert content(state) == b""
 
@@ -108,15 +131,15 @@ def test_reads_reference_file_with_stale_bytes(pool: Pool, state: Path) -> None:
     assert [pool.record(i) for i in range(4)] == recs
     # Our own writes zero-fill; the other records keep their bytes.
     pool.set(b"k1", b"new")
-    assert content(state) == recs[0] + record_bytes(b"k1", b"new") + recs[2] + recs[3]
+    assert content(state) == recs[0] + golden_record(b"k1", b"new") + recs[2] + recs[3]
     pool.delete(b"k0")
-    assert content(state) == record_bytes(b"k1", b"new") + recs[2] + recs[3]
+    assert content(state) == golden_record(b"k1", b"new") + recs[2] + recs[3]
 
 
 def test_duplicate_keys_written_by_others(pool: Pool, state: Path) -> None:
     write_pool(
         state / ".kvp_pool_0",
-        [record_bytes(b"k", b"first"), record_bytes(b"x", b"y"), record_bytes(b"k", b"second")],
+        [golden_record(b"k", b"first"), golden_record(b"x", b"y"), golden_record(b"k", b"second")],
     )
     assert pool.get(b"k") == b"first"
     pool.set(b"k", b"updated")
@@ -139,7 +162,7 @@ def _external_rewrite(path: Path, index: int, key: bytes, value: bytes) -> None:
     fd = os.open(path, os.O_RDWR)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX)
-        os.pwrite(fd, record_bytes(key, value), index * R)
+        os.pwrite(fd, golden_record(key, value), index * R)
     finally:
         os.close(fd)
 
@@ -186,11 +209,11 @@ def test_unchanged_file_is_not_read_again(pool: Pool) -> None:
 def test_replaced_file_is_reopened(pool: Pool, state: Path) -> None:
     pool.set(b"a", b"1")
     other = state / "replacement"
-    write_pool(other, [record_bytes(b"b", b"2")])
+    write_pool(other, [golden_record(b"b", b"2")])
     os.rename(other, state / ".kvp_pool_0")
     assert pool.items() == [(b"b", b"2")]
     pool.set(b"c", b"3")
-    assert parse_pool(content(state)) == [(b"b", b"2"), (b"c", b"3")]
+    assert golden_parse(content(state)) == [(b"b", b"2"), (b"c", b"3")]
     assert os.fstat(pool.fd).st_ino == os.stat(state / ".kvp_pool_0").st_ino
 
 
@@ -203,23 +226,23 @@ def test_deleted_file_is_recreated(
         assert pool.items() == []
     assert "vanished" in caplog.text
     pool.set(b"b", b"2")
-    assert content(state) == record_bytes(b"b", b"2")
+    assert content(state) == golden_record(b"b", b"2")
 
 
 def test_partial_trailing_record_is_ignored_then_salvaged(
     pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     junk = b"half a record" * 10
-    write_pool(state / ".kvp_pool_0", [record_bytes(b"a", b"1")], tail=junk)
+    write_pool(state / ".kvp_pool_0", [golden_record(b"a", b"1")], tail=junk)
     with caplog.at_level(logging.WARNING):
         assert pool.items() == [(b"a", b"1")]
         assert "not a multiple of 2560" in caplog.text
         # An in-place change keeps the size: the tail stays where it is.
         pool.set(b"a", b"2")
-        assert content(state) == record_bytes(b"a", b"2") + junk
+        assert content(state) == golden_record(b"a", b"2") + junk
         # A size change first moves the tail aside (nothing is lost).
         pool.set(b"b", b"3")
-    assert content(state) == record_bytes(b"a", b"2") + record_bytes(b"b", b"3")
+    assert content(state) == golden_record(b"a", b"2") + golden_record(b"b", b"3")
     assert (state / ".kvp_salvage_0").read_bytes() == junk
     assert "moved 130 trailing bytes" in caplog.text
 
@@ -250,6 +273,20 @@ class _LockHolder:
         self.proc.wait(10)
 
 
+def _wait_for_lock_waiter(path: Path, kind: str) -> None:
+    """Until this process waits for a lock of this kind on path (a "->" line of /proc/locks)."""
+    st = os.stat(path)
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    deadline = time.monotonic() + 20  # a hang guard
+    while True:
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if fields[1] == "->" and fields[2] == kind and fields[5:7] == [str(os.getpid()), ident]:
+                return
+        assert time.monotonic() < deadline, f"no {kind} lock waiter on {path}"
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("kind", ["posix", "flock"])
 def test_changes_wait_for_other_lock_holders(pool: Pool, state: Path, kind: str) -> None:
     pool.set(b"a", b"1")
@@ -263,7 +300,10 @@ def test_changes_wait_for_other_lock_holders(pool: Pool, state: Path, kind: str)
     t = threading.Thread(target=change)
     t.start()
     try:
-        assert not done.wait(0.5), f"SET went ahead while another process held the {kind} lock"
+        # The event: our SET queued behind the holder's lock, as the kernel shows it.
+        _wait_for_lock_waiter(state / ".kvp_pool_0", "POSIX" if kind == "posix" else "FLOCK")
+        assert not done.is_set()
+        assert content(state) == golden_record(b"a", b"1")
     finally:
         holder.release()
     t.join(10)
@@ -294,7 +334,7 @@ def test_concurrent_writers_lose_nothing(pool: Pool, state: Path, tmp_path: Path
     assert [p.wait(60) for p in procs] == [0, 0]
     data = content(state)
     assert len(data) % R == 0
-    keys = [k for k, _ in parse_pool(data)]
+    keys = [k for k, _ in golden_parse(data)]
     want = {b"%s%d" % (p, i) for p in (b"ours", b"posix", b"cloudinit") for i in range(n)}
     assert len(keys) == len(want) and set(keys) == want
     assert {k for k, _ in pool.items()} == want
@@ -304,7 +344,7 @@ def test_concurrent_writers_lose_nothing(pool: Pool, state: Path, tmp_path: Path
 
 
 def _parse(rec: bytes) -> tuple[bytes, bytes]:
-    return poolmod.parse_record(rec)
+    return golden_parse(rec)[0]
 
 
 def test_in_place_plan_every_prefix_reads_old_or_new() -> None:
@@ -314,10 +354,10 @@ def test_in_place_plan_every_prefix_reads_old_or_new() -> None:
         base = slot * R
         for _ in range(150):
             key = b"key%d" % rng.randrange(1000)
-            old = record_bytes(
+            old = golden_record(
                 key, bytes(rng.choice(b"abcdef") for _ in range(rng.randrange(2048)))
             )
-            new = record_bytes(
+            new = golden_record(
                 key, bytes(rng.choice(b"uvwxyz") for _ in range(rng.randrange(2048)))
             )
             if old == new:
@@ -334,11 +374,51 @@ def test_in_place_plan_every_prefix_reads_old_or_new() -> None:
                 rec[piece.offset - base : piece.offset - base + len(piece.data)] = piece.data
                 assert _parse(bytes(rec)) in (_parse(old), _parse(new))
             assert bytes(rec) == new
-    assert journaled > 0  # both values straddling a boundary: the journal's case
+    # Both kinds occur: a plan that never runs would leave only journaled cases.
+    assert 0 < journaled < 16 * 150 // 2
+
+
+# Hand-made cases against a 4096-byte page.  The record at file offset R
+# (2560..5120) crosses the page boundary 4096 at record offset 1536, i.e.
+# value byte 1024; the record at 0 crosses none.
+def test_in_place_plan_within_one_page_is_the_differing_bytes_alone() -> None:
+    old = golden_record(b"key", b"abc")
+    new = golden_record(b"key", b"abd")
+    assert in_place_plan(0, old, new, 4096) == [(512 + 2, b"d")]
+    # A shorter value: the bytes that go become zeros, in the same piece.
+    assert in_place_plan(0, old, golden_record(b"key", b"a"), 4096) == [(512 + 1, b"\0\0")]
+
+
+def test_in_place_plan_shorter_value_across_the_boundary_writes_the_nul_first() -> None:
+    old = golden_record(b"key", b"a" * 1500)
+    new = golden_record(b"key", b"b" * 10)
+    # Differing bytes: value 0..1500; first piece up to the boundary carries the new NUL.
+    assert in_place_plan(R, old, new, 4096) == [
+        (R + 512, b"b" * 10 + bytes(1014)),
+        (4096, bytes(476)),
+    ]
+
+
+def test_in_place_plan_longer_value_across_the_boundary_writes_the_tail_first() -> None:
+    old = golden_record(b"key", b"a" * 10)
+    new = golden_record(b"key", b"b" * 1500)
+    # The tail beyond the old NUL goes first: until the head lands, old reads "a" * 10.
+    assert in_place_plan(R, old, new, 4096) == [
+        (4096, b"b" * 476),
+        (R + 512, b"b" * 1024),
+    ]
+
+
+def test_in_place_plan_refuses_when_both_values_straddle_the_boundary() -> None:
+    old = golden_record(b"key", b"a" * 1500)
+    new = golden_record(b"key", b"b" * 1500)
+    assert in_place_plan(R, old, new, 4096) is None
+    # The same change inside one page is a single write.
+    assert in_place_plan(0, old, new, 4096) == [(512, b"b" * 1500)]
 
 
 def test_journal_replay_completes_an_interrupted_delete(state: Path) -> None:
-    records = [record_bytes(b"k%d" % i, b"v%d" % i * 300) for i in range(6)]
+    records = [golden_record(b"k%d" % i, b"v%d" % i * 300) for i in range(6)]
     write_pool(state / ".kvp_pool_0", records)
     ino = os.stat(state / ".kvp_pool_0").st_ino
     tail = b"".join(records[2:])
@@ -356,8 +436,8 @@ def test_journal_replay_completes_an_interrupted_delete(state: Path) -> None:
 
 
 def test_journal_replay_keeps_records_appended_after_the_crash(state: Path) -> None:
-    records = [record_bytes(b"k%d" % i, b"v") for i in range(4)]
-    foreign = record_bytes(b"appended", b"later")
+    records = [golden_record(b"k%d" % i, b"v") for i in range(4)]
+    foreign = golden_record(b"appended", b"later")
     write_pool(state / ".kvp_pool_0", [*records, foreign])
     ino = os.stat(state / ".kvp_pool_0").st_ino
     (state / ".kvp_journal_0").write_bytes(
@@ -370,7 +450,7 @@ def test_journal_replay_keeps_records_appended_after_the_crash(state: Path) -> N
 
 
 def test_journal_replay_after_the_truncate_is_idempotent(state: Path) -> None:
-    records = [record_bytes(b"k%d" % i, b"v") for i in range(4)]
+    records = [golden_record(b"k%d" % i, b"v") for i in range(4)]
     write_pool(state / ".kvp_pool_0", records[1:])  # shift and truncate done, journal left
     ino = os.stat(state / ".kvp_pool_0").st_ino
     (state / ".kvp_journal_0").write_bytes(
@@ -386,7 +466,7 @@ def test_journal_replay_after_the_truncate_is_idempotent(state: Path) -> None:
 def test_bad_journal_is_discarded_and_the_pool_left_alone(
     state: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    records = [record_bytes(b"k%d" % i, b"v") for i in range(3)]
+    records = [golden_record(b"k%d" % i, b"v") for i in range(3)]
     write_pool(state / ".kvp_pool_0", records)
     ino = os.stat(state / ".kvp_pool_0").st_ino
     blob = encode_journal(ino + (damage == "other-file"), 3 * R, 2 * R, 0, b"".join(records[1:]))
@@ -525,14 +605,14 @@ out["added"] = added
 out["mem"] = len(p.items())
 data = open(os.path.join(d, ".kvp_pool_0"), "rb").read()
 out["size"] = len(data)
-out["file"] = len(parse_pool(data))
+out["file"] = len(data) // 2560
 # Deleting the first record needs a journal as big as the pool: no room.
 try:
     p.delete(b"key0")
     out["delete_first"] = "ok"
 except OSError as e:
     out["delete_first"] = e.errno
-out["after_delete_first"] = len(parse_pool(open(os.path.join(d, ".kvp_pool_0"), "rb").read()))
+out["after_delete_first"] = os.path.getsize(os.path.join(d, ".kvp_pool_0")) // 2560
 out["journal_left"] = os.path.exists(os.path.join(d, ".kvp_journal_0"))
 # Deleting the last one is a truncate: always possible, and frees room.
 out["delete_last"] = p.delete(b"key%d" % (added - 1))
