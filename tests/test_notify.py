@@ -8,7 +8,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -23,46 +22,7 @@ from hvsim.chardev import ChardevKernel
 from hvsim.kvp import KvpHost
 from tests.reference.refdaemons import LogReader
 from tests.support.kvp import PKG_ROOT, daemon_argv, daemon_env, stop
-
-
-class NotifySocket:
-    """What systemd's notify socket receives, one datagram per message."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.seen: list[str] = []
-
-    def wait_for(self, pattern: str, timeout: float = 20) -> str:
-        """The next message matching pattern (a regex); earlier ones are consumed."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no {pattern!r} among {self.seen[-20:]}"
-            self.sock.settimeout(left)
-            try:
-                msg = self.sock.recv(4096).decode()
-            except socket.timeout:
-                continue
-            self.seen.append(msg)
-            if re.search(pattern, msg):
-                return msg
-
-    def drain(self) -> list[str]:
-        self.sock.setblocking(False)
-        out = []
-        try:
-            while True:
-                out.append(self.sock.recv(4096).decode())
-        except BlockingIOError:
-            pass
-        self.sock.setblocking(True)
-        self.seen += out
-        return out
-
-    def close(self) -> None:
-        self.sock.close()
+from tests.support.notify import NotifySocket
 
 
 class Daemon:
