@@ -1,0 +1,478 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Mutation testing: break one thing at a time in a module and check that a test goes red.
+
+Not part of the default run (`tox -e mutation`, or `python3 tests/mutation/run.py`).
+
+The suite normally imports the *installed* package; a mutant must be what
+the tests import, so the runner works on a scratch copy of the repository
+with the cffi modules built in place (setup.py build_ext --inplace) and runs
+pytest there with that copy first on PYTHONPATH (hvsim.launch gives every
+daemon the tests start the same path).  Each mutant is one AST change,
+written into the scratch copy's file, then the module's tests run with -x:
+first its primary test files, and only for a mutant they leave alive, the
+rest of its set.  A failing run kills the mutant; a run past the time limit
+(an endless loop) counts as killed too.
+
+VSS: only pure modules are mutated (kvp/pool.py and protocol/, see TARGETS);
+the VSS tests that run here freeze inside the fsbox sandbox only, as always.
+
+Survivors are listed in the report; each one either gets a test or a reason
+it cannot change behaviour in equivalent.json ("module:line:operator" ->
+reason), which the report shows beside it.  Exit status 1 if any survivor
+has no reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+# module -> (primary test files, further test files).  The further ones run
+# only against mutants the primary ones leave alive.
+TARGETS: dict[str, tuple[list[str], list[str]]] = {
+    "hvdaemons/kvp/pool.py": (
+        ["tests/kvp/test_pool.py"],
+        [
+            "tests/kvp/test_daemon.py",
+            "tests/kvp/test_differential.py",
+            "tests/ctl/test_kvp.py",
+            "tests/ctl/test_kvp_daemon.py",
+        ],
+    ),
+    "hvdaemons/protocol/kvp.py": (
+        ["tests/protocol/test_kvp.py"],
+        ["tests/kvp/test_daemon.py", "tests/kvp/test_differential.py", "tests/ctl/test_kvp.py"],
+    ),
+    "hvdaemons/protocol/fcopy.py": (
+        ["tests/protocol/test_fcopy.py", "tests/protocol/test_fcopy_write.py"],
+        [
+            "tests/fcopy/test_dispatch.py",
+            "tests/fcopy/test_chardev.py",
+            "tests/fcopy/test_uio.py",
+            "tests/fcopy/test_reference.py",
+        ],
+    ),
+    "hvdaemons/protocol/icmsg.py": (
+        ["tests/protocol/test_icmsg.py"],
+        ["tests/fcopy/test_uio.py", "tests/fcopy/test_dispatch.py"],
+    ),
+    "hvdaemons/protocol/vss.py": (
+        ["tests/protocol/test_vss.py"],
+        ["tests/vss/test_freeze.py", "tests/vss/test_e2e.py", "tests/vss/test_reference.py"],
+    ),
+    "hvdaemons/protocol/status.py": (
+        ["tests/protocol/"],
+        ["tests/kvp/test_daemon.py", "tests/vss/test_freeze.py", "tests/fcopy/test_chardev.py"],
+    ),
+}
+
+COPY = ["hvdaemons", "hvsim", "tests", "bindings", "setup.py", "pyproject.toml", "README.md"]
+
+
+# -- mutants -------------------------------------------------------------------------------
+
+_BINOP = {
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.FloorDiv,
+    ast.FloorDiv: ast.Mult,
+    ast.Div: ast.Mult,
+    ast.Mod: ast.FloorDiv,
+    ast.LShift: ast.RShift,
+    ast.RShift: ast.LShift,
+    ast.BitOr: ast.BitAnd,
+    ast.BitAnd: ast.BitOr,
+    ast.BitXor: ast.BitOr,
+}
+_CMP = {
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+    operator: str  # e.g. "Lt->LtE", "const 1->2", "drop call"
+    replacement: str  # source text put in place of the node's text
+
+    def key(self, module: str) -> str:
+        return f"{module}:{self.line}:{self.operator}"
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    ids = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                ids.add(id(body[0].value))
+    return ids
+
+
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """Nodes that never run: annotations and `if TYPE_CHECKING:` blocks."""
+    skip: set[int] = set()
+
+    def mark(node: ast.AST | None) -> None:
+        if node is not None:
+            skip.update(id(n) for n in ast.walk(node))
+
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            mark(node.returns)
+            for a in [*node.args.args, *node.args.kwonlyargs, *node.args.posonlyargs]:
+                mark(a.annotation)
+            for a in (node.args.vararg, node.args.kwarg):
+                if a is not None:
+                    mark(a.annotation)
+        elif isinstance(node, ast.AnnAssign):
+            mark(node.annotation)
+        elif isinstance(node, ast.If) and ast.unparse(node.test) in (
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        ):
+            mark(node)
+    return skip
+
+
+def _alias_rhs(tree: ast.Module) -> set[int]:
+    """Module-level type aliases (X = tuple[int, ...]): not run as code."""
+    out = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Subscript):
+            out.update(id(n) for n in ast.walk(node.value))
+    return out
+
+
+def mutants(source: str) -> Iterator[Mutant]:
+    tree = ast.parse(source)
+    skip = _docstrings(tree) | _type_checking_only(tree) | _alias_rhs(tree)
+
+    def at(node: ast.AST, operator: str, new: ast.AST | str) -> Mutant:
+        text = new if isinstance(new, str) else ast.unparse(new)
+        if isinstance(node, ast.expr):
+            text = f"({text})"
+        return Mutant(
+            node.lineno,  # type: ignore[attr-defined]
+            node.col_offset,  # type: ignore[attr-defined]
+            node.end_lineno,  # type: ignore[attr-defined]
+            node.end_col_offset,  # type: ignore[attr-defined]
+            operator,
+            text,
+        )
+
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOP:
+            new_op = _BINOP[type(node.op)]()
+            yield at(
+                node,
+                f"{type(node.op).__name__}->{type(new_op).__name__}",
+                ast.BinOp(node.left, new_op, node.right),
+            )
+        elif isinstance(node, ast.AugAssign) and type(node.op) in _BINOP:
+            new_op = _BINOP[type(node.op)]()
+            yield at(
+                node,
+                f"{type(node.op).__name__}=->{type(new_op).__name__}=",
+                ast.AugAssign(node.target, new_op, node.value),
+            )
+        elif isinstance(node, ast.Compare):
+            for i, op in enumerate(node.ops):
+                if type(op) in _CMP:
+                    ops = list(node.ops)
+                    ops[i] = _CMP[type(op)]()
+                    yield at(
+                        node,
+                        f"{type(op).__name__}->{type(ops[i]).__name__}",
+                        ast.Compare(node.left, ops, node.comparators),
+                    )
+        elif isinstance(node, ast.BoolOp):
+            other = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+            yield at(
+                node,
+                f"{type(node.op).__name__}->{type(other).__name__}",
+                ast.BoolOp(other, node.values),
+            )
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            yield at(node, "drop not", node.operand)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            yield at(node, "drop -", node.operand)
+        elif isinstance(node, ast.Constant) and id(node) not in skip:
+            v = node.value
+            if isinstance(v, bool):
+                yield at(node, f"{v}->{not v}", repr(not v))
+            elif isinstance(v, int):
+                yield at(node, f"const {v}->{v + 1}", repr(v + 1))
+                if v != 0:
+                    yield at(node, f"const {v}->0", "0")
+            elif isinstance(v, str) and v:
+                yield at(node, "string XX", repr("XX" + v + "XX"))
+            elif isinstance(v, bytes):
+                yield at(node, "bytes +X", repr(v + b"X"))
+            elif v is None:
+                pass
+        elif isinstance(node, (ast.If, ast.While)) and not isinstance(
+            node.test, (ast.Compare, ast.BoolOp, ast.UnaryOp)
+        ):
+            yield at(node.test, "negate condition", ast.UnaryOp(ast.Not(), node.test))
+        elif isinstance(node, ast.Return) and node.value is not None:
+            if not (isinstance(node.value, ast.Constant) and node.value.value is None):
+                yield at(node, "return None", "return None")
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            yield at(node, "drop call", "pass")
+        elif isinstance(node, ast.Break):
+            yield at(node, "break->continue", "continue")
+        elif isinstance(node, ast.Continue):
+            yield at(node, "continue->break", "break")
+
+
+def apply(source: str, m: Mutant) -> str:
+    lines = source.splitlines(keepends=True)
+    # ast offsets are in UTF-8 bytes.
+    head = b"".join(s.encode() for s in lines[: m.line - 1]) + lines[m.line - 1].encode()[: m.col]
+    tail = lines[m.end_line - 1].encode()[m.end_col :] + b"".join(
+        s.encode() for s in lines[m.end_line :]
+    )
+    return (head + m.replacement.encode() + tail).decode()
+
+
+# -- running -------------------------------------------------------------------------------
+
+
+def prepare(scratch: Path) -> None:
+    for name in COPY:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(
+                src,
+                scratch / name,
+                symlinks=True,
+                ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.o"),
+            )
+        else:
+            shutil.copy2(src, scratch / name)
+    (scratch / ".cache").mkdir()
+    ref = REPO / ".cache" / "reference"
+    if ref.exists():
+        (scratch / ".cache" / "reference").symlink_to(ref.resolve())
+    res = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+        cwd=scratch,
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        raise SystemExit(f"building the cffi modules in place failed:\n{res.stdout}{res.stderr}")
+
+
+def env_for(scratch: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # Under tox the conftest insists on the installed package: not here.
+    for name in [k for k in env if k.startswith("TOX_")]:
+        del env[name]
+    env["PYTHONPATH"] = str(scratch)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def pytest_run(scratch: Path, files: list[str], timeout: float) -> tuple[str, float, str]:
+    """("passed" | "failed" | "timeout", seconds, output tail)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--no-header",
+        "-o",
+        "addopts=-m 'not slow' --import-mode=append",
+        *files,
+    ]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        cwd=scratch,
+        env=env_for(scratch),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        verdict = "passed" if proc.returncode == 0 else "failed"
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        verdict = "timeout"
+    return verdict, time.monotonic() - t0, out.decode(errors="replace")[-3000:]
+
+
+def check_imports(scratch: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-c", "import hvdaemons, hvsim; print(hvdaemons.__file__)"],
+        cwd="/",
+        env=env_for(scratch),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if not res.stdout.strip().startswith(str(scratch)):
+        raise SystemExit(f"the tests would import {res.stdout.strip()}, not the scratch copy")
+
+
+@dataclass
+class Result:
+    mutant: Mutant
+    verdict: str  # killed | timeout | survived | invalid
+    by: str  # which set killed it
+    seconds: float
+
+
+def run_module(scratch: Path, module: str, only_lines: set[int] | None, log: Path) -> list[Result]:
+    primary, further = TARGETS[module]
+    target = scratch / module
+    original = target.read_text()
+    verdict, base1, out = pytest_run(scratch, primary, 1800)
+    if verdict != "passed":
+        raise SystemExit(f"{module}: the primary tests fail unmutated:\n{out}")
+    verdict, base2, out = pytest_run(scratch, further, 3600)
+    if verdict != "passed":
+        raise SystemExit(f"{module}: the further tests fail unmutated:\n{out}")
+    limits = (max(30.0, 3 * base1 + 10), max(60.0, 3 * base2 + 20))
+    print(f"{module}: baseline {base1:.1f} s + {base2:.1f} s", flush=True)
+    results = []
+    todo = [m for m in mutants(original) if only_lines is None or m.line in only_lines]
+    try:
+        for n, m in enumerate(todo, 1):
+            text = apply(original, m)
+            try:
+                compile(text, module, "exec")
+            except SyntaxError:
+                results.append(Result(m, "invalid", "", 0.0))
+                continue
+            target.write_text(text)
+            verdict, secs, out = pytest_run(scratch, primary, limits[0])
+            by = "primary"
+            if verdict == "passed":
+                verdict, more, out = pytest_run(scratch, further, limits[1])
+                secs += more
+                by = "further"
+            final = {"passed": "survived", "failed": "killed", "timeout": "timeout"}[verdict]
+            results.append(Result(m, final, by if final != "survived" else "", secs))
+            print(f"[{n}/{len(todo)}] {final:8} {m.key(module)}  {secs:.1f} s", flush=True)
+            with open(log, "a") as f:
+                f.write(json.dumps({"key": m.key(module), "verdict": final, "by": by}) + "\n")
+    finally:
+        target.write_text(original)
+    return results
+
+
+def _snippet(source: str, m: Mutant) -> str:
+    return source.splitlines()[m.line - 1].strip()
+
+
+def report(module: str, source: str, results: list[Result], reasons: dict[str, str]) -> str:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    survivors = [r for r in results if r.verdict == "survived"]
+    explained = [r for r in survivors if r.mutant.key(module) in reasons]
+    lines = [
+        f"## {module}",
+        "",
+        f"{len(results)} mutants: {counts.get('killed', 0)} killed, "
+        f"{counts.get('timeout', 0)} killed by the time limit, "
+        f"{len(survivors)} survived ({len(explained)} equivalent, explained), "
+        f"{counts.get('invalid', 0)} not valid Python.",
+        "",
+    ]
+    if survivors:
+        lines += ["| line | mutation | code | why it survives |", "|---|---|---|---|"]
+        for r in survivors:
+            why = reasons.get(r.mutant.key(module), "**no reason: needs a test**")
+            code = _snippet(source, r.mutant).replace("|", "\\|")
+            lines.append(f"| {r.mutant.line} | {r.mutant.operator} | `{code}` | {why} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("modules", nargs="*", help=f"default: all of {', '.join(TARGETS)}")
+    p.add_argument("--lines", help="only mutants on these lines (comma-separated)")
+    p.add_argument("--list", action="store_true", help="list the mutants and stop")
+    p.add_argument("--report", default=str(HERE / "report.md"), help="where the report goes")
+    p.add_argument("--keep", action="store_true", help="keep the scratch copy")
+    args = p.parse_args(argv)
+    modules = args.modules or list(TARGETS)
+    for module in modules:
+        if module not in TARGETS:
+            p.error(f"no test set for {module}; add it to TARGETS")
+    only = {int(x) for x in args.lines.split(",")} if args.lines else None
+    if args.list:
+        for module in modules:
+            for m in mutants((REPO / module).read_text()):
+                if only is None or m.line in only:
+                    print(m.key(module), "=>", m.replacement)
+        return 0
+    equivalent = HERE / "equivalent.json"
+    reasons: dict[str, str] = json.loads(equivalent.read_text()) if equivalent.exists() else {}
+    Path(args.report).with_suffix(".jsonl").write_text("")
+    scratch = Path(tempfile.mkdtemp(prefix="hvmut-"))
+    sections = []
+    unexplained = 0
+    try:
+        prepare(scratch)
+        check_imports(scratch)
+        for module in modules:
+            log = Path(args.report).with_suffix(".jsonl")
+            results = run_module(scratch, module, only, log)
+            source = (REPO / module).read_text()
+            sections.append(report(module, source, results, reasons))
+            unexplained += sum(
+                1
+                for r in results
+                if r.verdict == "survived" and r.mutant.key(module) not in reasons
+            )
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    text = "# Mutation testing report\n\n" + "\n".join(sections)
+    Path(args.report).write_text(text)
+    print(text)
+    return 1 if unexplained else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
