@@ -231,8 +231,20 @@ def test_a_foreign_change_is_trusted_once_the_clock_has_moved_on(pool: Pool, sta
     assert _bytes_read() - before < R
 
 
+def _open_inodes() -> set[int]:
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            inodes.add(os.stat(f"/proc/self/fd/{fd}").st_ino)
+        except FileNotFoundError:  # listdir's own descriptor
+            pass
+    return inodes
+
+
 def test_replaced_file_is_reopened(pool: Pool, state: Path) -> None:
     pool.set(b"a", b"1")
+    old_ino = os.stat(state / ".kvp_pool_0").st_ino
+    os.link(state / ".kvp_pool_0", state / "old")  # the old file lives on
     other = state / "replacement"
     write_pool(other, [golden_record(b"b", b"2")])
     os.rename(other, state / ".kvp_pool_0")
@@ -240,6 +252,32 @@ def test_replaced_file_is_reopened(pool: Pool, state: Path) -> None:
     pool.set(b"c", b"3")
     assert golden_parse(content(state)) == [(b"b", b"2"), (b"c", b"3")]
     assert os.fstat(pool.fd).st_ino == os.stat(state / ".kvp_pool_0").st_ino
+    # The old descriptor is closed (and with it our locks on the old file).
+    assert old_ino not in _open_inodes()
+    assert content(state, 0) != (state / "old").read_bytes()
+
+
+def test_a_get_on_an_unchanged_file_takes_no_lock(pool: Pool, state: Path) -> None:
+    pool.set(b"k", b"v")
+    mtime = os.stat(pool.path).st_mtime_ns
+    while time.clock_gettime_ns(CLOCK_REALTIME_COARSE) <= mtime:
+        time.sleep(0.001)
+    assert pool.get(b"k") == b"v"
+    holder = _LockHolder(state / ".kvp_pool_0", "posix")
+    try:
+        got: list[bytes | None] = []
+        t = threading.Thread(target=lambda: got.append(pool.get(b"k")))
+        t.start()
+        # Either the GET answers, or it queues for the lock: the latter fails at once.
+        deadline = time.monotonic() + 30  # a hang guard
+        while t.is_alive():
+            assert not _lock_waiters(state / ".kvp_pool_0"), "GET waited for the pool lock"
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        assert got == [b"v"]
+    finally:
+        holder.release()
+    t.join(30)
 
 
 def test_deleted_file_is_recreated(
@@ -298,16 +336,22 @@ class _LockHolder:
         self.proc.wait(10)
 
 
-def _wait_for_lock_waiter(path: Path, kind: str) -> None:
-    """Until this process waits for a lock of this kind on path (a "->" line of /proc/locks)."""
+def _lock_waiters(path: Path) -> list[str]:
+    """Kinds (POSIX, FLOCK) of the locks this process waits for on path (/proc/locks "->")."""
     st = os.stat(path)
     ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    kinds = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == "->" and fields[5:7] == [str(os.getpid()), ident]:
+            kinds.append(fields[2])
+    return kinds
+
+
+def _wait_for_lock_waiter(path: Path, kind: str) -> None:
+    """Until this process waits for a lock of this kind on path."""
     deadline = time.monotonic() + 20  # a hang guard
-    while True:
-        for line in Path("/proc/locks").read_text().splitlines():
-            fields = line.split()
-            if fields[1] == "->" and fields[2] == kind and fields[5:7] == [str(os.getpid()), ident]:
-                return
+    while kind not in _lock_waiters(path):
         assert time.monotonic() < deadline, f"no {kind} lock waiter on {path}"
         time.sleep(0.01)
 

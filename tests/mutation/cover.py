@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from types import FrameType
 from typing import Any, Callable, Optional
 
@@ -30,7 +31,8 @@ def start() -> None:
     seen: set[tuple[str, int]] = set()
 
     def local(frame: FrameType, event: str, _arg: Any) -> Tracer | None:
-        if event in ("line", "call"):
+        # A module's top level starts at line 0: not a line.
+        if event in ("line", "call") and frame.f_lineno > 0:
             key = (os.environ.get("HVMUT_TEST", ""), frame.f_lineno)
             if key not in seen:
                 seen.add(key)
@@ -55,5 +57,17 @@ def pytest_runtest_protocol(item: Any, nextitem: Any) -> None:
             f.write(f"{item.nodeid}\t0\n")
 
 
+_started: dict[str, float] = {}
+
+
+def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
+    _started[nodeid] = time.monotonic()
+
+
 def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
     os.environ["HVMUT_TEST"] = ""
+    out = os.environ.get("HVMUT_COVER_OUT")
+    if out:
+        # Line -1: how long the test took (traced, so an upper bound).
+        with open(out, "a") as f:
+            f.write(f"{nodeid}\t-1\t{time.monotonic() - _started.get(nodeid, 0.0):.3f}\n")

@@ -373,8 +373,11 @@ class Result:
     seconds: float
 
 
-def coverage(scratch: Path, module: str, files: list[str]) -> tuple[list[str], dict[int, set[str]]]:
-    """(the tests in run order, line -> the tests that run it; "" = while importing)."""
+def coverage(
+    scratch: Path, module: str, files: list[str]
+) -> tuple[list[str], dict[int, set[str]], dict[str, float]]:
+    """(the tests in run order, line -> the tests that run it ("" = while
+    importing), test -> seconds it took)."""
     out = scratch / ".hvmut-cover"
     out.unlink(missing_ok=True)
     extra = {
@@ -386,13 +389,17 @@ def coverage(scratch: Path, module: str, files: list[str]) -> tuple[list[str], d
         raise SystemExit(f"{module}: the coverage run failed:\n{text}")
     order: list[str] = []
     lines: dict[int, set[str]] = {}
+    took: dict[str, float] = {}
     for row in out.read_text().splitlines():
-        test, _, line = row.rpartition("\t")
+        test, line, *rest = row.split("\t")
         if int(line) == 0:
-            order.append(test)
+            if test not in took and test not in order:
+                order.append(test)
+        elif int(line) == -1:
+            took[test] = float(rest[0])
         else:
             lines.setdefault(int(line), set()).add(test)
-    return order, lines
+    return order, lines, took
 
 
 def run_module(scratch: Path, module: str, only_lines: set[int] | None, log: Path) -> list[Result]:
@@ -402,8 +409,7 @@ def run_module(scratch: Path, module: str, only_lines: set[int] | None, log: Pat
     verdict, base, out = pytest_run(scratch, [*primary, *further], 7200)
     if verdict != "passed":
         raise SystemExit(f"{module}: the tests fail unmutated:\n{out}")
-    limit = max(60.0, 3 * base + 20)
-    order, covered = coverage(scratch, module, [*primary, *further])
+    order, covered, took = coverage(scratch, module, [*primary, *further])
     print(f"{module}: baseline {base:.1f} s, {len(order)} tests", flush=True)
     results = []
     todo = [m for m in mutants(original) if only_lines is None or m.line in only_lines]
@@ -425,12 +431,19 @@ def run_module(scratch: Path, module: str, only_lines: set[int] | None, log: Pat
                 print(f"[{n}/{len(todo)}] uncovered {m.key(module)}", flush=True)
                 continue
             target.write_text(text)
+            # An endless loop is what the limit is for; the machine is shared,
+            # so it is generous: four times the traced run, plus a minute.
+            limit = 4 * sum(took.get(t, base) for t in tests) + 60
             verdict, secs, out = pytest_run(scratch, tests, limit)
             final = {"passed": "survived", "failed": "killed", "timeout": "timeout"}[verdict]
             by = f"{len(tests)} tests"
-            failed = [ln.split()[1] for ln in out.splitlines() if ln.startswith("FAILED ")]
+            failed = [
+                ln.split()[1] for ln in out.splitlines() if ln.startswith(("FAILED ", "ERROR "))
+            ]
             if failed:
                 by += f", red: {failed[0]}"
+            elif verdict == "failed":
+                by += ", red: " + (out.strip().splitlines() or ["?"])[-1]
             results.append(Result(m, final, by, secs))
             print(f"[{n}/{len(todo)}] {final:8} {m.key(module)}  {by}, {secs:.1f} s", flush=True)
             with open(log, "a") as f:
