@@ -215,6 +215,18 @@ def test_unchanged_file_is_not_read_again(pool: Pool) -> None:
     assert _bytes_read() - before < R
 
 
+def test_our_own_write_is_trusted_at_once(pool: Pool) -> None:
+    # After each write of ours the file's mtime is set back a nanosecond, so
+    # the signature we keep is exact from that moment: no re-read, even
+    # within the write's clock tick.
+    for i in range(20):
+        pool.set(b"k%d" % i, b"v%d" % i)
+        before = _bytes_read()
+        assert pool.get(b"k%d" % i) == b"v%d" % i
+        assert pool.get(b"k0") == b"v0"
+        assert _bytes_read() - before < R
+
+
 def test_a_foreign_change_is_trusted_once_the_clock_has_moved_on(pool: Pool, state: Path) -> None:
     pool.set(b"k", b"ours")
     _external_rewrite(state / ".kvp_pool_0", 0, b"k", b"theirs")
@@ -507,6 +519,21 @@ def test_in_place_plan_refuses_when_both_values_straddle_the_boundary() -> None:
     assert in_place_plan(R, old, new, 4096) is None
     # The same change inside one page is a single write.
     assert in_place_plan(0, old, new, 4096) == [(512, b"b" * 1500)]
+
+
+def test_a_journaled_change_leaves_no_journal_open(pool: Pool, state: Path) -> None:
+    for i in range(3):
+        pool.set(b"k%d" % i, b"v")
+    pool.delete(b"k0")  # a shift: through the journal
+    assert [k for k, _ in pool.items()] == [b"k1", b"k2"]
+    assert not (state / ".kvp_journal_0").exists()
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:  # listdir's own descriptor
+            pass
+    assert not [link for link in links if ".kvp_journal" in link], links
 
 
 def test_journal_replay_completes_an_interrupted_delete(state: Path) -> None:
