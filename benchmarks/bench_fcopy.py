@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from hvdaemons.protocol import fcopy as P
+from hvdaemons.protocol.status import HvStatus
 from tests.support.fcopy import LegacyRig
 
 FRAGMENT = P.DATA_FRAGMENT
@@ -48,17 +49,17 @@ def one_copy(rig: LegacyRig, target: Path, size: int, pattern: bytes) -> tuple[f
     host.latencies = []
     t0 = time.perf_counter()
     status = host.start("bench.bin", str(target), P.OVER_WRITE, size)
-    if status != P.S_OK:
+    if status != HvStatus.S_OK:
         raise RuntimeError(f"START failed: 0x{status:08x}")
     n = len(frags)
     for i, off in enumerate(range(0, size, FRAGMENT)):
         chunk = frags[i % n][: size - off]
         status = host.write(off, chunk)
-        if status != P.S_OK:
+        if status != HvStatus.S_OK:
             raise RuntimeError(f"WRITE at {off} failed: 0x{status:08x}")
     status = host.complete()
     elapsed = time.perf_counter() - t0
-    if status != P.S_OK:
+    if status != HvStatus.S_OK:
         raise RuntimeError(f"COMPLETE failed: 0x{status:08x}")
     lat = host.latencies[1:-1]  # the WRITEs only
     host.latencies = None

@@ -144,8 +144,8 @@ def timed(
         t = time.perf_counter()
         reply = d.request(msg)
         lat.append(time.perf_counter() - t)
-        if kvp.status_of(reply) != 0:
-            raise RuntimeError(f"request {i} failed: 0x{kvp.status_of(reply):08x}")
+        if kvp.decode_status_reply(reply) != 0:
+            raise RuntimeError(f"request {i} failed: 0x{kvp.decode_status_reply(reply):08x}")
         if time.perf_counter() - start > budget:
             break
     return lat, time.perf_counter() - start
@@ -167,23 +167,23 @@ def workload(who: str, release: str, tmp: Path, quick: bool) -> Result:
         runs: list[tuple[str, Callable[[int], bytes], int]] = [
             (
                 "SET 10-record pool",
-                lambda i: kvp.kernel_set(0, f"key{i % SMALL}", f"new value {i}"),
+                lambda i: kvp.encode_set_request(0, f"key{i % SMALL}", f"new value {i}"),
                 n_small,
             ),
-            ("GET 10-record pool", lambda i: kvp.kernel_get(0, f"key{i % SMALL}"), n_small),
+            ("GET 10-record pool", lambda i: kvp.encode_get_request(0, f"key{i % SMALL}"), n_small),
             (
                 "SET 5000-record pool",
-                lambda i: kvp.kernel_set(1, f"telemetry-{(i * 7919) % BIG:05d}", f"updated {i}"),
+                lambda i: kvp.encode_set_request(1, f"telemetry-{(i * 7919) % BIG:05d}", f"updated {i}"),
                 n_big,
             ),
             (
                 "GET 5000-record pool",
-                lambda i: kvp.kernel_get(1, f"telemetry-{(i * 7919) % BIG:05d}"),
+                lambda i: kvp.encode_get_request(1, f"telemetry-{(i * 7919) % BIG:05d}"),
                 n_big,
             ),
             (
                 "ENUMERATE auto pool",
-                lambda i: kvp.kernel_enumerate(2, i % 10),
+                lambda i: kvp.encode_enumerate_request(2, i % 10),
                 200 if quick else 1000,
             ),
         ]

@@ -21,11 +21,28 @@ VERSION = re.search(
     re.M,
 ).group(1)
 
-# Declared first and in this order: later cdefs refer to these types.
-ORDERED = [("consts.cdef.h", False), ("hyperv_packed.cdef.h", True), ("hyperv.cdef.h", False)]
+# Declarations of what the system headers define (cdef only, never
+# included): first and in this order, since later cdefs refer to these types.
+ORDERED = [
+    ("consts.cdef.h", False),
+    ("hyperv_packed.cdef.h", True),
+    ("hyperv.cdef.h", False),
+    ("rtnetlink.cdef.h", False),
+]
+# The system headers they come from.
+SYSTEM_HEADERS = (
+    "stdint.h",
+    "sys/socket.h",
+    "linux/hyperv.h",
+    "linux/fs.h",
+    "linux/netlink.h",
+    "linux/rtnetlink.h",
+    "linux/if_addr.h",
+    "linux/if.h",
+)
 
-# The helper cdefs (sys, ring, ...) are plain C prototypes, so the same file
-# is both the cdef and the header the generated module includes.
+# The other cdefs (sys, ring, vmbus, ...) are plain C declarations, so the
+# same file is both the cdef and the header the generated module includes.
 HELPERS = sorted(p for p in HERE.glob("*.cdef.h") if p.name not in dict(ORDERED))
 
 
@@ -37,7 +54,7 @@ def builder(module, ordered, helpers, sources):
         ffi.cdef(path.read_text())
     ffi.set_source(
         module,
-        "#include <stdint.h>\n#include <linux/hyperv.h>\n#include <linux/fs.h>\n"
+        "".join(f"#include <{h}>\n" for h in SYSTEM_HEADERS)
         + "".join(f'#include "{p.name}"\n' for p in helpers),
         sources=[str(p.relative_to(HERE.parent)) for p in sources],
         include_dirs=["bindings", "bindings/hvsim"],

@@ -55,7 +55,7 @@ static int write_all(int fd, const uint8_t *data, uint32_t size, uint64_t offset
 
 ssize_t hvd_fcopy_pump(int dev_fd, int file_fd, int wake_fd, uint8_t *buf, size_t cap)
 {
-	static const int32_t ok = 0;
+	static const int32_t ok = HV_S_OK;
 	struct pollfd fds[2] = {
 		{ .fd = dev_fd, .events = POLLIN },
 		{ .fd = wake_fd, .events = POLLIN },

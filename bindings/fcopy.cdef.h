@@ -11,5 +11,5 @@
  *           handles it the slow way and reports the error);
  *   0       wake_fd became readable, or a read was interrupted: nothing pending;
  *   -errno  the device failed (-ECONNRESET: end of file on a socket).
- * Validation matches hvdaemons.protocol.fcopy.write_payload(). */
+ * Validation matches hvdaemons.protocol.fcopy.decode_write_payload(). */
 ssize_t hvd_fcopy_pump(int dev_fd, int file_fd, int wake_fd, uint8_t *buf, size_t cap);

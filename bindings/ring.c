@@ -18,9 +18,6 @@
 #include "ring.cdef.h"
 #include "vmbus.h"
 
-/* Only the first 4096 bytes of a header page are shared with the host. */
-#define HVR_SHARED_HDR 4096u
-
 static inline uint32_t *field(uint8_t *base, uint32_t off)
 {
 	return (uint32_t *)(void *)(base + off);
@@ -51,10 +48,15 @@ static inline void full_fence(void)
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
+/* The spin-wait hint of the kernel's cpu_relax() (arch/x86/include/asm/vdso/processor.h:
+ * rep_nop, i.e. pause; arch/arm64/include/asm/vdso/processor.h: yield), a compiler
+ * barrier elsewhere. */
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
 	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
 #else
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 #endif
@@ -63,7 +65,7 @@ static inline void cpu_relax(void)
 /* Data area size, or 0 if the geometry is impossible. */
 static inline uint32_t data_size(uint32_t ring_size, uint32_t hdr_size)
 {
-	if (hdr_size < HVR_SHARED_HDR || ring_size <= hdr_size)
+	if (hdr_size < HV_HYP_PAGE_SIZE || ring_size <= hdr_size)
 		return 0;
 	if ((ring_size - hdr_size) % 8)
 		return 0;
@@ -121,7 +123,8 @@ int hvr_reset(uint8_t *base, uint32_t ring_size, uint32_t hdr_size, uint32_t sta
 
 	if (!dsize || !index_ok(start, dsize))
 		return -EINVAL;
-	memset(base, 0, HVR_SHARED_HDR);
+	/* Only the part the host shares: the rest of the page is the guest's. */
+	memset(base, 0, HV_HYP_PAGE_SIZE);
 	store_relaxed(base, HVR_WRITE_INDEX, start);
 	store_relaxed(base, HVR_READ_INDEX, start);
 	store_relaxed(base, HVR_FEATURE_BITS, 1);
@@ -175,23 +178,20 @@ static int pending_crossed(uint8_t *base, uint32_t dsize, uint32_t freed)
 static int take_packet(uint8_t *data, uint32_t dsize, uint32_t r, uint32_t avail,
 		       uint8_t *dst, uint32_t dstlen, uint32_t *consumed)
 {
-	uint8_t desc[HVR_DESC_SIZE];
-	uint16_t offset8, len8;
+	struct vmpacket_descriptor desc;
 	uint32_t len;
 
 	if (avail < HVR_DESC_SIZE + HVR_TRAILER_SIZE)
 		return -EBADMSG;
 	/* Validate a private copy: the host may rewrite ring bytes any time. */
-	copy_out(data, dsize, r, desc, HVR_DESC_SIZE);
-	memcpy(&offset8, desc + 2, 2);
-	memcpy(&len8, desc + 4, 2);
-	len = (uint32_t)len8 * 8;
-	if ((uint32_t)offset8 * 8 < HVR_DESC_SIZE || len < (uint32_t)offset8 * 8 ||
+	copy_out(data, dsize, r, (uint8_t *)&desc, HVR_DESC_SIZE);
+	len = (uint32_t)desc.len8 * 8;
+	if ((uint32_t)desc.offset8 * 8 < HVR_DESC_SIZE || len < (uint32_t)desc.offset8 * 8 ||
 	    len + HVR_TRAILER_SIZE > avail)
 		return -EBADMSG;
 	if (len > dstlen)
 		return -EMSGSIZE;
-	memcpy(dst, desc, HVR_DESC_SIZE);
+	memcpy(dst, &desc, HVR_DESC_SIZE);
 	r += HVR_DESC_SIZE;
 	if (r >= dsize)
 		r -= dsize;
@@ -329,10 +329,9 @@ int hvr_send(uint8_t *base, uint32_t ring_size, uint32_t hdr_size,
 {
 	uint32_t dsize = data_size(ring_size, hdr_size);
 	uint8_t *data = base + hdr_size;
-	uint8_t desc[HVR_DESC_SIZE];
+	struct vmpacket_descriptor desc;
 	uint64_t trailer;
 	uint32_t pktlen, need, w, r, pos;
-	uint16_t offset8 = HVR_DESC_SIZE / 8, len8;
 
 	*signal = 0;
 	if (!dsize)
@@ -345,7 +344,6 @@ int hvr_send(uint8_t *base, uint32_t ring_size, uint32_t hdr_size,
 	 * whole data area can never be sent; len8 must fit 16 bits. */
 	if (need >= dsize || pktlen / 8 > 0xffff)
 		return -EMSGSIZE;
-	len8 = (uint16_t)(pktlen / 8);
 
 	w = load_relaxed(base, HVR_WRITE_INDEX);
 	r = load_acquire(base, HVR_READ_INDEX);
@@ -365,12 +363,12 @@ int hvr_send(uint8_t *base, uint32_t ring_size, uint32_t hdr_size,
 	if (load_relaxed(base, HVR_PENDING_SEND_SZ))
 		store_relaxed(base, HVR_PENDING_SEND_SZ, 0);
 
-	memcpy(desc + 0, &type, 2);
-	memcpy(desc + 2, &offset8, 2);
-	memcpy(desc + 4, &len8, 2);
-	memcpy(desc + 6, &flags, 2);
-	memcpy(desc + 8, &trans_id, 8);
-	pos = copy_in(data, dsize, w, desc, HVR_DESC_SIZE);
+	desc.type = type;
+	desc.offset8 = (uint16_t)(HVR_DESC_SIZE / 8);
+	desc.len8 = (uint16_t)(pktlen / 8);
+	desc.flags = flags;
+	desc.trans_id = trans_id;
+	pos = copy_in(data, dsize, w, (const uint8_t *)&desc, HVR_DESC_SIZE);
 	pos = copy_in(data, dsize, pos, payload, len);
 	pos = fill_zero(data, dsize, pos, pktlen - HVR_DESC_SIZE - len);
 	trailer = (uint64_t)w << 32;
@@ -390,8 +388,6 @@ int hvr_send(uint8_t *base, uint32_t ring_size, uint32_t hdr_size,
 
 /* -- file-copy fast path ------------------------------------------------------ */
 
-_Static_assert(sizeof(struct vmpacket_descriptor) == HVR_DESC_SIZE, "HVR_DESC_SIZE");
-
 /* Offsets in an in-band packet: descriptor, pipe header, IC header, body. */
 #define FC_DESC_TYPE offsetof(struct vmpacket_descriptor, type)
 #define FC_DESC_OFFSET8 offsetof(struct vmpacket_descriptor, offset8)
@@ -406,12 +402,6 @@ _Static_assert(sizeof(struct vmpacket_descriptor) == HVR_DESC_SIZE, "HVR_DESC_SI
 #define FC_OFFSET (FC_BODY + offsetof(struct hv_do_fcopy, offset))
 #define FC_SIZE (FC_BODY + offsetof(struct hv_do_fcopy, size))
 #define FC_DATA (FC_BODY + offsetof(struct hv_do_fcopy, data))
-#define FC_FRAGMENT ((uint32_t)DATA_FRAGMENT)
-#define FC_PKT_DATA_INBAND VM_PKT_DATA_INBAND
-#define FC_MSGTYPE_FCOPY ICMSGTYPE_FCOPY
-#define FC_OP_WRITE WRITE_TO_FILE
-#define FC_ICFLAGS_TRANSACTION ICMSGHDRFLAG_TRANSACTION
-#define FC_ICFLAGS_RESPONSE ICMSGHDRFLAG_RESPONSE
 
 static int irq_signal(int uio_fd)
 {
@@ -434,15 +424,15 @@ static int fast_write_ok(const uint8_t *pkt, uint32_t len, uint64_t *offset, uin
 
 	memcpy(&type, pkt + FC_DESC_TYPE, sizeof(type));
 	memcpy(&offset8, pkt + FC_DESC_OFFSET8, sizeof(offset8));
-	if (type != FC_PKT_DATA_INBAND || offset8 * 8u != FC_IC || len < FC_DATA)
+	if (type != VM_PKT_DATA_INBAND || offset8 * 8u != FC_IC || len < FC_DATA)
 		return 0;
 	memcpy(&msgtype, pkt + FC_IC_MSGTYPE, sizeof(msgtype));
 	memcpy(&op, pkt + FC_OP, sizeof(op));
-	if (msgtype != FC_MSGTYPE_FCOPY || op != FC_OP_WRITE || (pkt[FC_IC_FLAGS] & FC_ICFLAGS_RESPONSE))
+	if (msgtype != ICMSGTYPE_FCOPY || op != WRITE_TO_FILE || (pkt[FC_IC_FLAGS] & ICMSGHDRFLAG_RESPONSE))
 		return 0;
 	memcpy(offset, pkt + FC_OFFSET, sizeof(*offset));
 	memcpy(size, pkt + FC_SIZE, sizeof(*size));
-	if (*size > FC_FRAGMENT || *size > len - FC_DATA || *offset > (uint64_t)INT64_MAX - *size)
+	if (*size > (uint32_t)DATA_FRAGMENT || *size > len - FC_DATA || *offset > (uint64_t)INT64_MAX - *size)
 		return 0;
 	return 1;
 }
@@ -452,6 +442,7 @@ int hvr_fcopy_writes(uint8_t *rx, uint8_t *tx, uint32_t ring_size, uint32_t hdr_
 		     uint64_t spin_ns, uint32_t max_pkts, int *state)
 {
 	uint32_t dsize = data_size(ring_size, hdr_size);
+	const uint32_t ok = HV_S_OK;
 	uint32_t served = 0, w, r, consumed, size, tw, tr;
 	uint64_t offset, trans_id;
 	int len, signal, rc;
@@ -509,10 +500,10 @@ int hvr_fcopy_writes(uint8_t *rx, uint8_t *tx, uint32_t ring_size, uint32_t hdr_
 			if (rc < 0)
 				return rc;
 		}
-		memset(scratch + FC_IC_STATUS, 0, sizeof(((struct icmsg_hdr *)0)->status));
-		scratch[FC_IC_FLAGS] = FC_ICFLAGS_TRANSACTION | FC_ICFLAGS_RESPONSE;
+		memcpy(scratch + FC_IC_STATUS, &ok, sizeof(ok));
+		scratch[FC_IC_FLAGS] = ICMSGHDRFLAG_TRANSACTION | ICMSGHDRFLAG_RESPONSE;
 		memcpy(&trans_id, scratch + FC_DESC_TRANS_ID, sizeof(trans_id));
-		rc = hvr_send(tx, ring_size, hdr_size, FC_PKT_DATA_INBAND, 0, trans_id,
+		rc = hvr_send(tx, ring_size, hdr_size, VM_PKT_DATA_INBAND, 0, trans_id,
 			      scratch + FC_IC, (uint32_t)len - FC_IC, &signal);
 		if (rc < 0)
 			return rc;

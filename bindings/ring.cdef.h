@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
-/* VMBus ring buffers as uio_hv_generic maps them (ring.c; spec fcopy.md 3.3-3.7).
+/* VMBus ring buffers as uio_hv_generic maps them (ring.c; docs/protocol.md,
+ * "File copy over uio_hv_generic").
  *
  * A ring is given as (base, ring_size, hdr_size): base points at the ring's
- * header, hdr_size is the header page size (the kernel's PAGE_SIZE; only its
- * first 4096 bytes are shared with the host) and the circular data area is
+ * header (struct hv_ring_header, vmbus.cdef.h), hdr_size is the header page
+ * size (the kernel's PAGE_SIZE; only its first HV_HYP_PAGE_SIZE bytes are
+ * shared with the host) and the circular data area is
  * base[hdr_size .. ring_size).  The same functions serve both ends: the guest
  * receives on RX and sends on TX, a simulated host does the opposite.
  *
@@ -11,17 +13,6 @@
  * packet larger than the buffer or the ring, -EBADMSG corrupt indices or
  * packet descriptor, -EINVAL impossible geometry.  *signal is set to 1 when
  * the other end must be notified (and to 0 otherwise). */
-
-/* Byte offsets of the header fields. */
-#define HVR_WRITE_INDEX 0
-#define HVR_READ_INDEX 4
-#define HVR_INTERRUPT_MASK 8
-#define HVR_PENDING_SEND_SZ 12
-#define HVR_FEATURE_BITS 64
-/* Packet descriptor: type, offset8, len8, flags (u16 each), trans_id (u64). */
-#define HVR_DESC_SIZE 16
-/* Every packet is followed by this many bytes of trailer. */
-#define HVR_TRAILER_SIZE 8
 
 /* What the kernel does when the channel opens: zero the shared header, put
  * both indices at start (a multiple of 8 inside the data area; tests use it to

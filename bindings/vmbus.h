@@ -1,49 +1,32 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
-/* The VMBus packet descriptor and the IC message headers as
- * include/linux/hyperv.h declares them (struct vmpacket_descriptor,
- * vmbuspipe_hdr, ic_version, icmsg_hdr).  They are kernel internals, absent
- * from the UAPI <linux/hyperv.h> (tools/hv/vmbus_bufring.h copies them too),
- * so both ends of the ring -- the daemons' ring.c and the simulated host's
- * hvsim/host.c -- take their offsets from these, through the compiler.
- * Not a cdef: Python gets the layouts through protocol/icmsg.py. */
+/* The kernel-internal VMBus layouts of vmbus.cdef.h for the C files of both
+ * ends of a ring -- the daemons' ring.c and the simulated host's
+ * hvsim/host.c -- packed as include/linux/hyperv.h declares them, and the
+ * offsets and sizes those files use, all from the compiler. */
 #ifndef HVD_VMBUS_H
 #define HVD_VMBUS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-struct vmpacket_descriptor {
-	uint16_t type;
-	uint16_t offset8;
-	uint16_t len8;
-	uint16_t flags;
-	uint64_t trans_id;
-} __attribute__((packed));
+#pragma pack(push, 1)
+#include "vmbus.cdef.h"
+#pragma pack(pop)
 
-struct vmbuspipe_hdr {
-	uint32_t flags;
-	uint32_t msgsize;
-} __attribute__((packed));
+/* Byte offsets of the ring header fields. */
+#define HVR_WRITE_INDEX ((uint32_t)offsetof(struct hv_ring_header, write_index))
+#define HVR_READ_INDEX ((uint32_t)offsetof(struct hv_ring_header, read_index))
+#define HVR_INTERRUPT_MASK ((uint32_t)offsetof(struct hv_ring_header, interrupt_mask))
+#define HVR_PENDING_SEND_SZ ((uint32_t)offsetof(struct hv_ring_header, pending_send_sz))
+#define HVR_FEATURE_BITS ((uint32_t)offsetof(struct hv_ring_header, feature_bits))
 
-struct ic_version {
-	uint16_t major;
-	uint16_t minor;
-} __attribute__((packed));
+/* A packet: its descriptor, then the payload padded to 8 bytes, then a
+ * trailer of this many bytes (the producer's write index before the packet,
+ * shifted up 32 bits: the kernel's prev_indices). */
+#define HVR_DESC_SIZE ((uint32_t)sizeof(struct vmpacket_descriptor))
+#define HVR_TRAILER_SIZE ((uint32_t)sizeof(uint64_t))
 
-struct icmsg_hdr {
-	struct ic_version icverframe;
-	uint16_t icmsgtype;
-	struct ic_version icvermsg;
-	uint16_t icmsgsize;
-	uint32_t status;
-	uint8_t ictransaction_id;
-	uint8_t icflags;
-	uint8_t reserved[2];
-} __attribute__((packed));
-
-#define VM_PKT_DATA_INBAND 6
-#define VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED 1
-#define ICMSGTYPE_FCOPY 7
-#define ICMSGHDRFLAG_TRANSACTION 1
-#define ICMSGHDRFLAG_RESPONSE 4
+_Static_assert(HVR_DESC_SIZE % 8 == 0, "a packet's payload starts 8-byte aligned");
+_Static_assert(sizeof(struct hv_ring_header) <= HV_HYP_PAGE_SIZE, "the shared header fits its page");
 
 #endif

@@ -69,6 +69,7 @@ def set_process_name(name: str) -> None:
 FAST_IDLE: int = lib.HVR_FAST_IDLE
 FAST_OTHER: int = lib.HVR_FAST_OTHER
 FAST_LIMIT: int = lib.HVR_FAST_LIMIT
+_VM_PKT_DATA_INBAND: int = lib.VM_PKT_DATA_INBAND
 
 
 class Ring:
@@ -164,7 +165,12 @@ class Ring:
         return check_neg_errno(rc, "ring")
 
     def send(
-        self, payload: bytes | bytearray, trans_id: int, *, ptype: int = 6, flags: int = 0
+        self,
+        payload: bytes | bytearray,
+        trans_id: int,
+        *,
+        ptype: int = _VM_PKT_DATA_INBAND,
+        flags: int = 0,
     ) -> bool:
         """Append one packet; True if the consumer must be signalled.
 

@@ -1,8 +1,14 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""Exceptions shared by the daemons.
+"""The base of every exception hvdaemons (and hvsim) define.
 
-OSError from system calls passes through unchanged; these add the two
-protocol-level outcomes the service loop decides on.
+OSError from system calls passes through unchanged.  ProtocolError and
+ChannelReset are the two protocol-level outcomes the service loop decides
+on; the other errors subclass HvError where they are defined (a pool that
+cannot be used, a file copy refused, a mount that changed under a freeze,
+hvctl's failures, the simulator's).  Two stay outside on purpose: the uio
+file-copy loop's private stop signal (fcopy/uio.py: not a fault, and no
+fault handler may catch it) and hvsim's SocketInUse, an OSError that
+carries its errno.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ class HvError(Exception):
 
 
 class ProtocolError(HvError):
-    """A message from the kernel or host that does not parse: log it and fail the request."""
+    """A message that does not parse: log it and fail the request.
+
+    From the kernel or host; in the simulator also from a daemon.
+    """
 
 
 class ChannelReset(HvError):

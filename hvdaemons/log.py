@@ -54,12 +54,19 @@ class _HoldingHandler(logging.Handler):
         self.held: list[logging.LogRecord] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.held is not None:
-            # Format now: arguments may change before release().
-            record.msg = record.getMessage()
-            record.args = None
-            self.held.append(record)
-        else:
+        held = self.held
+        if held is None:
+            self.target.handle(record)
+            return
+        # Format now: arguments may change before release().
+        record.msg = record.getMessage()
+        record.args = None
+        held.append(record)
+        if self.held is not held and held:
+            # release() ran in between (the VSS daemon's SIGALRM handler runs
+            # between any two bytecodes): it emptied this list before our
+            # append, so the record would be lost.  Emit it here.
+            held.clear()
             self.target.handle(record)
 
 
@@ -107,7 +114,9 @@ def release() -> None:
     if _holder is None or _holder.held is None:
         return
     held, _holder.held = _holder.held, None
-    for record in held:
+    records = list(held)
+    held.clear()  # see _HoldingHandler.emit
+    for record in records:
         _holder.target.handle(record)
 
 

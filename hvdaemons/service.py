@@ -132,12 +132,17 @@ class Stopper:
 
 @dataclass(frozen=True)
 class Missing:
-    """Why the device cannot be used yet (a log line: level, message, args), and when to look again."""
+    """Why the device cannot be used yet (a log line: level, message, args), and when to look again.
+
+    key: the kind of trouble, for saying it once (see wait_for_device()); by
+    default every reason is one kind, "the device is missing".
+    """
 
     level: int
     message: str
     args: tuple[object, ...] = ()
     retry: float = REOPEN_INTERVAL
+    key: object = None
 
 
 T = TypeVar("T")
@@ -152,16 +157,19 @@ def wait_for_device(
 ) -> T | None:
     """Call look() until it returns the device; None if a stop request comes first.
 
-    While look() returns Missing, the first reason is logged, once per wait (a
-    host with the service turned off must not fill the journal), and the next
-    look comes after its retry interval, or sooner on an event of wake.
+    While look() returns Missing, the first reason of each kind (Missing.key)
+    is logged, once per wait (a host with the service turned off must not fill
+    the journal), and the next look comes after its retry interval, or sooner
+    on an event of wake.
     """
     say = Once(logger)
     while not stopper.requested:
         found = look()
         if not isinstance(found, Missing):
             return found
-        say(found.level, found.message, *found.args, key=Missing)
+        say(
+            found.level, found.message, *found.args, key=Missing if found.key is None else found.key
+        )
         stopper.wait(found.retry, wake)
     return None
 

@@ -18,7 +18,8 @@ from typing import Protocol
 from .errors import ChannelReset
 
 # Larger than any message the hv_utils transport delivers (KVP 7432 bytes;
-# fcopy COMPLETE/CANCEL arrive with up to 2 x 4 KiB of receive buffer).
+# a file-copy COMPLETE or CANCEL comes with stale bytes of a 2 x 4 KiB
+# receive buffer: docs/protocol.md, "File copy over the char device").
 READ_SIZE = 16384
 
 

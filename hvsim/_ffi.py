@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from hvdaemons import __version__
-from hvdaemons._ffi import Ring, check_neg_errno
+from hvdaemons._ffi import Ring, check_neg_errno, offsetof
 
 from ._hvsim import ffi, lib  # type: ignore[import-not-found,unused-ignore]
 
@@ -25,12 +25,12 @@ if _built != __version__:
         f"hvsim._hvsim was built for version {_built}, but hvdaemons is {__version__}: rebuild it"
     )
 
-# Byte offsets of the ring header fields (bindings/ring.cdef.h).
-RING_WRITE_INDEX: int = lib.HVR_WRITE_INDEX
-RING_READ_INDEX: int = lib.HVR_READ_INDEX
-RING_INTERRUPT_MASK: int = lib.HVR_INTERRUPT_MASK
-RING_PENDING_SEND_SZ: int = lib.HVR_PENDING_SEND_SZ
-RING_FEATURE_BITS: int = lib.HVR_FEATURE_BITS
+# Byte offsets of the ring header fields (struct hv_ring_header, bindings/vmbus.cdef.h).
+RING_WRITE_INDEX = offsetof("struct hv_ring_header", "write_index")
+RING_READ_INDEX = offsetof("struct hv_ring_header", "read_index")
+RING_INTERRUPT_MASK = offsetof("struct hv_ring_header", "interrupt_mask")
+RING_PENDING_SEND_SZ = offsetof("struct hv_ring_header", "pending_send_sz")
+RING_FEATURE_BITS = offsetof("struct hv_ring_header", "feature_bits")
 
 # What HostRing.host_fcopy_stream() returns (bindings/hvsim/host.cdef.h).
 HOST_DONE: int = lib.HVS_HOST_DONE

@@ -17,21 +17,25 @@ import logging
 import os
 import select
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
 
 from hvdaemons import _ffi
+from hvdaemons.errors import ProtocolError
+from hvdaemons.protocol.fcopy import FCOPY_CURRENT_VERSION
+from hvdaemons.protocol.kvp import KVP_MSG_SIZE, KvpOp
+from hvdaemons.protocol.vss import MSG_SIZE as VSS_MSG_SIZE
+from hvdaemons.protocol.vss import VssOp
 
-from .protocol.kvp import kernel_registration_reply
+from .protocol import fcopy as sim_fcopy
+from .protocol import vss as sim_vss
+from .protocol.kvp import encode_registration_reply
 from .sockets import OwnedSocket
 
 log = logging.getLogger(__name__)
 
-KVP_MSG_SIZE = _ffi.sizeof("struct hv_kvp_msg")
-VSS_MSG_SIZE = _ffi.sizeof("struct hv_vss_msg")
-HV_E_FAIL = _ffi.const("HV_E_FAIL")
+# The kernel's time for a daemon's reply (HV_UTIL_TIMEOUT), and a FREEZE's.
 HV_UTIL_TIMEOUT = 30.0
 VSS_FREEZE_TIMEOUT = 900.0
 
@@ -45,7 +49,7 @@ class ServiceRules:
     def registration_reply(self, msg: bytes) -> bytes | None:
         """The kernel's reply to a registration write, None if it sends none.
 
-        Raises ValueError for a write the kernel would refuse (EINVAL).
+        Raises ProtocolError for a write the kernel would refuse (EINVAL).
         """
         raise NotImplementedError
 
@@ -57,11 +61,11 @@ class ServiceRules:
 class KvpRules(ServiceRules):
     def registration_reply(self, msg: bytes) -> bytes | None:
         if len(msg) < KVP_MSG_SIZE:
-            raise ValueError(f"registration of {len(msg)} bytes, need {KVP_MSG_SIZE}")
+            raise ProtocolError(f"registration of {len(msg)} bytes, need {KVP_MSG_SIZE}")
         op = msg[0]
-        if op not in (_ffi.const("KVP_OP_REGISTER1"), _ffi.const("KVP_OP_REGISTER")):
-            raise ValueError(f"registration with op {op}")
-        return kernel_registration_reply(op)
+        if op not in (KvpOp.REGISTER1, _ffi.const("KVP_OP_REGISTER")):
+            raise ProtocolError(f"registration with op {op}")
+        return encode_registration_reply(op)
 
     def reply_ok(self, reply: bytes) -> bool:
         return len(reply) >= KVP_MSG_SIZE
@@ -70,12 +74,12 @@ class KvpRules(ServiceRules):
 class VssRules(ServiceRules):
     def registration_reply(self, msg: bytes) -> bytes | None:
         if len(msg) != VSS_MSG_SIZE:
-            raise ValueError(f"registration of {len(msg)} bytes, need {VSS_MSG_SIZE}")
-        if msg[0] == _ffi.const("VSS_OP_REGISTER1"):
-            return struct.pack("<I", _ffi.const("VSS_OP_REGISTER1"))
-        if msg[0] == _ffi.const("VSS_OP_REGISTER"):
+            raise ProtocolError(f"registration of {len(msg)} bytes, need {VSS_MSG_SIZE}")
+        if msg[0] == VssOp.REGISTER1:
+            return sim_vss.encode_registration_reply()
+        if msg[0] == VssOp.REGISTER:
             return None  # accepted, never READY on current kernels
-        raise ValueError(f"registration with op {msg[0]}")
+        raise ProtocolError(f"registration with op {msg[0]}")
 
     def reply_ok(self, reply: bytes) -> bool:
         return len(reply) == VSS_MSG_SIZE
@@ -83,14 +87,12 @@ class VssRules(ServiceRules):
 
 class FcopyRules(ServiceRules):
     def registration_reply(self, msg: bytes) -> bytes | None:
-        if len(msg) != 4:
-            raise ValueError(f"registration of {len(msg)} bytes, need 4")
-        (version,) = struct.unpack("<i", msg)
-        if version == _ffi.const("FCOPY_CURRENT_VERSION"):
-            return struct.pack("<I", version)
+        version = sim_fcopy.decode_registration(msg)
+        if version == FCOPY_CURRENT_VERSION:
+            return sim_fcopy.encode_registration_reply(version)
         if version == _ffi.const("FCOPY_VERSION_0"):
             return None
-        raise ValueError(f"registration with version {version}")
+        raise ProtocolError(f"registration with version {version}")
 
     def reply_ok(self, reply: bytes) -> bool:
         return len(reply) == 4
@@ -184,7 +186,7 @@ class ChardevKernel:
                 with self._lock:
                     conn.registered = True
                     self._registered.notify_all()
-        except (OSError, ValueError) as e:
+        except (OSError, ProtocolError) as e:
             self._event("register-refused", str(e))
             self._drop(conn)
 
@@ -233,17 +235,6 @@ class ChardevKernel:
                     return False
                 self._registered.wait(left)
             return True
-
-    def wait_unregistered(self, timeout: float) -> bool:
-        """Wait until no daemon holds the device."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._reap()
-            with self._lock:
-                if self._conn is None:
-                    return True
-            time.sleep(0.01)
-        return False
 
     def request(
         self, msg: bytes, *, timeout: float | None = None, wait_for_daemon: float = 0.0
@@ -317,6 +308,23 @@ class ChardevKernel:
         if conn is not None:
             self._drop(conn)
 
+    @property
+    def _unplugged_path(self) -> str:
+        return self.path + ".unplugged"
+
+    def unplug(self) -> None:
+        """The device goes away and stays away until plug(): open() fails with ENOENT.
+
+        Like a channel rescinded (or hv_utils unloaded) and offered again
+        later: the node vanishes, then devtmpfs creates it anew.
+        """
+        os.rename(self.path, self._unplugged_path)  # first: no reconnect in between
+        self.hangup()
+
+    def plug(self) -> None:
+        """The device is back (see unplug)."""
+        os.rename(self._unplugged_path, self.path)
+
     def close(self) -> None:
         if self._listener.sock.fileno() < 0:
             return  # already closed
@@ -327,6 +335,10 @@ class ChardevKernel:
         # finds nothing to reopen instead of a listener about to close.
         self._listener.close()
         self.hangup()
+        try:
+            os.unlink(self._unplugged_path)  # closed while unplugged: still ours
+        except FileNotFoundError:
+            pass
         os.close(self._stop_r)
         os.close(self._stop_w)
 

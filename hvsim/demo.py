@@ -22,12 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from hvdaemons.errors import HvError
+
 from .chardev import ChardevKernel
 
 LOG_TAIL = 5
 
 
-class PartFailed(Exception):
+class PartFailed(HvError):
     """A part cannot go on; the message is its one-line reason."""
 
 

@@ -3,7 +3,8 @@
 
 Mirrors drivers/hv/hv_fcopy.c (Linux <= 6.9) as seen by the daemon: the
 host's messages carry UTF-16LE names; the kernel copies each IC payload
-into its receive buffer and hands the daemon
+into its receive buffer and hands the daemon (fcopy_send_data(),
+hv_fcopy_pre_suspend(); docs/protocol.md)
 
 * START: a freshly built 1088-byte hv_start_fcopy with the names converted by
   utf16s_to_utf8s() (at most 259 bytes, lone surrogates and characters that
@@ -31,18 +32,20 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from hvdaemons import _ffi
 from hvdaemons.protocol import fcopy as proto
 from hvdaemons.protocol import icmsg
-from hvdaemons.protocol.status import describe
+from hvdaemons.protocol.status import HvStatus, describe
 
 from . import launch, uio
-from .chardev import ChardevKernel
+from .chardev import HV_UTIL_TIMEOUT, ChardevKernel
 from .demo import Part, wait_registered
 from .protocol import fcopy as sim_fcopy
+from .protocol import icmsg as sim_icmsg
 from .server import Json, SimServer, call, stop_daemon
 
-# hv_util.c allocates the service's receive buffer as two 4 KiB pages.
-RECV_BUFFER = 2 * 4096
+# hv_util.c allocates the service's receive buffer as two Hyper-V pages.
+RECV_BUFFER = 2 * _ffi.const("HV_HYP_PAGE_SIZE")
 ICMSG_HDR = icmsg.ICMSG_HDR_SIZE  # vmbuspipe_hdr + icmsg_hdr
 _NAME_UNITS = proto.W_MAX_PATH
 
@@ -94,13 +97,6 @@ def kernel_start(host_body: bytes) -> bytes:
     )
 
 
-def ic_header(body_len: int, transaction: int = 0) -> bytes:
-    """A host request's pipe + IC header (framework 3.0, FCopy 1.1)."""
-    return icmsg.ICMSG_HDR.pack(
-        0, body_len + 20, 3, 0, icmsg.ICMSGTYPE_FCOPY, 1, 1, body_len, 0, transaction, 3, 0
-    )
-
-
 class FcopyKernel:
     """hv_fcopy.c's receive buffer and message forwarding (no IC negotiation to show)."""
 
@@ -114,11 +110,12 @@ class FcopyKernel:
         payload_len = ICMSG_HDR + len(host_body)
         if payload_len > RECV_BUFFER:
             raise ValueError(f"host packet of {payload_len} bytes exceeds the receive buffer")
-        self.recv[0:ICMSG_HDR] = ic_header(len(host_body), self._transaction)
-        self.recv[ICMSG_HDR:payload_len] = host_body
+        self.recv[0:payload_len] = sim_icmsg.encode_request(
+            icmsg.ICMSGTYPE_FCOPY, host_body, transaction_id=self._transaction
+        )
         if payload_len < ICMSG_HDR + proto.HDR_SIZE:
             return None  # "Invalid msg" : logged and dropped by the kernel
-        op = proto.operation(host_body)
+        op = proto.decode_operation(host_body)
         if op == proto.FcopyOp.START:
             return kernel_start(host_body)
         if op == proto.FcopyOp.WRITE:
@@ -141,7 +138,7 @@ class FcopyHost:
         """One host request; the status the host gets (HV_E_FAIL if the kernel answered)."""
         msg = self.fcopy.to_daemon(host_body)
         if msg is None:
-            return proto.E_FAIL
+            return HvStatus.E_FAIL
         if self.latencies is not None:
             t0 = time.perf_counter()
             reply = self.kernel.request(msg, wait_for_daemon=self.wait_for_daemon)
@@ -149,8 +146,8 @@ class FcopyHost:
         else:
             reply = self.kernel.request(msg, wait_for_daemon=self.wait_for_daemon)
         if reply is None:
-            return proto.E_FAIL
-        return sim_fcopy.decode_status(reply)
+            return HvStatus.E_FAIL
+        return sim_fcopy.decode_status_reply(reply)
 
     def start(
         self, file_name: str | bytes, path_name: str | bytes, flags: int = 0, file_size: int = 0
@@ -190,7 +187,7 @@ class FcopyHost:
         """
         with _Source(src) as source:
             statuses = [self.start(name, dest_dir, flags, source.size)]
-            if statuses[0] != proto.S_OK:
+            if statuses[0] != HvStatus.S_OK:
                 return statuses
             for i, (offset, chunk) in enumerate(source.fragments(fragment, sparse)):
                 if cancel_after is not None and i >= cancel_after:
@@ -198,7 +195,7 @@ class FcopyHost:
                     return statuses
                 status = self.write(offset, chunk)
                 statuses.append(status)
-                if status != proto.S_OK:
+                if status != HvStatus.S_OK:
                     statuses.append(self.cancel())
                     return statuses
             if cancel_after is not None and cancel_after >= len(statuses) - 1:
@@ -284,7 +281,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="S",
-        help="seconds the simulated kernel waits for a file-copy reply (default 30)",
+        help=f"seconds the simulated kernel waits for a file-copy reply (default {HV_UTIL_TIMEOUT:g})",
     )
 
 
@@ -321,7 +318,7 @@ def _client_copy(args: argparse.Namespace) -> int:
         print(f"WRITE x{len(writes)}: {bad[0] if bad else described[1]}")
     if len(described) > 1:
         print(f"{'CANCEL' if args.cancel_after is not None else 'END'}: {described[-1]}")
-    return 0 if all(s == proto.S_OK for s in reply["statuses"]) else 2
+    return 0 if all(s == HvStatus.S_OK for s in reply["statuses"]) else 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -375,7 +372,7 @@ def demo_legacy(part: Part) -> None:
                 name = "Résumé-отчёт-😀.txt"
 
                 def step(what: str, got: list[int], want: int, check: bool = True) -> None:
-                    ok = got[-1] == want and (got[0] == want or got[0] == proto.S_OK) and check
+                    ok = got[-1] == want and (got[0] == want or got[0] == HvStatus.S_OK) and check
                     n = max(0, len(got) - 2)
                     part.check(
                         ok,
@@ -385,28 +382,28 @@ def demo_legacy(part: Part) -> None:
                 got = host.copy_file(data, dest, name, proto.CREATE_PATH)
                 target = os.path.join(dest, name)
                 same = _content(target) == data
-                step(f"copy {len(data)} bytes to {target} (CREATE_PATH)", got, proto.S_OK, same)
+                step(f"copy {len(data)} bytes to {target} (CREATE_PATH)", got, HvStatus.S_OK, same)
                 got = host.copy_file(b"again", dest, name, 0)
-                step("same name without OVER_WRITE", got, proto.ALREADY_EXISTS)
+                step("same name without OVER_WRITE", got, HvStatus.ERROR_ALREADY_EXISTS)
                 got = host.copy_file(b"replaced\n", dest, name, proto.OVER_WRITE)
                 step(
                     "same name with OVER_WRITE",
                     got,
-                    proto.S_OK,
+                    HvStatus.S_OK,
                     _content(target) == b"replaced\n",
                 )
                 got = host.copy_file(data, dest, "partial.bin", 0, cancel_after=3)
                 step(
                     "CANCEL after 3 fragments",
                     got,
-                    proto.S_OK,
+                    HvStatus.S_OK,
                     not os.path.exists(os.path.join(dest, "partial.bin")),
                 )
                 link = os.path.join(guest, "link")
                 os.symlink("/etc", link)
                 os.chmod(guest, 0o1777)  # a directory where anyone could have planted it
                 got = host.copy_file(b"x", link, "passwd", proto.OVER_WRITE)
-                step("through a planted symlink", got, proto.E_FAIL)
+                step("through a planted symlink", got, HvStatus.E_FAIL)
                 print("  files in the guest:")
                 for root, _dirs, files in os.walk(guest):
                     for f in sorted(files):

@@ -41,17 +41,16 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
-from hvdaemons import _ffi
+from hvdaemons.errors import HvError
+from hvdaemons.vss.freeze import FIFREEZE, FITHAW
 from hvdaemons.vss.mounts import Mount, parse_mountinfo
 
 from . import launch
-
-FIFREEZE = _ffi.const("FIFREEZE")
-FITHAW = _ffi.const("FITHAW")
 
 BASE = "/dev/shm"  # a tmpfs on the host: the work directory's bind is anonymous-device
 MNT = "/mnt"
@@ -68,7 +67,11 @@ _VIRTUAL = {
 }
 
 
-class UnsafeSandbox(RuntimeError):
+class SandboxError(HvError):
+    """The sandbox cannot be set up or used."""
+
+
+class UnsafeSandbox(SandboxError):
     """The namespace's mount table holds something that is not ours: never freeze there."""
 
 
@@ -151,9 +154,6 @@ class FsBox:
         """Where the simulator's device sockets go (visible at the same path inside)."""
         return os.path.join(self.workdir, "sim")
 
-    def mount_points(self) -> list[str]:
-        return [s.mount_point for s in self.specs]
-
     def image_mount_points(self) -> list[str]:
         """One mount point per image (no bind mounts), holders before what they hold."""
         return [s.mount_point for s in self.specs if s.bind_of is None]
@@ -194,7 +194,7 @@ class FsBox:
             err = first.get("error", "agent exited")
             detail = self.agent_log()
             self.close()
-            raise RuntimeError(f"sandbox set-up failed: {err}\n{detail}")
+            raise SandboxError(f"sandbox set-up failed: {err}\n{detail}")
         try:
             self.verify()
         except BaseException:
@@ -313,19 +313,26 @@ class FsBox:
 
     def call(self, cmd: str, **kw: Any) -> dict[str, Any]:
         if self._agent is None or self._agent.poll() is not None or self._agent.stdin is None:
-            raise RuntimeError("sandbox agent is not running")
+            raise SandboxError("sandbox agent is not running")
         self._agent.stdin.write(json.dumps({"cmd": cmd, **kw}).encode() + b"\n")
         self._agent.stdin.flush()
         reply = self._read()
         if "error" in reply:
-            raise RuntimeError(f"sandbox agent: {reply['error']}")
+            raise SandboxError(f"sandbox agent: {reply['error']}")
         return reply
 
-    def probe(self, paths: Sequence[str] | None = None) -> dict[str, str]:
-        """mount point -> "frozen" | "thawed" | "error: ..." (second-FIFREEZE probe)."""
-        result: dict[str, str] = self.call("probe", paths=list(paths or self.image_mount_points()))[
-            "result"
-        ]
+    def probe(
+        self, paths: Sequence[str] | None = None, *, parallel: bool = False
+    ) -> dict[str, str]:
+        """mount point -> "frozen" | "thawed" | "error: ..." (second-FIFREEZE probe).
+
+        parallel: probe every path at once (one thread each).  Freezing a
+        thawed filesystem waits for RCU grace periods; in parallel the
+        waits overlap, so a round costs about one filesystem's.
+        """
+        result: dict[str, str] = self.call(
+            "probe", paths=list(paths or self.image_mount_points()), parallel=parallel
+        )["result"]
         return result
 
     def frozen(self, paths: Sequence[str] | None = None) -> list[str]:
@@ -366,7 +373,7 @@ class FsBox:
             try:
                 leaked = [p for p, s in self.thaw().items() if s == "thawed"]
                 self.call("exit")
-            except (RuntimeError, OSError, ValueError):
+            except (SandboxError, OSError, ValueError):
                 pass
             try:
                 agent.wait(10)
@@ -394,7 +401,7 @@ def _run(*argv: str) -> None:
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {res.stdout.decode(errors='replace').strip()}")
+        raise SandboxError(f"{' '.join(argv)}: {res.stdout.decode(errors='replace').strip()}")
 
 
 def _mkfs(fstype: str, path: str, size_mb: int) -> None:
@@ -413,7 +420,7 @@ def _setup(cfg: dict[str, Any]) -> None:
     dirs = ["proc", "dev", "tmp", "run", "mnt"] + (["sys"] if cfg["sysfs"] else [])
     for d in dirs:
         if not os.path.isdir(os.path.join(new, d)):
-            raise RuntimeError(f"/{d} is missing on the host: cannot build the box")
+            raise SandboxError(f"/{d} is missing on the host: cannot build the box")
     _run("mount", "-t", "proc", "proc", f"{new}/proc")
     if cfg["sysfs"]:
         _run("mount", "-t", "sysfs", "sysfs", f"{new}/sys")
@@ -487,6 +494,25 @@ def _probe(path: str) -> str:
     return f"error: {os.strerror(err)}"
 
 
+def _probe_all(paths: list[str]) -> dict[str, str]:
+    """_probe() of every path, each in its own thread (the ioctls release the GIL).
+
+    A stacked image whose holder is frozen by a neighbouring probe just
+    waits for that probe's FITHAW, which comes at once: no cycle.
+    """
+    found: dict[str, str] = {}
+
+    def probe_one(path: str) -> None:
+        found[path] = _probe(path)
+
+    threads = [threading.Thread(target=probe_one, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {p: found[p] for p in paths}
+
+
 def _thaw(path: str) -> str:
     err = _ioctl(path, FITHAW)
     if err is None:
@@ -530,9 +556,11 @@ def _serve(cfg: dict[str, Any]) -> None:
                 out.write(json.dumps({"ok": True}) + "\n")
                 out.flush()
                 return
-            if cmd in ("probe", "thaw", "freeze"):
+            if cmd == "probe" and req.get("parallel"):
+                reply: dict[str, Any] = {"result": _probe_all(req["paths"])}
+            elif cmd in ("probe", "thaw", "freeze"):
                 fn = {"probe": _probe, "thaw": _thaw, "freeze": _freeze}[cmd]
-                reply: dict[str, Any] = {"result": {p: fn(p) for p in req["paths"]}}
+                reply = {"result": {p: fn(p) for p in req["paths"]}}
             elif cmd == "dirty":
                 reply = {"result": {p: _dirty(p, int(req["kib"])) for p in req["paths"]}}
             elif cmd == "shutdown":

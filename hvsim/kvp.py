@@ -5,7 +5,7 @@ Mirrors drivers/hv/hv_kvp.c on top of the hv_utils transport simulation
 (chardev.ChardevKernel): KvpHost turns host-level requests (text keys and
 values, REG_SZ/REG_U32/REG_U64) into the zero-filled struct hv_kvp_msg the
 kernel hands the daemon, and reads the daemon's replies the way the kernel
-does before answering the host (hvsim.protocol.kvp.read_reply).
+does before answering the host (hvsim.protocol.kvp.decode_reply).
 
 `hvsim serve` gets the kvp.* control commands; `hvsim kvp --dir DIR ...` is
 their client; `hvsim demo kvp` runs the installed hv_kvp_daemon against the
@@ -65,21 +65,21 @@ class KvpHost:
         reply = self.exchange(msg)
         if reply is None:
             return sim_kvp.HostReply(HvStatus.E_FAIL)
-        return sim_kvp.read_reply(op, reply)
+        return sim_kvp.decode_reply(op, reply)
 
     def set(
         self, pool: int, key: str, value: Any, value_type: int = sim_kvp.RegType.SZ
     ) -> sim_kvp.HostReply:
-        return self._ask(sim_kvp.kernel_set(pool, key, value, value_type), kvp.KvpOp.SET)
+        return self._ask(sim_kvp.encode_set_request(pool, key, value, value_type), kvp.KvpOp.SET)
 
     def get(self, pool: int, key: str) -> sim_kvp.HostReply:
-        return self._ask(sim_kvp.kernel_get(pool, key), kvp.KvpOp.GET)
+        return self._ask(sim_kvp.encode_get_request(pool, key), kvp.KvpOp.GET)
 
     def delete(self, pool: int, key: str) -> sim_kvp.HostReply:
-        return self._ask(sim_kvp.kernel_delete(pool, key), kvp.KvpOp.DELETE)
+        return self._ask(sim_kvp.encode_delete_request(pool, key), kvp.KvpOp.DELETE)
 
     def enumerate(self, pool: int, index: int) -> sim_kvp.HostReply:
-        return self._ask(sim_kvp.kernel_enumerate(pool, index), kvp.KvpOp.ENUMERATE)
+        return self._ask(sim_kvp.encode_enumerate_request(pool, index), kvp.KvpOp.ENUMERATE)
 
     def enumerate_all(self, pool: int, limit: int = 100_000) -> tuple[list[tuple[str, str]], int]:
         """Every item of a pool, as the host enumerates: index 0, 1, ... until a non-zero status.
@@ -96,14 +96,16 @@ class KvpHost:
         return items, HvStatus.S_OK
 
     def get_ip_info(
-        self, adapter_id: str, addr_family: int = sim_kvp.ADDR_FAMILY_NONE
+        self, adapter_id: str, addr_family: int = kvp.ADDR_FAMILY_NONE
     ) -> sim_kvp.HostReply:
         """GET_IP_INFO for a MAC address (upper-case, ':'-separated, as Hyper-V sends it)."""
-        return self._ask(sim_kvp.kernel_get_ip_info(adapter_id, addr_family), kvp.KvpOp.GET_IP_INFO)
+        return self._ask(
+            sim_kvp.encode_get_ip_info_request(adapter_id, addr_family), kvp.KvpOp.GET_IP_INFO
+        )
 
     def set_ip_info(self, value: kvp.IpValue) -> sim_kvp.HostReply:
         """SET_IP_INFO (IP injection) for the NIC whose device GUID is value.adapter_id."""
-        return self._ask(sim_kvp.kernel_set_ip_info(value), kvp.KvpOp.SET_IP_INFO)
+        return self._ask(sim_kvp.encode_set_ip_info_request(value), kvp.KvpOp.SET_IP_INFO)
 
 
 # -- `hvsim serve` and its client ---------------------------------------------------

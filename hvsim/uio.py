@@ -49,11 +49,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from hvdaemons import _ffi
-from hvdaemons.fcopy.discovery import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
+from hvdaemons.errors import HvError
 from hvdaemons.protocol import fcopy as fcopy_msg
 from hvdaemons.protocol import icmsg
-from hvdaemons.protocol.status import describe
+from hvdaemons.protocol.status import HvStatus, describe
+from hvdaemons.vmbus import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, KVP_CLASS_ID, UIO_DRIVER
 
 from . import _ffi as sim_ffi
 from . import launch
@@ -65,7 +65,6 @@ log = logging.getLogger(__name__)
 
 _HELLO = struct.Struct("<II")
 _S32 = struct.Struct("<i")
-KVP_CLASS_ID = "a9a0f4e7-5a45-4d96-b827-8a841e8c03e6"
 PAYLOAD_WRITE = icmsg.ICMSG_HDR_SIZE + fcopy_msg.WRITE_SIZE
 
 
@@ -97,7 +96,7 @@ VARIANTS: dict[str, KernelVariant] = {
 DEFAULT_VARIANT = "6.18"
 
 
-class HostError(Exception):
+class HostError(HvError):
     """The guest broke the protocol (no signal, wrong trans_id, ...) or went away."""
 
 
@@ -143,7 +142,6 @@ class UioSim:
         self.new_id_writes: list[str] = []
         self.interrupts = 0  # host -> guest signals delivered
         self.guest_signals = 0  # irqcontrol(1) writes
-        self.guest_masks = 0  # irqcontrol(0) writes
         self.bad_irqcontrol = 0
         self.opens = 0
         self._memfd = -1
@@ -332,7 +330,6 @@ class UioSim:
                         # hv_uio_irqcontrol: interrupt_mask = !value, then signal if value.
                         self.rx.store(sim_ffi.RING_INTERRUPT_MASK, 0 if value else 1)
                     if not value:
-                        self.guest_masks += 1
                         continue
                     self.guest_signals += 1
                     self._pending += 1
@@ -350,10 +347,6 @@ class UioSim:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
-
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None and self._conn_open
 
     @property
     def irq_fd(self) -> int:
@@ -424,14 +417,12 @@ class CopyResult:
 
     @property
     def write_failures(self) -> list[int]:
-        return [s for s in self.writes if s != fcopy_msg.S_OK]
+        return [s for s in self.writes if s != HvStatus.S_OK]
 
     @property
     def ok(self) -> bool:
         return (
-            self.start == fcopy_msg.S_OK
-            and not self.write_failures
-            and self.finish == fcopy_msg.S_OK
+            self.start == HvStatus.S_OK and not self.write_failures and self.finish == HvStatus.S_OK
         )
 
 
@@ -569,11 +560,11 @@ class UioHost:
         self, fw: list[icmsg.Version] | None = None, svc: list[icmsg.Version] | None = None
     ) -> tuple[int, bytes]:
         """Offer versions (default what Hyper-V offers for file copy); return (status, body)."""
-        req = sim_icmsg.negotiate_request(fw or [(3, 0)], svc or [(1, 0), (1, 1)])
+        req = sim_icmsg.encode_negotiate_request(fw or [(3, 0)], svc or [(1, 0), (1, 1)])
         reply = self.request(req)
         if len(reply) != len(req) + (-len(req) % 8):
             raise HostError(f"negotiate reply of {len(reply)} bytes to {len(req)}")
-        hdr = icmsg.parse_header(reply)
+        hdr = icmsg.decode_header(reply)
         if hdr.icflags != icmsg.ICMSGHDRFLAG_TRANSACTION | icmsg.ICMSGHDRFLAG_RESPONSE:
             raise HostError(f"negotiate reply icflags {hdr.icflags}")
         body = icmsg.body(reply)
@@ -587,7 +578,7 @@ class UioHost:
     def fcopy(self, body: bytes | bytearray) -> int:
         """Send one file-copy message; return the status the guest answered."""
         self._ic_tid = (self._ic_tid + 1) & 0xFF
-        payload = sim_icmsg.build_request(
+        payload = sim_icmsg.encode_request(
             icmsg.ICMSGTYPE_FCOPY, bytes(body), transaction_id=self._ic_tid
         )
         reply = self.request(payload)
@@ -597,7 +588,7 @@ class UioHost:
     def _status(reply: bytes, sent: int) -> int:
         if len(reply) < sent:
             raise HostError(f"reply of {len(reply)} bytes to a {sent}-byte request")
-        hdr = icmsg.parse_header(reply)
+        hdr = icmsg.decode_header(reply)
         if not hdr.is_response:
             raise HostError(f"reply icflags {hdr.icflags}")
         return hdr.status
@@ -649,7 +640,7 @@ class UioHost:
             size = os.fstat(stream.fileno()).st_size
         try:
             result = CopyResult(start=self.start(file_name, path_name, flags, size))
-            if result.start != fcopy_msg.S_OK:
+            if result.start != HvStatus.S_OK:
                 return result
             if fast and cancel_after is None and not isinstance(source, bytes):
                 if self._stream(stream.fileno(), size, result):
@@ -662,7 +653,7 @@ class UioHost:
                     return result
                 status = self._write_fast(offset, chunk)
                 result.writes.append(status)
-                if status != fcopy_msg.S_OK:
+                if status != HvStatus.S_OK:
                     # Hyper-V gives up on the first failure.
                     return result
                 if progress is not None:
@@ -682,7 +673,7 @@ class UioHost:
         rx, tx = self.sim.rx, self.sim.tx
         if rx is None or tx is None:
             raise Rescinded("no channel")
-        template = sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_write(0, b""))
+        template = sim_icmsg.encode_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_write(0, b""))
         stream = sim_ffi.HostStream(
             fd,
             size,
@@ -704,18 +695,18 @@ class UioHost:
                 reply = self.response(stream.trans_id)
                 status = self._status(reply, PAYLOAD_WRITE)
                 ok = sent - 1
-                result.writes.extend([fcopy_msg.S_OK] * ok + [status])
-                if status != fcopy_msg.S_OK:
+                result.writes.extend([HvStatus.S_OK] * ok + [status])
+                if status != HvStatus.S_OK:
                     return False
                 continue
             if state == sim_ffi.HOST_FULL:
-                result.writes.extend([fcopy_msg.S_OK] * sent)
+                result.writes.extend([HvStatus.S_OK] * sent)
                 self.sim.pump(0.1)
                 continue
             if state == sim_ffi.HOST_STATUS:
-                result.writes.extend([fcopy_msg.S_OK] * (sent - 1) + [stream.status])
+                result.writes.extend([HvStatus.S_OK] * (sent - 1) + [stream.status])
                 return False
-            result.writes.extend([fcopy_msg.S_OK] * sent)
+            result.writes.extend([HvStatus.S_OK] * sent)
             return True
 
     def _write_fast(self, offset: int, chunk: memoryview) -> int:
@@ -726,7 +717,7 @@ class UioHost:
         if len(chunk) < fcopy_msg.DATA_FRAGMENT:
             buf[_W_DATA + len(chunk) :] = bytes(PAYLOAD_WRITE - _W_DATA - len(chunk))
         self._ic_tid = (self._ic_tid + 1) & 0xFF
-        buf[24] = self._ic_tid
+        buf[icmsg.TRANSACTION_ID_OFFSET] = self._ic_tid
         reply = self.response(self.post(buf))
         return self._status(reply, PAYLOAD_WRITE)
 
@@ -734,14 +725,14 @@ class UioHost:
         buf = getattr(self, "_wbuf", None)
         if buf is None:
             buf = bytearray(
-                sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_write(0, b""))
+                sim_icmsg.encode_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_write(0, b""))
             )
             self._wbuf = buf
         return buf
 
 
-_W_OFFSET = icmsg.ICMSG_HDR_SIZE + _ffi.offsetof("struct hv_do_fcopy", "offset")
-_W_DATA = icmsg.ICMSG_HDR_SIZE + _ffi.offsetof("struct hv_do_fcopy", "data")
+_W_OFFSET = icmsg.ICMSG_HDR_SIZE + fcopy_msg.OFF_W_OFFSET
+_W_DATA = icmsg.ICMSG_HDR_SIZE + fcopy_msg.OFF_W_DATA
 
 
 def _fragments(stream: BinaryIO) -> Iterator[tuple[int, memoryview]]:

@@ -1,12 +1,17 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The host side of a Hyper-V backup, against /dev/vmbus/hv_vss's protocol.
 
-Mirrors what drivers/hv/hv_snapshot.c forwards to the daemon
-(hv_vss_onchannelcallback(), vss_send_op()): HOT_BACKUP, FREEZE and THAW as 12-byte messages, each answered within
-the kernel's timeout (FREEZE 900 s, the others 30 s) or failed with
-HV_E_FAIL by the kernel; on hibernation a fake THAW the daemon cannot
-usefully answer.  The scenarios are what a host does: a backup (HOT_BACKUP,
-FREEZE, hold, THAW), a host that never thaws, one that goes away mid-freeze.
+Mirrors drivers/hv/hv_snapshot.c between the host and the daemon: the host
+sends a struct hv_vss_msg (plus, for FREEZE, LUN information Linux ignores);
+hv_vss_onchannelcallback() drops a packet too short to hold one, and
+vss_handle_request() hands only HOT_BACKUP, FREEZE and THAW to the daemon,
+as a zeroed 12-byte message carrying nothing but the op (vss_send_op()),
+answering every other op itself with status 0.  The daemon's answer comes
+within the kernel's timeout (FREEZE 900 s, the others 30 s) or the kernel
+fails the request with HV_E_FAIL; on hibernation a fake THAW the daemon
+cannot usefully answer.  The scenarios are what a host does: a backup
+(HOT_BACKUP, FREEZE, hold, THAW), a host that never thaws, one that goes
+away mid-freeze.
 
 `hvsim demo vss` runs the real hv_vss_daemon against it in a private mount
 namespace holding only loop-mounted test images (see fsbox.py).
@@ -33,20 +38,39 @@ from .server import Json, SimServer, call
 NAME = "hv_vss"
 
 
+# vss_handle_request() in hv_snapshot.c: the ops the daemon gets; the kernel
+# answers every other op itself, with status 0.
+FORWARDED = frozenset({vss.VssOp.HOT_BACKUP, vss.VssOp.FREEZE, vss.VssOp.THAW})
+
+# Who answered the host.
+DAEMON = "daemon"
+KERNEL = "kernel"  # an op the kernel answers itself, or a request it failed
+NOBODY = "nobody"  # a packet too short for a message: the kernel drops it
+
+
 @dataclass(frozen=True)
 class VssResult:
     """One host request and what the host got back."""
 
     op: str
-    # The daemon's status; None if the kernel answered for it (no daemon,
-    # timeout, hang-up, bad reply size): the host then sees HV_E_FAIL.
+    # The daemon's status; None if the daemon did not answer (see `by`).
     status: int | None
     reply: bytes
     seconds: float
+    by: str = DAEMON
+    # What the kernel answered when the daemon did not: HV_E_FAIL for a
+    # forwarded op (no daemon, timeout, hang-up, bad reply size), 0 for an
+    # op it answers itself.
+    kernel_status: int = HvStatus.E_FAIL
 
     @property
-    def host_status(self) -> int:
-        return HvStatus.E_FAIL if self.status is None else self.status
+    def host_status(self) -> int | None:
+        """The status in the host's reply; None if the host got no reply."""
+        if self.by == DAEMON:
+            return self.status
+        if self.by == KERNEL:
+            return self.kernel_status
+        return None
 
     @property
     def ok(self) -> bool:
@@ -57,17 +81,21 @@ class VssResult:
             "op": self.op,
             "status": self.status,
             "host_status": self.host_status,
+            "by": self.by,
             "reply": self.reply.hex(),
             "ms": round(self.seconds * 1000, 3),
         }
 
     def describe(self) -> str:
-        who = "daemon" if self.status is not None else "kernel (no daemon answer)"
-        return f"{self.op}: {describe(self.host_status)} from the {who} in {self.seconds * 1000:.1f} ms"
+        ms = self.seconds * 1000
+        if self.host_status is None:
+            return f"{self.op}: no reply (packet dropped by the kernel) in {ms:.1f} ms"
+        who = "daemon" if self.by == DAEMON else "kernel (no daemon answer)"
+        return f"{self.op}: {describe(self.host_status)} from the {who} in {ms:.1f} ms"
 
 
 class VssHost:
-    """Drives a ChardevKernel("hv_vss") as the Hyper-V host would."""
+    """Drives a ChardevKernel("hv_vss") as the Hyper-V host would, through hv_snapshot.c's rules."""
 
     def __init__(
         self,
@@ -81,14 +109,31 @@ class VssHost:
         self.timeout = timeout
 
     def request(self, op: int, *, flags: int = 0, wait_for_daemon: float = 0.0) -> VssResult:
-        limit = self.freeze_timeout if op == vss.VssOp.FREEZE else self.timeout
+        return self.send(
+            sim_vss.encode_host_message(op, flags=flags), wait_for_daemon=wait_for_daemon
+        )
+
+    def send(self, body: bytes, *, wait_for_daemon: float = 0.0) -> VssResult:
+        """One host packet's body (see hvsim.protocol.vss.encode_host_message), as hv_snapshot.c handles it."""
         t0 = time.monotonic()
+        if len(body) < vss.MSG_SIZE:
+            # hv_vss_onchannelcallback(): "Invalid VSS msg", no reply at all.
+            name = vss.op_name(body[0]) if body else "empty"
+            return VssResult(name, None, b"", time.monotonic() - t0, by=NOBODY)
+        op = body[0]
+        name = vss.op_name(op)
+        if op not in FORWARDED:
+            return VssResult(
+                name, None, b"", time.monotonic() - t0, by=KERNEL, kernel_status=HvStatus.S_OK
+            )
+        limit = self.freeze_timeout if op == vss.VssOp.FREEZE else self.timeout
         reply = self.kernel.request(
-            sim_vss.request(op, flags), timeout=limit, wait_for_daemon=wait_for_daemon
+            sim_vss.encode_forwarded_message(op), timeout=limit, wait_for_daemon=wait_for_daemon
         )
         took = time.monotonic() - t0
-        status = None if reply is None else sim_vss.reply_status(reply)
-        return VssResult(vss.op_name(op), status, reply or b"", took)
+        if reply is None:
+            return VssResult(name, None, b"", took, by=KERNEL)
+        return VssResult(name, sim_vss.decode_status_reply(reply), reply, took)
 
     def hot_backup(self) -> VssResult:
         return self.request(vss.VssOp.HOT_BACKUP)
@@ -120,7 +165,7 @@ class VssHost:
 
     def hibernate(self) -> None:
         """The fake THAW hv_utils queues on suspend; the daemon's reply is refused."""
-        self.kernel.inject(sim_vss.request(vss.VssOp.THAW))
+        self.kernel.inject(sim_vss.encode_forwarded_message(vss.VssOp.THAW))
 
 
 SCENARIOS = (
@@ -194,8 +239,11 @@ def client(args: argparse.Namespace) -> int:
         return 1
     status = 0
     for r in reply["results"]:
-        who = "daemon" if r["status"] is not None else "kernel"
-        print(f"{r['op']}: {describe(int(r['host_status']))} from the {who} in {r['ms']} ms")
+        if r["host_status"] is None:
+            print(f"{r['op']}: no reply (packet dropped by the kernel) in {r['ms']} ms")
+            status = 1
+            continue
+        print(f"{r['op']}: {describe(int(r['host_status']))} from the {r['by']} in {r['ms']} ms")
         if r["host_status"] != HvStatus.S_OK:
             status = 1
     return status

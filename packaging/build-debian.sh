@@ -17,8 +17,13 @@
 #      .changes, build.log) copied to OUTDIR.
 #
 # Usage (root): sh packaging/build-debian.sh [--sdist FILE] [--root-tar TAR]
-#                                             [--apt-cache DIR] OUTDIR
+#                                             [--apt-cache DIR] [--host-arch ARCH] OUTDIR
 # --apt-cache keeps the downloaded build dependencies for the next run.
+# --host-arch cross-builds the binary packages for ARCH (e.g. arm64) as
+# sbuild --host=ARCH does: ARCH added to dpkg in the root,
+# crossbuild-essential-ARCH, the build profiles cross and nocheck (nothing
+# built for ARCH can run here), apt-get build-dep -a ARCH,
+# dpkg-buildpackage -a ARCH.
 # Needs mmdebstrap (without --root-tar), python3-build (without --sdist),
 # unshare and chroot (util-linux, coreutils).
 set -eu
@@ -29,15 +34,17 @@ suite=bookworm
 sdist=
 root_tar=
 apt_cache=
+host_arch=
 while [ $# -gt 1 ]; do
     case "$1" in
+    --host-arch) host_arch=$2; shift 2 ;;
     --sdist) sdist=$(readlink -f "$2"); shift 2 ;;
     --root-tar) root_tar=$(readlink -f "$2"); shift 2 ;;
     --apt-cache) mkdir -p "$2"; apt_cache=$(readlink -f "$2"); shift 2 ;;
     *) break ;;
     esac
 done
-[ $# -eq 1 ] || { echo "usage: $0 [--sdist FILE] [--root-tar TAR] [--apt-cache DIR] OUTDIR" >&2; exit 2; }
+[ $# -eq 1 ] || { echo "usage: $0 [--sdist FILE] [--root-tar TAR] [--apt-cache DIR] [--host-arch ARCH] OUTDIR" >&2; exit 2; }
 outdir=$1
 [ "$(id -u)" = 0 ] || { echo "build-debian.sh: run as root (chroot, namespaces)" >&2; exit 2; }
 
@@ -88,9 +95,20 @@ tar -xzf "$sdist" -C "$root/build"
 [ -d "$root$src" ] || { echo "build-debian.sh: $sdist does not unpack to hvdaemons-$version/" >&2; exit 1; }
 cp -a "$repo/debian" "$root$src/debian"
 
+cross=
+options=
+if [ -n "$host_arch" ]; then
+    in_root dpkg --add-architecture "$host_arch"
+    cross="-a $host_arch -Pcross,nocheck"
+    options=nocheck
+fi
 in_root apt-get update -qq
 [ -z "$apt_cache" ] || find "$apt_cache" -maxdepth 1 -name '*.deb' -exec cp {} "$root/var/cache/apt/archives/" \;
-in_root apt-get build-dep -y -qq --no-install-recommends "$src" >&2
+if [ -n "$host_arch" ]; then
+    in_root apt-get install -y -qq --no-install-recommends "crossbuild-essential-$host_arch" >&2
+fi
+# shellcheck disable=SC2086 # $cross: no option or "-a ARCH -Pprofiles"
+in_root apt-get build-dep -y -qq --no-install-recommends $cross "$src" >&2
 [ -z "$apt_cache" ] || find "$root/var/cache/apt/archives" -maxdepth 1 -name '*.deb' -exec cp {} "$apt_cache/" \;
 in_root useradd --create-home builder
 in_root chown -R builder:builder /build
@@ -98,7 +116,7 @@ in_root chown -R builder:builder /build
 # Offline: the build has no network at all.
 status=0
 in_root -n setpriv --reuid=builder --regid=builder --init-groups sh -c \
-    "cd $src && HOME=/home/builder PIP_NO_INDEX=1 dpkg-buildpackage -us -uc" \
+    "cd $src && HOME=/home/builder PIP_NO_INDEX=1 DEB_BUILD_OPTIONS=$options dpkg-buildpackage -us -uc $cross" \
     >"$outdir/build.log" 2>&1 || status=$?
 for f in "$root"/build/*; do
     [ -f "$f" ] && cp "$f" "$outdir/"

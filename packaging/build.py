@@ -15,6 +15,7 @@ and depends on hvdaemons of the same version.
                                           #    dist/hvdaemons-sim_<v>-1_<arch>.deb
                                           #    dist/hvdaemons-<v>-1.<arch>.rpm
                                           #    dist/hvdaemons-sim-<v>-1.<arch>.rpm
+    python3 packaging/build.py --arch arm64   # cross-compiled: ..._arm64.deb, ....aarch64.rpm
 
 The version is read from hvdaemons/__init__.py (``__version__``), the same
 place pyproject.toml reads it from. See packaging/README.md.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import dataclasses
 import email.parser
 import gzip
 import json
@@ -36,6 +38,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -76,6 +79,91 @@ NFPM_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 RPM_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
+@dataclass(frozen=True)
+class Target:
+    """The architecture the compiled modules are built for: the interpreter's
+    own, or another one, cross-compiled with the GNU cross toolchain against
+    that architecture's multiarch Python files (libpython3.X-dev:<arch>)."""
+
+    arch: str  # Debian architecture (nfpm uses the same names)
+    triplet: str  # GNU type, also the multiarch directory name
+    elf_machine: int  # e_machine of its shared objects
+    # dpkg >= 1.22's control-flow protection flag (bookworm's dpkg-buildflags
+    # has none): Intel CET on x86-64, BTI/PAC on arm64.
+    cf_protection: str
+    cross: bool = False
+
+    def tool(self, name: str) -> str:
+        """A binutils/gcc program that understands this architecture's objects."""
+        return f"{self.triplet}-{name}" if self.cross else name
+
+    def build_env(self) -> dict[str, str]:
+        """What pip's build needs to compile for this architecture.
+
+        Python reads the target's build configuration (CC, LDSHARED, ...) from
+        the sysconfigdata that libpython3.X-stdlib:<arch> installs beside the
+        native one, and names the wheel's platform after _PYTHON_HOST_PLATFORM
+        (as dh-python does for a cross build).  LDSHARED stays the target's:
+        it carries that build's linker flags."""
+        if not self.cross:
+            return {}
+        return {
+            "_PYTHON_SYSCONFIGDATA_NAME": f"_sysconfigdata__linux_{self.triplet}",
+            "_PYTHON_HOST_PLATFORM": "linux-" + self.triplet.split("-")[0],
+            "CC": self.tool("gcc"),
+        }
+
+    def check_cross_tools(self, pyver: str) -> None:
+        """Fail early, naming the packages, where the cross toolchain or the
+        target's Python headers are missing."""
+        if not self.cross:
+            return
+        tools = [self.tool(t) for t in ("gcc", "strip", "objdump")]
+        missing = [t for t in tools if not shutil.which(t)]
+        missing += [
+            f
+            for f in (
+                f"/usr/lib/python{pyver}/_sysconfigdata__linux_{self.triplet}.py",
+                f"/usr/include/{self.triplet}/python{pyver}/pyconfig.h",
+            )
+            if not os.path.isfile(f)
+        ]
+        if missing:
+            raise SystemExit(
+                f"build.py: cannot cross-compile for {self.arch}, missing: {', '.join(missing)}\n"
+                f"  dpkg --add-architecture {self.arch} && apt-get update && apt-get install "
+                f"gcc-{self.triplet} libc6-dev-{self.arch}-cross libpython{pyver}-dev:{self.arch}\n"
+                f"  (or: sh packaging/install-build-deps.sh --arch {self.arch}; see packaging/README.md)"
+            )
+
+    def check_module(self, so: Path) -> None:
+        """Refuse a module compiled for another machine (a stale build's)."""
+        with open(so, "rb") as f:
+            machine = int.from_bytes(f.read(20)[18:20], "little")
+        if machine != self.elf_machine:
+            raise SystemExit(
+                f"build.py: {so.name} is for ELF machine {machine:#x}, not {self.arch} "
+                f"({self.elf_machine:#x})"
+            )
+
+
+TARGETS = {
+    "amd64": Target("amd64", "x86_64-linux-gnu", 0x3E, "-fcf-protection"),
+    "arm64": Target("arm64", "aarch64-linux-gnu", 0xB7, "-mbranch-protection=standard"),
+}
+
+
+def target_for(arch: str | None, machine: str) -> Target:
+    """The target for --arch (default: the build interpreter's own machine)."""
+    native = NFPM_ARCH.get(machine)
+    if native is None:
+        raise SystemExit(f"build.py: unsupported machine {machine}")
+    arch = arch or native
+    if arch not in TARGETS:
+        raise SystemExit(f"build.py: unsupported architecture {arch}")
+    return dataclasses.replace(TARGETS[arch], cross=arch != native)
+
+
 def log(msg: str) -> None:
     print(f"build.py: {msg}", file=sys.stderr, flush=True)
 
@@ -104,7 +192,7 @@ def python_info(python: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
-def build_wheel(python: str, src: Path, outdir: Path) -> Path:
+def build_wheel(python: str, src: Path, outdir: Path, target: Target) -> Path:
     # --no-build-isolation: build against the distribution's own setuptools
     # and cffi (python3-setuptools, python3-cffi), i.e. the cffi whose
     # _cffi_backend the package will load at run time.
@@ -121,7 +209,8 @@ def build_wheel(python: str, src: Path, outdir: Path) -> Path:
         str(outdir),
     ]
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-    env.update(hardening_flags(src))
+    env.update(hardening_flags(src, target))
+    env.update(target.build_env())
     log(" ".join(cmd))
     subprocess.run(cmd, check=True, env=env, stdout=sys.stderr)
     wheels = sorted(outdir.glob(f"{PKG}-*.whl"))
@@ -130,19 +219,24 @@ def build_wheel(python: str, src: Path, outdir: Path) -> Path:
     return wheels[0]
 
 
-def hardening_flags(src: Path) -> dict[str, str]:
+def hardening_flags(src: Path, target: Target) -> dict[str, str]:
     """Distribution hardening flags for the C module (as dh would pass them):
-    dpkg-buildflags with hardening=+all where available, the same set else."""
+    dpkg-buildflags with hardening=+all for the target architecture where
+    available, the same set else."""
     flags = {
-        "CFLAGS": "-g -O2 -fstack-protector-strong -fstack-clash-protection -fcf-protection -Wformat -Werror=format-security",
+        "CFLAGS": f"-g -O2 -fstack-protector-strong -fstack-clash-protection {target.cf_protection} -Wformat -Werror=format-security",
         "CPPFLAGS": "-Wdate-time -D_FORTIFY_SOURCE=2",
         "LDFLAGS": "-Wl,-z,relro -Wl,-z,now",
     }
     if shutil.which("dpkg-buildflags"):
         env = dict(os.environ, DEB_BUILD_MAINT_OPTIONS="hardening=+all")
+        # dpkg-buildflags answers for the host architecture dpkg-architecture sets.
+        cross = ["dpkg-architecture", "-a", target.arch, "-c"] if target.cross else []
+        if target.cross:
+            env["CC"] = target.tool("gcc")
         for name in flags:
             flags[name] = subprocess.run(
-                ["dpkg-buildflags", "--get", name],
+                [*cross, "dpkg-buildflags", "--get", name],
                 check=True,
                 capture_output=True,
                 text=True,
@@ -152,11 +246,11 @@ def hardening_flags(src: Path) -> dict[str, str]:
     return {k: " ".join([os.environ.get(k, ""), v]).strip() for k, v in flags.items()}
 
 
-def strip_module(so: Path) -> None:
+def strip_module(so: Path, target: Target) -> None:
     # What dh_strip does to shared objects; debug symbols are not shipped.
     subprocess.run(
         [
-            "strip",
+            target.tool("strip"),
             "--strip-unneeded",
             "--remove-section=.comment",
             "--remove-section=.note",
@@ -356,17 +450,21 @@ def install_programs(st: Path, root: Path = ROOT, sbindir: str = "/usr/sbin") ->
 
 
 def stage(
-    root: Path, work: Path, python: str, release: str, maintainer: str | None
+    root: Path,
+    work: Path,
+    python: str,
+    release: str,
+    maintainer: str | None,
+    arch: str | None = None,
 ) -> dict[str, str]:
     version = read_version(root)
     pyver, machine = python_info(python)
-    arch = NFPM_ARCH.get(machine)
-    if arch is None:
-        raise SystemExit(f"build.py: unsupported machine {machine}")
+    target = target_for(arch, machine)
+    target.check_cross_tools(pyver)
 
     src = work / "src"
     shutil.copytree(root, src, ignore=IGNORE, symlinks=True)
-    wheel = build_wheel(python, src, work / "wheel")
+    wheel = build_wheel(python, src, work / "wheel", target)
     log(f"built {wheel.name}")
 
     st = work / "stage"
@@ -379,7 +477,8 @@ def stage(
         modules = list(pkgdir.glob(pattern))
         if len(modules) != 1:
             raise SystemExit(f"build.py: expected one compiled module {pkgdir.name}/{pattern}")
-        strip_module(modules[0])
+        target.check_module(modules[0])
+        strip_module(modules[0], target)
     eps = install_programs(st, root)
     homepage, upstream_maintainer = project_fields(priv)
     maintainer = maintainer or upstream_maintainer
@@ -428,9 +527,9 @@ def stage(
     fill_deb_scripts(HERE / "scripts" / "deb", work / "scripts" / "deb", PKG)
     fill_deb_scripts(HERE / "scripts" / "sim" / "deb", work / "scripts" / "sim" / "deb", SIM)
 
-    deb_deps, rpm_deps = runtime_relations(src, priv / PKG, "hvdaemons._hv", pyver)
+    deb_deps, rpm_deps = runtime_relations(src, priv / PKG, "hvdaemons._hv", pyver, target)
     sim_deb, sim_rpm = runtime_relations(
-        src, sim_priv / SIM_PKG, "hvsim._hvsim", pyver, pyudev=False
+        src, sim_priv / SIM_PKG, "hvsim._hvsim", pyver, target, pyudev=False
     )
     # The simulator runs the daemons of the very same build.
     sim_deb.insert(0, f"{PKG} (= {version}-{release})")
@@ -438,7 +537,7 @@ def stage(
     return {
         "VERSION": version,
         "RELEASE": release,
-        "ARCH": arch,
+        "ARCH": target.arch,
         "STAGE": str(st),
         "WORK": str(work),
         "PACKAGING": str(HERE),
@@ -463,17 +562,17 @@ def yaml_list(items: Sequence[object], indent: int) -> str:
     return pad.join(json.dumps(i) for i in items)
 
 
-def glibc_versions(so: Path) -> list[str]:
+def glibc_versions(so: Path, target: Target) -> list[str]:
     """GLIBC_x.y symbol versions the compiled module needs (objdump -T)."""
     out = subprocess.run(
-        ["objdump", "-T", str(so)], check=True, capture_output=True, text=True
+        [target.tool("objdump"), "-T", str(so)], check=True, capture_output=True, text=True
     ).stdout
     found = set(re.findall(r"\bGLIBC_([0-9]+(?:\.[0-9]+)+)\b", out))
     return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
 
 
 def runtime_relations(
-    src: Path, pkgdir: Path, module: str, pyver: str, *, pyudev: bool = True
+    src: Path, pkgdir: Path, module: str, pyver: str, target: Target, *, pyudev: bool = True
 ) -> tuple[list[str], list[str]]:
     """Debian Depends and RPM Requires, derived from the built module
     (e.g. "hvdaemons._hv", found in pkgdir).
@@ -505,7 +604,7 @@ def runtime_relations(
     if pyudev:
         deb.append("python3-pyudev")
         rpm.append("python3-pyudev")
-    glibc = glibc_versions(so)
+    glibc = glibc_versions(so, target)
     if glibc:
         deb.append(f"libc6 (>= {glibc[-1]})")
         rpm.append("libc.so.6()(64bit)")
@@ -549,6 +648,12 @@ def main(argv: list[str] | None = None) -> int:
         default=MAINTAINER,
         help="Maintainer/Packager (default: $HVD_MAINTAINER, else pyproject.toml's maintainers)",
     )
+    ap.add_argument(
+        "--arch",
+        choices=sorted(TARGETS),
+        help="Debian architecture to build for (default: the interpreter's); another one is "
+        "cross-compiled with <triplet>-gcc against libpython3.X-dev:<arch> (packaging/README.md)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument(
         "--install-programs",
@@ -574,7 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     args.outdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="hvdaemons-pkg-"))
     try:
-        values = stage(args.source.resolve(), work, args.python, args.release, args.maintainer)
+        values = stage(
+            args.source.resolve(), work, args.python, args.release, args.maintainer, args.arch
+        )
         for pkg, template in ((PKG, "nfpm.yaml"), (SIM, "nfpm-sim.yaml")):
             cfg = work / template
             cfg.write_text(render(HERE / template, values), encoding="utf-8")

@@ -201,6 +201,34 @@ def test_capfd_sees_held_records_only_after_release(capfd: pytest.CaptureFixture
     assert capfd.readouterr().err == "<3>Hyper-V VSS: FREEZE of /mnt failed\n"
 
 
+def test_a_release_landing_inside_a_held_emit_loses_no_record(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The VSS daemon releases held records from its SIGALRM handler, which Python runs
+    between any two bytecodes of the main thread, so also inside the holding
+    handler's emit(): between its look at the held list and its append."""
+    log.setup("Hyper-V VSS", foreground=True)
+    logger = logging.getLogger("hvdaemons.test")
+    log.hold()
+    logger.info("held before")
+
+    class ReleasedBeforeAppend(list):  # type: ignore[type-arg]
+        def append(self, record: object) -> None:
+            log.release()  # the signal lands here
+            super().append(record)
+
+    holder = log._holder
+    assert holder is not None and holder.held is not None
+    holder.held = ReleasedBeforeAppend(holder.held)
+    logger.info("emitted as the release ran")
+    logger.info("after")
+    assert capfd.readouterr().err == (
+        "<6>Hyper-V VSS: held before\n"
+        "<6>Hyper-V VSS: emitted as the release ran\n"
+        "<6>Hyper-V VSS: after\n"
+    )
+
+
 def test_cli_exit_codes_match_upstream(capsys: pytest.CaptureFixture[str]) -> None:
     p = cli.parser("hv_vss_daemon", "d", "/dev/vmbus/hv_vss")
     with pytest.raises(SystemExit) as e:
@@ -399,3 +427,22 @@ def test_a_stale_compiled_module_refuses_to_import(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert f"built for version {hvdaemons.__version__}, but the package is 99.0.0" in proc.stderr
+
+
+def test_wait_for_device_says_each_kind_of_trouble_once(caplog: pytest.LogCaptureFixture) -> None:
+    # The uio transport's shape: the device missing, then failures to open it.
+    reasons = [
+        Missing(logging.INFO, "no device", retry=0),
+        Missing(logging.ERROR, "open failed: %s", ("EBUSY",), retry=0, key=("open", "EBUSY")),
+        Missing(logging.ERROR, "open failed: %s", ("EBUSY",), retry=0, key=("open", "EBUSY")),
+        Missing(logging.INFO, "no device", retry=0),
+        Missing(logging.ERROR, "open failed: %s", ("EIO",), retry=0, key=("open", "EIO")),
+    ]
+    looks = iter([*reasons, "the device"])
+    with caplog.at_level(logging.INFO):
+        assert wait_for_device(lambda: next(looks), Stopper()) == "the device"
+    assert [r.getMessage() for r in caplog.records] == [
+        "no device",
+        "open failed: EBUSY",
+        "open failed: EIO",
+    ]

@@ -389,7 +389,7 @@ def fcopy_request(body: bytes) -> bytes:
     from hvdaemons.protocol import icmsg
     from hvsim.protocol import icmsg as sim_icmsg
 
-    return sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, body, transaction_id=3)
+    return sim_icmsg.encode_request(icmsg.ICMSGTYPE_FCOPY, body, transaction_id=3)
 
 
 @pytest.fixture
@@ -426,7 +426,7 @@ def test_fast_path_serves_writes_and_echoes(
         assert got is not None
         pkt = icmsg.decode_packet(got[0])
         assert pkt.trans_id == 0xABCDEF and pkt.flags == 0
-        assert pkt.payload == icmsg.response(req + bytes(-len(req) % 8), 0)
+        assert pkt.payload == icmsg.encode_status_reply(req + bytes(-len(req) % 8), 0)
         assert os.read(irq_r, 16) == struct.pack("<i", 1)  # TX was empty: host signalled
         assert os.pread(fd, 5, 5 * 1024**3) == b"hello"
     finally:

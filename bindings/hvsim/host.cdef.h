@@ -7,7 +7,8 @@
 extern const char hvs_version[];
 
 /* Header field access for the simulator and tests: an acquire load, and a
- * store followed by a full barrier.  offset is one of HVR_*_INDEX etc. */
+ * store followed by a full barrier.  offset is the byte offset of a field of
+ * struct hv_ring_header (bindings/vmbus.cdef.h). */
 uint32_t hvs_load(uint8_t *base, uint32_t offset);
 void hvs_store(uint8_t *base, uint32_t offset, uint32_t value);
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import HvError
 
-class UdevUnavailable(Exception):
+
+class UdevUnavailable(HvError):
     """libudev (or pyudev) cannot be used."""
 
 

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..errors import HvError
 from ..kvp.paths import KvpPaths
 
 if TYPE_CHECKING:
@@ -62,7 +63,9 @@ LOCK_TIMEOUT = 10.0
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
-class KvpError(Exception):
+class KvpError(HvError):
+    """A refused or failed hvctl kvp command, with its exit status."""
+
     def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
         super().__init__(message)
         self.code = code
@@ -183,11 +186,10 @@ def _snapshot_json(s: Snapshot) -> dict[str, object]:
 
 def check_key_value(pool: int, key: str, value: str | None) -> tuple[bytes, bytes]:
     """The UTF-8 key and value for pool, or KvpError (usage) saying the limits."""
-    from ..protocol.kvp import MAX_KEY_SIZE, MAX_VALUE_SIZE
+    from ..protocol.kvp import HOST_KEY_UNITS, HOST_VALUE_UNITS, MAX_KEY_SIZE, MAX_VALUE_SIZE
 
-    # What the kernel passes on to the host when it enumerates a pool
-    # (drivers/hv/hv_kvp.c, kvp_respond_to_host(): utf8s_to_utf16s limits).
-    host_key_units, host_value_units = MAX_KEY_SIZE // 2 - 2, MAX_VALUE_SIZE // 2 - 2
+    # What the kernel passes on to the host when it enumerates a pool.
+    host_key_units, host_value_units = HOST_KEY_UNITS, HOST_VALUE_UNITS
     limits = (
         f"a pool record holds a key of at most {MAX_KEY_SIZE - 1} and a value of at most "
         f"{MAX_VALUE_SIZE - 1} UTF-8 bytes (each with its NUL in {MAX_KEY_SIZE}/{MAX_VALUE_SIZE})"

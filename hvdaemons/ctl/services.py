@@ -1,8 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The seven Hyper-V integration services and what serves each in a Linux guest.
 
-Class GUIDs are the ones drivers/hv/hv_util.c (util_id_table) and
-include/linux/hyperv.h (HV_*_GUID) bind; names are Hyper-V Manager's
+Class GUIDs are hvdaemons.vmbus's; names are Hyper-V Manager's
 ("Integration Services" page of the VM settings), as tools/hv/lsvmbus
 prints them.
 """
@@ -11,8 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-HV_UTILS = "hv_utils"
-UIO_DRIVER = "uio_hv_generic"
+from .. import vmbus
 
 
 @dataclass(frozen=True)
@@ -32,7 +30,7 @@ SERVICES: tuple[Service, ...] = (
     Service(
         "heartbeat",
         "Heartbeat",
-        "57164f39-9115-4e78-ab55-382f3bd5422d",
+        vmbus.HEARTBEAT_CLASS_ID,
         "hv_utils kernel module",
         "the host cannot tell that the guest is alive (heartbeat 'No contact'); "
         "monitoring and cluster failover on the host act on that",
@@ -40,7 +38,7 @@ SERVICES: tuple[Service, ...] = (
     Service(
         "shutdown",
         "Operating system shutdown",
-        "0e0b6031-5213-4934-818b-38d90ced39db",
+        vmbus.SHUTDOWN_CLASS_ID,
         "hv_utils kernel module",
         "the host cannot shut the guest down cleanly (Stop-VM, host shutdown): "
         "it can only turn it off",
@@ -48,7 +46,7 @@ SERVICES: tuple[Service, ...] = (
     Service(
         "timesync",
         "Time synchronization",
-        "9527e630-d0ae-497b-adce-e80ab0175caf",
+        vmbus.TIMESYNC_CLASS_ID,
         "hv_utils kernel module",
         "the clock is not set from the host after boot, restore or live migration, "
         "and there is no Hyper-V PTP clock for chrony",
@@ -56,7 +54,7 @@ SERVICES: tuple[Service, ...] = (
     Service(
         "kvp",
         "Data Exchange",
-        "a9a0f4e7-5a45-4d96-b827-8a841e8c03e6",
+        vmbus.KVP_CLASS_ID,
         "hv_kvp_daemon",
         "the host sees no IP addresses, host name or OS version of the guest, cannot "
         "inject IP settings, and no key/value data is exchanged",
@@ -67,7 +65,7 @@ SERVICES: tuple[Service, ...] = (
     Service(
         "vss",
         "Backup (volume shadow copy)",
-        "35fa2e29-ea23-4236-96ae-3a6ebacba440",
+        vmbus.VSS_CLASS_ID,
         "hv_vss_daemon",
         "host backups and production checkpoints of the running guest are not "
         "application-consistent (the host falls back to a crash-consistent or saved-state copy)",
@@ -78,7 +76,7 @@ SERVICES: tuple[Service, ...] = (
     Service(
         "fcopy",
         "Guest services",
-        "34d14be3-dee4-41c8-9ae7-6b174977c192",
+        vmbus.FCOPY_CLASS_ID,
         "hv_fcopy_daemon",
         "Copy-VMFile from the host into the guest fails",
         daemon="hv_fcopy_daemon",

@@ -14,9 +14,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..vmbus import HV_UTILS_DRIVER, UIO_DRIVER
 from .daemons import DaemonSource, DaemonState
 from .devices import DeviceView, VmbusDevice
-from .services import HV_UTILS, SERVICES, UIO_DRIVER, Service
+from .services import SERVICES, Service
 
 EXIT_OK, EXIT_NOT_WORKING, EXIT_NOT_GUEST = 0, 1, 2
 
@@ -107,20 +108,20 @@ def _row(service: Service, view: DeviceView, states: dict[str, DaemonState]) -> 
             row.node = dev.uio_nodes[0]
         else:
             problems.append(f"{UIO_DRIVER} is bound but has no uio device")
-    elif service.key == "fcopy" and dev.driver != HV_UTILS:
-        why = _driver_problem(dev, (UIO_DRIVER, HV_UTILS))
+    elif service.key == "fcopy" and dev.driver != HV_UTILS_DRIVER:
+        why = _driver_problem(dev, (UIO_DRIVER, HV_UTILS_DRIVER))
         problems.append(
             f"{why}; kernels from 6.10 on need {UIO_DRIVER} bound to it "
             f"(udev rule 70-hv-fcopy.rules does that)"
         )
     else:
-        why = _driver_problem(dev, (HV_UTILS,))
+        why = _driver_problem(dev, (HV_UTILS_DRIVER,))
         if why:
             problems.append(why)
         elif service.misc is not None:
             row.node = view.misc.get(service.misc)
             if service.misc not in view.misc:
-                problems.append(f"{HV_UTILS} has not created /dev/{service.misc}")
+                problems.append(f"{HV_UTILS_DRIVER} has not created /dev/{service.misc}")
     if service.daemon is not None and (row.daemon is None or not row.daemon.running):
         problems.append(f"{row.component} is not running")
     row.working = not problems

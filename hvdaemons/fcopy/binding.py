@@ -15,7 +15,8 @@ import time
 from typing import Callable
 
 from ..log import Once
-from .discovery import FCOPY_CLASS_ID, UIO_DRIVER, driver_name
+from ..vmbus import FCOPY_CLASS_ID, UIO_DRIVER
+from .discovery import driver_name
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,15 @@ copy are answered in C by _ffi.FcopyPump.
 from __future__ import annotations
 
 import logging
-import struct
 
 from .. import _ffi
-from ..errors import ChannelReset, ProtocolError
-from ..protocol.fcopy import E_FAIL, S_OK, encode_status
+from ..errors import ChannelReset
+from ..protocol.fcopy import (
+    decode_registration_reply,
+    encode_registration,
+    encode_status_reply,
+)
+from ..protocol.status import HvStatus
 from ..service import Service, Stopper
 from ..transport import READ_SIZE, FdChannel
 from .dispatch import Dispatch
@@ -26,8 +30,8 @@ log = logging.getLogger(__name__)
 DEVICE = "/dev/vmbus/hv_fcopy"
 IDENT = "HV_FCOPY"
 
-_REGISTRATION = struct.pack("<i", _ffi.const("FCOPY_CURRENT_VERSION"))
-_OK_REPLY = encode_status(S_OK)
+_REGISTRATION = encode_registration()
+_OK_REPLY = encode_status_reply(HvStatus.S_OK)
 
 
 class FcopyHandler:
@@ -42,20 +46,18 @@ class FcopyHandler:
         return _REGISTRATION
 
     def registration_reply(self, msg: bytes) -> bool:
-        if len(msg) != 4:
-            raise ProtocolError("invalid version negotiation")
-        log.info("kernel module version: %u", struct.unpack("<I", msg)[0])
+        log.info("kernel module version: %u", decode_registration_reply(msg))
         return True
 
     def handle(self, msg: bytes) -> bytes | None:
         if not msg:
             return None  # PumpChannel woke up with nothing pending
         status = self._status(msg)
-        return _OK_REPLY if status == S_OK else encode_status(status)
+        return _OK_REPLY if status == HvStatus.S_OK else encode_status_reply(status)
 
     def failure_reply(self, msg: bytes) -> bytes | None:
-        self.copier.reject(E_FAIL)
-        return encode_status(E_FAIL)
+        self.copier.reject(HvStatus.E_FAIL)
+        return encode_status_reply(HvStatus.E_FAIL)
 
     def reset(self) -> None:
         # The kernel answered the host HV_E_FAIL; that copy is over.

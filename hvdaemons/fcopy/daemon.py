@@ -31,9 +31,10 @@ from collections.abc import Sequence
 from .. import cli
 from .. import log as hvlog
 from ..service import Missing, Stopper, wait_for_device
+from ..vmbus import FCOPY_CLASS_ID, HV_UTILS_DRIVER
 from . import chardev, uio
 from .binding import Binder, run_modprobe
-from .discovery import FCOPY_CLASS_ID, HV_UTILS_DRIVER, Discovery, driver_name, make_discovery
+from .discovery import Discovery, driver_name, make_discovery
 from .writer import FileCopier
 
 log = logging.getLogger(__name__)

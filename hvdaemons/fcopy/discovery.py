@@ -15,14 +15,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-log = logging.getLogger(__name__)
+from ..vmbus import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID
 
-FCOPY_CLASS_ID = "34d14be3-dee4-41c8-9ae7-6b174977c192"
-# The instance Hyper-V offers; only a fallback, the class decides.
-FCOPY_INSTANCE_ID = "eb765408-105f-49b6-b4aa-c123b64d17d4"
-UIO_DRIVER = "uio_hv_generic"
-# Owns the file-copy channel on kernels with the char device (<= 6.9).
-HV_UTILS_DRIVER = "hv_utils"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -193,15 +188,3 @@ def make_discovery(sysfs_root: str = "/sys", dev_root: str = "/dev") -> Discover
         except Exception as e:  # no libudev: the scan finds the same devices
             log.debug("pyudev unavailable (%s); scanning /sys", e)
     return SysfsDiscovery(sysfs_root, dev_root)
-
-
-def find_uio_device(
-    sysfs_root: str = "/sys", dev_root: str = "/dev", discovery: Discovery | None = None
-) -> UioDevice | None:
-    """The file-copy uio device if one is bound now (no binding, no waiting)."""
-    disc = discovery or make_discovery(sysfs_root, dev_root)
-    for vmbus_dir in disc.fcopy_devices():
-        dev = disc.uio_device(vmbus_dir)
-        if dev is not None:
-            return dev
-    return None

@@ -17,16 +17,15 @@ import struct
 
 from ..log import Once
 from ..protocol.fcopy import (
-    E_FAIL,
     CancelCopy,
     CompleteCopy,
     FcopyDecodeError,
     FcopyOp,
     StartCopy,
-    decode_host,
-    decode_kernel,
-    write_payload,
+    decode_message,
+    decode_write_payload,
 )
+from ..protocol.status import HvStatus
 from .writer import FileCopier
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ class Dispatch:
 
     def __init__(self, copier: FileCopier, *, utf16: bool) -> None:
         self.copier = copier
-        self._decode = decode_host if utf16 else decode_kernel
+        self._utf16 = utf16
         # One line per copy: a host repeating a mistake gets statuses, not a flood.
         self._bad = Once(log)
 
@@ -50,8 +49,8 @@ class Dispatch:
             if msg[:4] == _WRITE_OP:
                 # Most messages of a copy (those the C fast paths leave to us among
                 # them): no dataclass, no copy of the data.
-                return copier.write(*write_payload(msg))
-            req = self._decode(msg)
+                return copier.write(*decode_write_payload(msg))
+            req = decode_message(msg, utf16=self._utf16)
             if isinstance(req, StartCopy):
                 self._bad.reset()
                 return copier.start(req)
@@ -63,7 +62,7 @@ class Dispatch:
         except FcopyDecodeError as e:
             self._bad(logging.ERROR, "%s", e)
             # Data may be missing now: the copy fails as a failed WRITE would.
-            return copier.reject(E_FAIL)
+            return copier.reject(HvStatus.E_FAIL)
         except Exception:  # a bug must fail the request and its copy, not the daemon
             log.exception("file copy request failed")
-            return copier.reject(E_FAIL)
+            return copier.reject(HvStatus.E_FAIL)

@@ -25,12 +25,13 @@ from typing import Callable
 
 from .. import _ffi
 from ..errors import ChannelReset, ProtocolError
-from ..log import Once
 from ..notify import sd_notify
 from ..protocol import icmsg
+from ..protocol.status import HvStatus
 from ..service import Missing, Stopper, wait_for_device
+from ..vmbus import UIO_DRIVER
 from .binding import Binder
-from .discovery import UIO_DRIVER, Discovery, UioDevice
+from .discovery import Discovery, UioDevice
 from .dispatch import Dispatch
 from .uio_channel import UioChannel
 from .writer import FileCopier
@@ -94,7 +95,7 @@ class IcHandler:
             self._complain(logging.WARNING, "dropping VMBus packet of type %d", pkt.type)
             return None
         try:
-            hdr = icmsg.parse_header(pkt.payload)
+            hdr = icmsg.decode_header(pkt.payload)
         except ProtocolError as e:
             self._complain(logging.WARNING, "dropping packet: %s", e)
             return None
@@ -117,13 +118,17 @@ class IcHandler:
             return neg.reply, pkt.trans_id
         if hdr.msgtype == icmsg.ICMSGTYPE_FCOPY:
             status = self._fcopy_status(icmsg.body(pkt.payload))
-            return icmsg.response(pkt.payload, status), pkt.trans_id
+            return icmsg.encode_status_reply(pkt.payload, status), pkt.trans_id
         self._complain(logging.WARNING, "unexpected IC message type %d", hdr.msgtype)
-        return icmsg.response(pkt.payload, icmsg.HV_E_FAIL), pkt.trans_id
+        return icmsg.encode_status_reply(pkt.payload, HvStatus.E_FAIL), pkt.trans_id
 
 
 class _Stopped(Exception):
-    pass
+    """A stop request, unwinding serve() from wherever it waits.
+
+    Not an HvError: it reports no fault, and no handler of faults may catch
+    it.  It never leaves this module (run() ends on it).
+    """
 
 
 class UioFcopyDaemon:
@@ -149,7 +154,6 @@ class UioFcopyDaemon:
         self._ready_sent = False
         self._chan: UioChannel | None = None
         self._complain = _Limiter()
-        self._open_failed = Once(log)
 
     # -- device lifecycle ---------------------------------------------------------------
 
@@ -176,19 +180,30 @@ class UioFcopyDaemon:
             retry=RESCAN_INTERVAL,
         )
 
+    def _open(self) -> tuple[UioDevice, UioChannel] | Missing:
+        """The device and its open channel; or why there is none yet."""
+        dev = self._look()
+        if isinstance(dev, Missing):
+            return dev
+        try:
+            return dev, UioChannel.open(dev.node, dev.map_size)
+        except (OSError, ChannelReset) as e:
+            why = str(e)
+            # Each distinct failure is said once until the channel opens.
+            return Missing(
+                logging.ERROR,
+                "open %s failed: %s",
+                (dev.node, why),
+                RESCAN_INTERVAL,
+                key=("open", why),
+            )
+
     def run(self) -> int:
         while not self.stopper.requested:
-            dev = wait_for_device(self._look, self.stopper, logger=log, wake=self.discovery)
-            if dev is None:
+            found = wait_for_device(self._open, self.stopper, logger=log, wake=self.discovery)
+            if found is None:
                 break
-            try:
-                self._chan = UioChannel.open(dev.node, dev.map_size)
-            except (OSError, ChannelReset) as e:
-                why = str(e)
-                self._open_failed(logging.ERROR, "open %s failed: %s", dev.node, why, key=why)
-                self.stopper.wait(RESCAN_INTERVAL, self.discovery)
-                continue
-            self._open_failed.reset()
+            dev, self._chan = found
             log.info(
                 "%s: ring %d bytes per direction, header %d",
                 dev.node,
@@ -255,9 +270,9 @@ class UioFcopyDaemon:
             if self.stopper.requested:
                 raise _Stopped()
             # Both kernel variants: <= 6.17 set the mask in its interrupt
-            # callback, later ones leave it to us.  Clear it ourselves (no
-            # hypercall), then look again: the host skips its signal while
-            # the mask is set.
+            # callback, later ones leave it to us (docs/protocol.md, "Who sets
+            # the interrupt mask").  Clear it ourselves (no hypercall), then
+            # look again: the host skips its signal while the mask is set.
             if self.spin_ns > 0 and not spun:
                 rx.set_mask(1)
                 if rx.poll(self.spin_ns):

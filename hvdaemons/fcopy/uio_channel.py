@@ -3,7 +3,8 @@
 
 Mirrors the device handling of tools/hv/hv_fcopy_uio_daemon.c (open, mmap,
 read/write of the interrupt count) with the ring size taken from map0's size
-and the ring header size from the page size; the rings themselves are
+and the ring header size from the page size, which differ between kernels
+(docs/protocol.md, "Ring sizes and the header page"); the rings themselves are
 _ffi.Ring (bindings/ring.c, after tools/hv/vmbus_bufring.c).
 
 How the device is reached

@@ -55,9 +55,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..errors import HvError
 from ..log import Once
 from ..notify import StatusLine, clock_text
-from ..protocol.fcopy import ALREADY_EXISTS, DISK_FULL, E_FAIL, S_OK, StartCopy
+from ..protocol.fcopy import StartCopy
+from ..protocol.status import HvStatus
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ _TEMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS})
 
 
-class CopyError(Exception):
+class CopyError(HvError):
     """A refused or failed step, with the status the host gets."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -86,7 +88,7 @@ class CopyError(Exception):
 
 def status_of(e: OSError) -> int:
     """The host status for a failed system call."""
-    return DISK_FULL if e.errno in (errno.ENOSPC, errno.EDQUOT) else E_FAIL
+    return HvStatus.ERROR_DISK_FULL if e.errno in (errno.ENOSPC, errno.EDQUOT) else HvStatus.E_FAIL
 
 
 def _strerror(e: OSError) -> str:
@@ -97,20 +99,20 @@ def _encode(name: str, what: str) -> bytes:
     try:
         return name.encode("utf-8")
     except UnicodeEncodeError:
-        raise CopyError(E_FAIL, f"{what} {name!r} is not valid Unicode") from None
+        raise CopyError(HvStatus.E_FAIL, f"{what} {name!r} is not valid Unicode") from None
 
 
 def file_name_bytes(name: str) -> bytes:
     """The file name to create, or CopyError if it is not a plain name."""
     if not name:
-        raise CopyError(E_FAIL, "empty file name")
+        raise CopyError(HvStatus.E_FAIL, "empty file name")
     if name in (".", ".."):
-        raise CopyError(E_FAIL, f"file name {name!r} is not a file name")
+        raise CopyError(HvStatus.E_FAIL, f"file name {name!r} is not a file name")
     if "/" in name or "\0" in name:
-        raise CopyError(E_FAIL, f"file name {name!r} contains '/' or NUL")
+        raise CopyError(HvStatus.E_FAIL, f"file name {name!r} contains '/' or NUL")
     raw = _encode(name, "file name")
     if len(raw) > NAME_MAX:
-        raise CopyError(E_FAIL, f"file name of {len(raw)} bytes exceeds {NAME_MAX}")
+        raise CopyError(HvStatus.E_FAIL, f"file name of {len(raw)} bytes exceeds {NAME_MAX}")
     return raw
 
 
@@ -121,9 +123,9 @@ def path_components(path: str) -> list[bytes]:
         if not comp:
             continue  # leading, doubled or trailing "/"
         if comp in (".", ".."):
-            raise CopyError(E_FAIL, f"relative component {comp!r} in path {path!r}")
+            raise CopyError(HvStatus.E_FAIL, f"relative component {comp!r} in path {path!r}")
         if "\0" in comp:
-            raise CopyError(E_FAIL, f"NUL in path {path!r}")
+            raise CopyError(HvStatus.E_FAIL, f"NUL in path {path!r}")
         parts.append(_encode(comp, "path"))
     return parts
 
@@ -193,7 +195,7 @@ class _Copy:
     target: str
     overwrite: bool
     file_size: int
-    failed: int = S_OK  # set by a failed WRITE; the temporary file is gone then
+    failed: int = HvStatus.S_OK  # set by a failed WRITE; the temporary file is gone then
     received: int = 0  # end of the furthest WRITE seen here (progress)
 
 
@@ -288,14 +290,6 @@ class FileCopier:
         return self._copy is not None
 
     @property
-    def temp_path(self) -> str | None:
-        """Where the data of the current copy goes (for tests and logs)."""
-        c = self._copy
-        if c is None:
-            return None
-        return os.path.join(os.path.dirname(c.target), c.temp.decode("utf-8", "surrogateescape"))
-
-    @property
     def data_fd(self) -> int:
         """The descriptor WRITE data of the current copy goes to; -1 if none or it failed.
 
@@ -341,9 +335,9 @@ class FileCopier:
                 log.info("File: %s exists", target)
                 if not req.overwrite:
                     os.close(dir_fd)
-                    return ALREADY_EXISTS
+                    return HvStatus.ERROR_ALREADY_EXISTS
                 if stat.S_ISDIR(st.st_mode):
-                    raise CopyError(E_FAIL, f"{target} is a directory")
+                    raise CopyError(HvStatus.E_FAIL, f"{target} is a directory")
             for stale in remove_stale_temps(dir_fd):
                 log.info("removed %s left by an interrupted copy", stale.decode("utf-8", "replace"))
             temp, fd = self._create_temp(dir_fd, name)
@@ -357,7 +351,7 @@ class FileCopier:
             return status_of(e)
         self._copy = _Copy(dir_fd, name, temp, fd, target, req.overwrite, req.file_size)
         self._report("copying", self._copy)
-        return S_OK
+        return HvStatus.S_OK
 
     def _open_dir(self, parts: list[bytes], create: bool, target: str) -> int:
         root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -403,7 +397,7 @@ class FileCopier:
             except FileNotFoundError:
                 if made or not create:
                     raise CopyError(
-                        E_FAIL, f"Invalid path: {walk.target}: {here} does not exist"
+                        HvStatus.E_FAIL, f"Invalid path: {walk.target}: {here} does not exist"
                     ) from None
                 try:
                     os.mkdir(comp, DIR_MODE, dir_fd=fd)
@@ -421,7 +415,7 @@ class FileCopier:
                 st = os.stat(comp, dir_fd=fd, follow_symlinks=False)
                 if not stat.S_ISLNK(st.st_mode):
                     raise CopyError(
-                        E_FAIL, f"Invalid path: {walk.target}: {here} is not a directory"
+                        HvStatus.E_FAIL, f"Invalid path: {walk.target}: {here} is not a directory"
                     ) from None
                 return self._follow(fd, comp, st, walk, here)
 
@@ -430,13 +424,15 @@ class FileCopier:
         trusted = st.st_uid == 0 and parent.st_uid == 0 and not parent.st_mode & 0o022
         if not trusted:
             raise CopyError(
-                E_FAIL,
+                HvStatus.E_FAIL,
                 f"Invalid path: {walk.target}: {here} is a symbolic link that someone other "
                 "than root could have placed; not following it",
             )
         walk.hops += 1
         if walk.hops > MAX_SYMLINK_HOPS:
-            raise CopyError(E_FAIL, f"Invalid path: {walk.target}: too many symbolic links")
+            raise CopyError(
+                HvStatus.E_FAIL, f"Invalid path: {walk.target}: too many symbolic links"
+            )
         dest = os.readlink(comp, dir_fd=fd)
         start = os.dup(walk.root_fd) if dest.startswith(b"/") else os.dup(fd)
         return self._walk(start, dest.split(b"/"), False, walk, link=True)
@@ -456,7 +452,7 @@ class FileCopier:
         c = self._copy
         if c is None:
             self._orphans(logging.ERROR, "data for a copy that was not started")
-            return E_FAIL
+            return HvStatus.E_FAIL
         if c.failed:
             return c.failed
         try:
@@ -470,7 +466,9 @@ class FileCopier:
                         raise OSError(errno.EIO, "pwrite made no progress")
                     n += k
         except OverflowError:
-            return self._fail(c, E_FAIL, f"offset {offset} is beyond the largest file offset")
+            return self._fail(
+                c, HvStatus.E_FAIL, f"offset {offset} is beyond the largest file offset"
+            )
         except OSError as e:
             return self._fail(
                 c,
@@ -483,7 +481,7 @@ class FileCopier:
             if end > c.received:
                 c.received = end
             self._progress("copying", c.target, c.received, c.file_size)
-        return S_OK
+        return HvStatus.S_OK
 
     def _fail(self, c: _Copy, status: int, why: str) -> int:
         log.error("%s; discarding the partial file", why)
@@ -498,11 +496,11 @@ class FileCopier:
         c = self._copy
         if c is None:
             log.error("copy finished that was not started")
-            return E_FAIL
+            return HvStatus.E_FAIL
         self._copy = None
         status = self._complete(c)
         if self._progress is not None:
-            self._report("copied" if status == S_OK else "failed", c)
+            self._report("copied" if status == HvStatus.S_OK else "failed", c)
         return status
 
     def _complete(self, c: _Copy) -> int:
@@ -516,7 +514,9 @@ class FileCopier:
             # In a directory others may write to, our name could now be theirs.
             now = os.stat(c.temp, dir_fd=c.dir_fd, follow_symlinks=False)
             if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-                raise CopyError(E_FAIL, f"temporary file of {c.target} was replaced; not using it")
+                raise CopyError(
+                    HvStatus.E_FAIL, f"temporary file of {c.target} was replaced; not using it"
+                )
             os.close(c.fd)
             c.fd = -1
             if c.overwrite:
@@ -526,7 +526,7 @@ class FileCopier:
         except FileExistsError:
             log.info("File: %s exists", c.target)
             self._remove_temp(c)
-            return ALREADY_EXISTS
+            return HvStatus.ERROR_ALREADY_EXISTS
         except CopyError as e:
             log.error("%s", e)
             self._remove_temp(c)
@@ -546,7 +546,7 @@ class FileCopier:
             log.warning(
                 "%s: host announced %d bytes, received %d", c.target, c.file_size, st.st_size
             )
-        return S_OK
+        return HvStatus.S_OK
 
     @staticmethod
     def _link_noreplace(c: _Copy) -> None:
@@ -575,9 +575,9 @@ class FileCopier:
             self._discard()
             self._report("cancelled", c)
         # Like the reference: cancelling nothing succeeds.
-        return S_OK
+        return HvStatus.S_OK
 
-    def reject(self, status: int = E_FAIL) -> int:
+    def reject(self, status: int = HvStatus.E_FAIL) -> int:
         """A request of the current copy was refused before reaching us (the caller logged why).
 
         Data may now be missing, so the copy fails as a failed WRITE does: the

@@ -11,7 +11,7 @@ Deliberate differences from the reference (the protocol module and
 hvdaemons.kvp.pool, ipinfo and ipinject list theirs):
 
 * GET answers where the kernel reads (offset 532), so the host gets the
-  value instead of an empty string (spec kvp.md 6.2).
+  value instead of an empty string (docs/protocol.md, "The answer to a GET").
 * A pool number above 4 gets HV_E_FAIL (the reference indexes past its
   array); an ENUMERATE index past the end HV_S_CONT, however large.
 * key_size above 512 or 0 gets HV_S_CONT for GET, SET and DELETE (the
@@ -104,16 +104,17 @@ class KvpHandler:
     # -- registration ------------------------------------------------------------
 
     def registration(self) -> bytes:
-        return kvp.registration_message()
+        return kvp.encode_registration()
 
     def registration_reply(self, msg: bytes) -> bool:
         if len(msg) != kvp.KVP_MSG_SIZE:
             raise ProtocolError(f"registration reply of {len(msg)} bytes")
-        if msg[kvp.OFF_OP] != kvp.KvpOp.REGISTER1:
-            # As the reference: anything else is handled as a request.
+        reply = kvp.decode_request(msg)
+        if not isinstance(reply, kvp.RegisterReply):
+            # As the reference: anything else is handled as a request
+            # (docs/protocol.md, "Registration").
             return False
-        version = kvp.cstring(msg, kvp.OFF_REG_VERSION, kvp.OFF_REG_VERSION + kvp.REG_VERSION_SIZE)
-        self.lic_version = version.decode("utf-8", "surrogateescape")
+        self.lic_version = reply.version.decode("utf-8", "surrogateescape")
         log.info("KVP LIC Version: %s", self.lic_version)
         self.status.set("registered", f"registered with protocol version {self.lic_version}")
         return True
@@ -132,7 +133,7 @@ class KvpHandler:
     # -- requests -----------------------------------------------------------------
 
     def failure_reply(self, msg: bytes) -> bytes:
-        return kvp.reply_status(msg, HvStatus.E_FAIL)
+        return kvp.encode_status_reply(msg, HvStatus.E_FAIL)
 
     def reset(self) -> None:
         pass
@@ -147,7 +148,7 @@ class KvpHandler:
                 len(msg),
                 kvp.KVP_MSG_SIZE,
             )
-            return kvp.reply_status(msg, HvStatus.E_FAIL)
+            return kvp.encode_status_reply(msg, HvStatus.E_FAIL)
         req = kvp.decode_request(msg)
         # The most frequent first: the host polls with GET and ENUMERATE.
         if isinstance(req, kvp.GetRequest):
@@ -164,7 +165,7 @@ class KvpHandler:
             return self._set_ip_info(msg, req)
         op = msg[kvp.OFF_OP]
         log.error("unknown operation %d (pool %d); answering HV_E_FAIL", op, msg[kvp.OFF_POOL])
-        return kvp.reply_status(msg, HvStatus.E_FAIL)
+        return kvp.encode_status_reply(msg, HvStatus.E_FAIL)
 
     def _pool(self, op: str, number: int) -> Pool | None:
         if number >= kvp.POOL_COUNT:
@@ -202,21 +203,21 @@ class KvpHandler:
             )
         pool = self._pool("SET", req.pool)
         if pool is None:
-            return kvp.reply_status(msg, HvStatus.E_FAIL)
+            return kvp.encode_status_reply(msg, HvStatus.E_FAIL)
         if req.key_size > kvp.MAX_KEY_SIZE or req.value_size > kvp.MAX_VALUE_SIZE:
             log.error(
                 "kvp_key_add_or_modify: Too long key or value: key=%s, val=%s",
                 _show(req.key),
                 _show(req.value),
             )
-            return kvp.reply_status(msg, HvStatus.S_CONT)
+            return kvp.encode_status_reply(msg, HvStatus.S_CONT)
         if self._bad_key("SET", req.pool, req.key_size):
-            return kvp.reply_status(msg, HvStatus.S_CONT)
+            return kvp.encode_status_reply(msg, HvStatus.S_CONT)
         try:
             pool.set(req.key, req.value)
         except (OSError, PoolUnavailable) as e:
-            return kvp.reply_status(msg, self._io_status("SET", req.pool, e))
-        return kvp.reply_status(msg, HvStatus.S_OK)
+            return kvp.encode_status_reply(msg, self._io_status("SET", req.pool, e))
+        return kvp.encode_status_reply(msg, HvStatus.S_OK)
 
     def _get(self, msg: bytes, req: kvp.GetRequest) -> bytes:
         number = req.pool
@@ -230,49 +231,49 @@ class KvpHandler:
         else:
             pool = self._pool("GET", number)
             if pool is None:
-                return kvp.reply_status(msg, HvStatus.E_FAIL)
+                return kvp.encode_status_reply(msg, HvStatus.E_FAIL)
             if req.value_size > kvp.MAX_VALUE_SIZE or self._bad_key("GET", number, req.key_size):
-                return kvp.reply_status(msg, HvStatus.S_CONT)
+                return kvp.encode_status_reply(msg, HvStatus.S_CONT)
         assert pool is not None
         try:
             value = pool.get(req.key)
         except (OSError, PoolUnavailable) as e:
-            return kvp.reply_status(msg, self._io_status("GET", number, e))
+            return kvp.encode_status_reply(msg, self._io_status("GET", number, e))
         if value is None:
-            return kvp.reply_status(msg, HvStatus.S_CONT)
-        return kvp.reply_get(msg, value)
+            return kvp.encode_status_reply(msg, HvStatus.S_CONT)
+        return kvp.encode_get_reply(msg, value)
 
     def _delete(self, msg: bytes, req: kvp.DeleteRequest) -> bytes:
         pool = self._pool("DELETE", req.pool)
         if pool is None:
-            return kvp.reply_status(msg, HvStatus.E_FAIL)
+            return kvp.encode_status_reply(msg, HvStatus.E_FAIL)
         if self._bad_key("DELETE", req.pool, req.key_size):
-            return kvp.reply_status(msg, HvStatus.S_CONT)
+            return kvp.encode_status_reply(msg, HvStatus.S_CONT)
         try:
             found = pool.delete(req.key)
         except (OSError, PoolUnavailable) as e:
-            return kvp.reply_status(msg, self._io_status("DELETE", req.pool, e))
-        return kvp.reply_status(msg, HvStatus.S_OK if found else HvStatus.S_CONT)
+            return kvp.encode_status_reply(msg, self._io_status("DELETE", req.pool, e))
+        return kvp.encode_status_reply(msg, HvStatus.S_OK if found else HvStatus.S_CONT)
 
     def _enumerate(self, msg: bytes, req: kvp.EnumerateRequest) -> bytes:
         pool = self._pool("ENUMERATE", req.pool)
         if pool is None:
-            return kvp.reply_status(msg, HvStatus.E_FAIL)
+            return kvp.encode_status_reply(msg, HvStatus.E_FAIL)
         if req.pool == kvp.KvpPool.AUTO:
             item = self.auto_item(req.index)
             if item is None:
-                return kvp.reply_status(msg, HvStatus.S_CONT)
+                return kvp.encode_status_reply(msg, HvStatus.S_CONT)
             key, value = item
-            return kvp.reply_enumerate_strings(
+            return kvp.encode_enumerate_strings_reply(
                 msg, key.encode(), value.encode("utf-8", "surrogateescape")
             )
         try:
             record = pool.record(req.index)
         except (OSError, PoolUnavailable) as e:
-            return kvp.reply_status(msg, self._io_status("ENUMERATE", req.pool, e))
+            return kvp.encode_status_reply(msg, self._io_status("ENUMERATE", req.pool, e))
         if record is None:
-            return kvp.reply_status(msg, HvStatus.S_CONT)
-        return kvp.reply_enumerate_record(
+            return kvp.encode_status_reply(msg, HvStatus.S_CONT)
+        return kvp.encode_enumerate_record_reply(
             msg, record[: kvp.MAX_KEY_SIZE], record[kvp.MAX_KEY_SIZE :]
         )
 
@@ -312,11 +313,11 @@ class KvpHandler:
 
     def _get_ip_info(self, msg: bytes, req: kvp.GetIpInfoRequest) -> bytes:
         status, info = _ipinfo().get_ip_info(req.adapter_id, req.addr_family, self.paths)
-        return kvp.reply_ip_info(msg, status, info)
+        return kvp.encode_ip_info_reply(msg, status, info)
 
     def _set_ip_info(self, msg: bytes, req: kvp.SetIpInfoRequest) -> bytes:
         status: int = _ipinject().set_ip_info(req.value, self.paths)
-        return kvp.reply_status(msg, status)
+        return kvp.encode_status_reply(msg, status)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -5,8 +5,8 @@ Mirrors the popen()/system() calls of kvp_get_ip_info() and
 kvp_set_ip_info() in tools/hv/hv_kvp_daemon.c (hv_get_dhcp_info,
 hv_get_dns_info, hv_set_ifconfig from KVP_SCRIPTS_PATH), plus the nmcli
 probe of the NetworkManager backend.  Unlike the reference: argv lists,
-never a shell (an interface name may hold shell characters, spec kvp.md
-§13.3), a timeout that kills the helper's whole process group, and a
+never a shell (an interface name may hold shell characters, and the
+reference pastes it into a command line), a timeout that kills the helper's whole process group, and a
 bounded read of its output.
 """
 

@@ -7,7 +7,7 @@ reference byte for byte, except where noted below; addresses, prefixes and
 routes come from rtnetlink instead of getifaddrs() and `ip route`
 pipelines.  SET_IP_INFO is hvdaemons.kvp.ipinject.
 
-Deliberate differences from the reference (spec kvp.md §8, §13):
+Deliberate differences from the reference:
 
 * The interface is matched exactly (no name-prefix match: eth1 is not eth10),
   and the MAC compare ignores case and accepts '-' or no separators.
@@ -28,7 +28,14 @@ from __future__ import annotations
 import logging
 import socket
 
-from ..protocol.kvp import ADDR_FAMILY_IPV4, ADDR_FAMILY_IPV6, IpValue
+from ..protocol.kvp import (
+    ADDR_FAMILY_IPV4,
+    ADDR_FAMILY_IPV6,
+    HOST_VALUE_UNITS,
+    MAX_GATEWAY_SIZE,
+    MAX_IP_ADDR_SIZE,
+    IpValue,
+)
 from ..protocol.status import HvStatus
 from . import helper, netlink, nics
 from .paths import KvpPaths
@@ -43,11 +50,11 @@ GET_HELPER_TIMEOUT = 5.0
 # their terminator (hv_kvp.c: MAX_IP_ADDR_SIZE, MAX_GATEWAY_SIZE units; the
 # ENUMERATE value: HV_KVP_EXCHANGE_MAX_VALUE_SIZE / 2 - 2 units).  UTF-8
 # never has fewer bytes than UTF-16 units, so byte lengths are safe bounds.
-_IP_ADDR_MAX = 1023
-_SUB_NET_MAX = 1023
-_GATE_WAY_MAX = 511
-_DNS_ADDR_MAX = 1023
-_ENUM_VALUE_MAX = 1022
+_IP_ADDR_MAX = MAX_IP_ADDR_SIZE - 1
+_SUB_NET_MAX = MAX_IP_ADDR_SIZE - 1
+_GATE_WAY_MAX = MAX_GATEWAY_SIZE - 1
+_DNS_ADDR_MAX = MAX_IP_ADDR_SIZE - 1
+_ENUM_VALUE_MAX = HOST_VALUE_UNITS
 
 
 # ------------------------------------------------------------ GET_IP_INFO

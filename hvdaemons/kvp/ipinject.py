@@ -8,7 +8,7 @@ the interface by its VMBus device GUID (HV_GUID_NOTFOUND if none), write
 unless 0).  Added: the configuration of the detected network configuration
 system (hvdaemons.kvp.renderers), staged for hv_set_ifconfig to install.
 
-Deliberate differences from the reference (spec kvp.md §9, §13):
+Deliberate differences from the reference:
 
 * Everything is validated before anything is written (HV_INVALIDARG); both
   files are written mode 0600 via rename, and the keyfile uses

@@ -20,49 +20,46 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-NETLINK_ROUTE = 0
+from .. import _ffi
 
-NLMSG_NOOP = 1
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLMSG_OVERRUN = 4
-
-NLM_F_REQUEST = 0x1
-NLM_F_MULTI = 0x2
-NLM_F_DUMP_INTR = 0x10
-NLM_F_DUMP = 0x300
-
-RTM_NEWLINK = 16
-RTM_GETLINK = 18
-RTM_NEWADDR = 20
-RTM_GETADDR = 22
-RTM_NEWROUTE = 24
-RTM_GETROUTE = 26
-
-IFLA_ADDRESS = 1
-IFLA_IFNAME = 3
-
-IFA_ADDRESS = 1
-IFA_LOCAL = 2
-IFA_FLAGS = 8
-
-RTA_DST = 1
-RTA_OIF = 4
-RTA_GATEWAY = 5
-RTA_PRIORITY = 6
-RTA_MULTIPATH = 9
-RTA_TABLE = 15
-RTA_VIA = 18
-
-IFF_UP = 0x1
-IFF_LOOPBACK = 0x8
-
-RT_TABLE_MAIN = 254
-RTN_UNICAST = 1
+# Message types, flags and attribute numbers, from the kernel's headers
+# (bindings/rtnetlink.cdef.h).
+NLMSG_NOOP = _ffi.const("NLMSG_NOOP")
+NLMSG_ERROR = _ffi.const("NLMSG_ERROR")
+NLMSG_DONE = _ffi.const("NLMSG_DONE")
+NLMSG_OVERRUN = _ffi.const("NLMSG_OVERRUN")
+NLM_F_REQUEST = _ffi.const("NLM_F_REQUEST")
+NLM_F_MULTI = _ffi.const("NLM_F_MULTI")
+NLM_F_DUMP_INTR = _ffi.const("NLM_F_DUMP_INTR")
+NLM_F_DUMP = _ffi.const("NLM_F_DUMP")
+RTM_NEWLINK = _ffi.const("RTM_NEWLINK")
+RTM_GETLINK = _ffi.const("RTM_GETLINK")
+RTM_NEWADDR = _ffi.const("RTM_NEWADDR")
+RTM_GETADDR = _ffi.const("RTM_GETADDR")
+RTM_NEWROUTE = _ffi.const("RTM_NEWROUTE")
+RTM_GETROUTE = _ffi.const("RTM_GETROUTE")
+IFLA_ADDRESS = _ffi.const("IFLA_ADDRESS")
+IFLA_IFNAME = _ffi.const("IFLA_IFNAME")
+IFA_ADDRESS = _ffi.const("IFA_ADDRESS")
+IFA_LOCAL = _ffi.const("IFA_LOCAL")
+IFA_FLAGS = _ffi.const("IFA_FLAGS")
+RTA_DST = _ffi.const("RTA_DST")
+RTA_OIF = _ffi.const("RTA_OIF")
+RTA_GATEWAY = _ffi.const("RTA_GATEWAY")
+RTA_PRIORITY = _ffi.const("RTA_PRIORITY")
+RTA_MULTIPATH = _ffi.const("RTA_MULTIPATH")
+RTA_TABLE = _ffi.const("RTA_TABLE")
+RTA_VIA = _ffi.const("RTA_VIA")
+IFF_UP = _ffi.const("IFF_UP")
+IFF_LOOPBACK = _ffi.const("IFF_LOOPBACK")
+RT_TABLE_MAIN = _ffi.const("RT_TABLE_MAIN")
+RTN_UNICAST = _ffi.const("RTN_UNICAST")
 
 # The top two bits of rta_type are NLA_F_NESTED / NLA_F_NET_BYTEORDER.
-_NLA_TYPE_MASK = 0x3FFF
+_NLA_TYPE_MASK = 0xFFFF & ~(_ffi.const("NLA_F_NESTED") | _ffi.const("NLA_F_NET_BYTEORDER"))
 
+# The formats mirror struct nlmsghdr, rtattr, ifinfomsg, ifaddrmsg, rtmsg and
+# rtnexthop (tests/test_abi.py holds them to the compiler's layouts).
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _RTATTR = struct.Struct("=HH")  # len, type
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
@@ -100,11 +97,6 @@ class Link:
     @property
     def is_loopback(self) -> bool:
         return bool(self.flags & IFF_LOOPBACK)
-
-    @property
-    def mac_str(self) -> str:
-        """Lower-case colon-separated form, as in /sys/class/net/IF/address."""
-        return ":".join(f"{b:02x}" for b in self.mac)
 
 
 @dataclass(frozen=True)
@@ -322,7 +314,7 @@ class RtnlSocket:
 
     def __init__(self, timeout: float = 5.0) -> None:
         self._sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
         )
         try:
             self._sock.bind((0, 0))
@@ -418,12 +410,6 @@ class NetState:
     def link_by_name(self, name: str) -> Link | None:
         for link in self.links:
             if link.name == name:
-                return link
-        return None
-
-    def link_by_index(self, index: int) -> Link | None:
-        for link in self.links:
-            if link.index == index:
                 return link
         return None
 

@@ -25,6 +25,8 @@ import socket
 import threading
 from dataclasses import dataclass
 
+from ..log import Once
+from ..protocol.kvp import MAX_VALUE_SIZE
 from .paths import KvpPaths
 
 log = logging.getLogger(__name__)
@@ -47,10 +49,13 @@ FQDN, LIC_VERSION, NET_IPV4, NET_IPV6 = 0, 1, 2, 3
 # The reference's default before the kernel's registration reply arrives.
 UNKNOWN_VERSION = "Unknown version"
 
+# How long the first request that needs the FQDN waits for its lookup (seconds).
+FQDN_WAIT = 20.0
+
 # fgets(buf, 512): at most 511 bytes per read.
 _LINE_MAX = 511
 # full_domain_name[HV_KVP_EXCHANGE_MAX_VALUE_SIZE] with snprintf().
-_FQDN_MAX = 2047
+_FQDN_MAX = MAX_VALUE_SIZE - 1
 
 
 @dataclass(frozen=True)
@@ -193,10 +198,10 @@ class FqdnResolver:
     The reference would instead not have registered yet.
     """
 
-    def __init__(self, wait: float = 20.0) -> None:
+    def __init__(self, wait: float = FQDN_WAIT) -> None:
         self._value: str | None = None
         self._wait = wait
-        self._warned = False
+        self._late = Once(log)
         self._thread = threading.Thread(target=self._run, name="fqdn", daemon=True)
 
     def start(self) -> None:
@@ -210,9 +215,9 @@ class FqdnResolver:
             self._thread.join(self._wait)
         if self._value is not None:
             return self._value
-        if not self._warned:
-            self._warned = True
-            log.warning(
-                "FQDN lookup still running after %.0fs; reporting the host name", self._wait
-            )
+        self._late(
+            logging.WARNING,
+            "FQDN lookup still running after %.0fs; reporting the host name",
+            self._wait,
+        )
         return socket.gethostname()[:_FQDN_MAX]

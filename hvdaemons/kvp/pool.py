@@ -84,6 +84,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
+from ..errors import HvError
+from ..log import Once
 from ..protocol.kvp import MAX_KEY_SIZE, MAX_VALUE_SIZE, POOL_COUNT, RECORD_SIZE
 
 log = logging.getLogger(__name__)
@@ -231,7 +233,7 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         done += n
 
 
-class PoolUnavailable(Exception):
+class PoolUnavailable(HvError):
     """The pool cannot be used right now (unreadable or a journal could not be replayed)."""
 
 
@@ -253,7 +255,9 @@ class Pool:
         self._sig: _Sig | None = None
         self._racy = True
         self._journal_pending = False
-        self._warned_partial: _Sig | None = None
+        # Says so once per version of a damaged file (a version never comes back:
+        # its ctime only moves on), and forgets them once the damage is gone.
+        self._damaged = Once(log)
 
     # -- opening ---------------------------------------------------------------
 
@@ -406,16 +410,19 @@ class Pool:
             off += len(buf)
         self._keys, self._values, self._raw, self._index = keys, values, raw, index
         self._partial = partial
-        if partial and self._warned_partial != _sig(st):
-            self._warned_partial = _sig(st)
-            log.warning(
+        if partial:
+            self._damaged(
+                logging.WARNING,
                 "pool %d: %s is %d bytes, not a multiple of %d; ignoring its last %d bytes",
                 self.number,
                 self.path,
                 st.st_size,
                 R,
                 partial,
+                key=_sig(st),
             )
+        else:
+            self._damaged.reset()
         self._remember(st)
 
     def _remember(self, st: os.stat_result) -> None:

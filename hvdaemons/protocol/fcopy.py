@@ -24,7 +24,6 @@ from typing import Union
 
 from .. import _ffi
 from ..errors import ProtocolError
-from .status import HvStatus
 
 START_SIZE = _ffi.sizeof("struct hv_start_fcopy")  # 1088
 WRITE_SIZE = _ffi.sizeof("struct hv_do_fcopy")  # 6196
@@ -44,14 +43,9 @@ OFF_W_DATA = _ffi.offsetof("struct hv_do_fcopy", "data")
 # loff_t is a signed 64-bit count: pwrite(2) refuses data that would end beyond it.
 MAX_FILE_OFFSET = (1 << 63) - 1
 
+FCOPY_CURRENT_VERSION = _ffi.const("FCOPY_CURRENT_VERSION")
 OVER_WRITE = _ffi.const("OVER_WRITE")
 CREATE_PATH = _ffi.const("CREATE_PATH")
-
-# The statuses a file copy reports (hv_fcopy_daemon.c: hv_start_fcopy() and friends).
-S_OK = HvStatus.S_OK
-E_FAIL = HvStatus.E_FAIL
-ALREADY_EXISTS = HvStatus.ERROR_ALREADY_EXISTS
-DISK_FULL = HvStatus.ERROR_DISK_FULL
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -118,7 +112,7 @@ FcopyMessage = Union[StartCopy, WriteData, CompleteCopy, CancelCopy]
 # -- decoding ---------------------------------------------------------------
 
 
-def operation(msg: bytes) -> int:
+def decode_operation(msg: bytes) -> int:
     """The op of a message (first u32), or raise FcopyDecodeError if there is none."""
     if len(msg) < 4:
         raise FcopyDecodeError(f"message of {len(msg)} bytes has no operation")
@@ -126,7 +120,7 @@ def operation(msg: bytes) -> int:
     return op
 
 
-def utf8_name(field: bytes, what: str) -> str:
+def decode_utf8_name(field: bytes, what: str) -> str:
     """A name as the legacy kernel delivers it: UTF-8 up to the first NUL."""
     end = field.find(b"\0")
     raw = field if end < 0 else field[:end]
@@ -138,7 +132,7 @@ def utf8_name(field: bytes, what: str) -> str:
         ) from None
 
 
-def utf16_name(field: bytes, what: str) -> str:
+def decode_utf16_name(field: bytes, what: str) -> str:
     """A name as the host sends it: UTF-16LE up to the first NUL code unit.
 
     Surrogate pairs become one code point; a lone surrogate is refused (the
@@ -162,10 +156,10 @@ def utf16_name(field: bytes, what: str) -> str:
 def _decode_start(msg: bytes, utf16: bool) -> StartCopy:
     if len(msg) < START_SIZE:
         raise FcopyDecodeError(f"START_FILE_COPY of {len(msg)} bytes, need {START_SIZE}")
-    decode = utf16_name if utf16 else utf8_name
+    decode_name = decode_utf16_name if utf16 else decode_utf8_name
     return StartCopy(
-        file_name=decode(msg[OFF_FILE_NAME : OFF_FILE_NAME + NAME_FIELD_SIZE], "file_name"),
-        path_name=decode(msg[OFF_PATH_NAME : OFF_PATH_NAME + NAME_FIELD_SIZE], "path_name"),
+        file_name=decode_name(msg[OFF_FILE_NAME : OFF_FILE_NAME + NAME_FIELD_SIZE], "file_name"),
+        path_name=decode_name(msg[OFF_PATH_NAME : OFF_PATH_NAME + NAME_FIELD_SIZE], "path_name"),
         flags=_U32.unpack_from(msg, OFF_COPY_FLAGS)[0],
         file_size=_U64.unpack_from(msg, OFF_FILE_SIZE)[0],
     )
@@ -175,10 +169,10 @@ _W_OFFSET_SIZE = struct.Struct("<QI")
 assert OFF_W_SIZE == OFF_W_OFFSET + 8
 
 
-def write_payload(msg: bytes) -> tuple[int, memoryview]:
+def decode_write_payload(msg: bytes) -> tuple[int, memoryview]:
     """(offset, data) of a WRITE_TO_FILE without copying the data: the daemons' hot path.
 
-    Validates like decode(): size at most one fragment and within the message,
+    Validates like decode_message(): size at most one fragment and within the message,
     the last byte within a file offset (loff_t).  The C fast paths check the
     same (fast_write() in bindings/fcopy.c, fast_write_ok() in bindings/ring.c);
     tests/protocol/test_fcopy_write.py holds all three to one table.
@@ -202,19 +196,21 @@ def write_payload(msg: bytes) -> tuple[int, memoryview]:
 
 
 def _decode_write(msg: bytes) -> WriteData:
-    offset, data = write_payload(msg)
+    offset, data = decode_write_payload(msg)
     return WriteData(offset, bytes(data))
 
 
-def decode(msg: bytes, *, utf16: bool) -> FcopyMessage:
+def decode_message(msg: bytes, *, utf16: bool) -> FcopyMessage:
     """Decode one FCopy message (starting at its hv_fcopy_hdr).
 
-    utf16=False: names in the legacy kernel's UTF-8 form; True: the host's
-    UTF-16LE (UIO).  COMPLETE and CANCEL need only the op: the legacy kernel
-    delivers them with stale trailing bytes, and its hibernation CANCEL is a
-    bare header.
+    utf16=False: names in the UTF-8 form the legacy kernel delivers on
+    /dev/vmbus/hv_fcopy; True: the host's UTF-16LE, as the uio transport
+    receives them.  COMPLETE and CANCEL need only the op: the legacy kernel
+    delivers them with 28 stale trailing bytes, and its hibernation CANCEL is
+    a bare header (drivers/hv/hv_fcopy.c, fcopy_send_data() and
+    hv_fcopy_pre_suspend(); docs/protocol.md).
     """
-    op = operation(msg)
+    op = decode_operation(msg)
     if op == FcopyOp.WRITE:
         return _decode_write(msg)
     if op == FcopyOp.START:
@@ -226,19 +222,24 @@ def decode(msg: bytes, *, utf16: bool) -> FcopyMessage:
     raise UnknownOperation(op)
 
 
-def decode_kernel(msg: bytes) -> FcopyMessage:
-    """A message read from /dev/vmbus/hv_fcopy (UTF-8 names)."""
-    return decode(msg, utf16=False)
+# -- the legacy char device's registration and replies ---------------------------
+
+_VERSION = struct.Struct("<i")
 
 
-def decode_host(msg: bytes) -> FcopyMessage:
-    """An FCopy body from the host's VMBus packet (UTF-16LE names)."""
-    return decode(msg, utf16=True)
+def encode_registration() -> bytes:
+    """What the legacy daemon writes after open(): FCOPY_CURRENT_VERSION as an int."""
+    return _VERSION.pack(FCOPY_CURRENT_VERSION)
 
 
-# -- encoding -----------------------------------------------------------------
+def decode_registration_reply(data: bytes) -> int:
+    """The kernel's version from its 4-byte registration reply."""
+    if len(data) != 4:
+        raise ProtocolError("invalid version negotiation")
+    version: int = _U32.unpack(data)[0]
+    return version
 
 
-def encode_status(status: int) -> bytes:
+def encode_status_reply(status: int) -> bytes:
     """The legacy daemon's 4-byte reply (an int holding the HRESULT)."""
     return _U32.pack(status & 0xFFFFFFFF)

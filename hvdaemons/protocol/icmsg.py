@@ -4,7 +4,9 @@
 Mirrors the packet descriptor of include/linux/hyperv.h (struct
 vmpacket_descriptor), the IC headers (struct vmbuspipe_hdr, struct
 icmsg_hdr) and vmbus_prep_negotiate_resp() of drivers/hv/channel_mgmt.c,
-which tools/hv/hv_fcopy_uio_daemon.c copies.  See spec fcopy.md 3.4-3.5.
+which tools/hv/hv_fcopy_uio_daemon.c copies.  The layouts are
+bindings/vmbus.cdef.h's, through _ffi; docs/protocol.md describes the
+messages.
 
 Pure: bytes in, dataclasses and bytes out.  A response is the request's
 payload with status and icflags changed, never longer or shorter.  The
@@ -19,46 +21,49 @@ from dataclasses import dataclass
 
 from .. import _ffi
 from ..errors import ProtocolError
+from .status import HvStatus
 
 # struct vmpacket_descriptor: type, offset8, len8, flags, trans_id.
 DESC = struct.Struct("<HHHHQ")
-DESC_SIZE = DESC.size  # 16
-VM_PKT_DATA_INBAND = 6
+DESC_SIZE = _ffi.sizeof("struct vmpacket_descriptor")  # 16
+VM_PKT_DATA_INBAND = _ffi.const("VM_PKT_DATA_INBAND")
 
-# struct vmbuspipe_hdr (8 bytes) + struct icmsg_hdr (20 bytes).
-PIPE_HDR_SIZE = 8
+# struct vmbuspipe_hdr, then struct icmsg_hdr: all of them at once.
 ICMSG_HDR = struct.Struct("<IIHHHHHHIBBH")
-ICMSG_HDR_SIZE = ICMSG_HDR.size  # 28
-STATUS_OFFSET = 20
-ICFLAGS_OFFSET = 25
-ICMSGSIZE_OFFSET = 18
+PIPE_HDR_SIZE = _ffi.sizeof("struct vmbuspipe_hdr")  # 8
+ICMSG_HDR_SIZE = PIPE_HDR_SIZE + _ffi.sizeof("struct icmsg_hdr")  # 28
+# Offsets in an IC payload (from the pipe header on).
+ICMSGSIZE_OFFSET = PIPE_HDR_SIZE + _ffi.offsetof("struct icmsg_hdr", "icmsgsize")  # 18
+STATUS_OFFSET = PIPE_HDR_SIZE + _ffi.offsetof("struct icmsg_hdr", "status")  # 20
+TRANSACTION_ID_OFFSET = PIPE_HDR_SIZE + _ffi.offsetof("struct icmsg_hdr", "ictransaction_id")
+ICFLAGS_OFFSET = PIPE_HDR_SIZE + _ffi.offsetof("struct icmsg_hdr", "icflags")  # 25
+# The struct formats mirror the C structs (tests/test_abi.py holds every field to them).
+assert DESC.size == DESC_SIZE and ICMSG_HDR.size == ICMSG_HDR_SIZE
 
-ICMSGTYPE_NEGOTIATE = 0
-ICMSGTYPE_HEARTBEAT = 1
-ICMSGTYPE_KVPEXCHANGE = 2
-ICMSGTYPE_SHUTDOWN = 3
-ICMSGTYPE_TIMESYNC = 4
-ICMSGTYPE_VSS = 5
-ICMSGTYPE_FCOPY = 7
+ICMSGTYPE_NEGOTIATE = _ffi.const("ICMSGTYPE_NEGOTIATE")
+ICMSGTYPE_HEARTBEAT = _ffi.const("ICMSGTYPE_HEARTBEAT")
+ICMSGTYPE_FCOPY = _ffi.const("ICMSGTYPE_FCOPY")
 
-ICMSGHDRFLAG_TRANSACTION = 1
-ICMSGHDRFLAG_REQUEST = 2
-ICMSGHDRFLAG_RESPONSE = 4
+ICMSGHDRFLAG_TRANSACTION = _ffi.const("ICMSGHDRFLAG_TRANSACTION")
+ICMSGHDRFLAG_REQUEST = _ffi.const("ICMSGHDRFLAG_REQUEST")
+ICMSGHDRFLAG_RESPONSE = _ffi.const("ICMSGHDRFLAG_RESPONSE")
 
 # The kernel's sanity limits on the negotiate counts (MAX_FW/SRV_VERSIONS).
 MAX_VERSIONS = 100
-# struct icmsg_negotiate up to and including the reserved word.
-NEGOTIATE_FIXED = 8
-NEGOTIATE_MIN = ICMSG_HDR_SIZE + 4  # the two counts must be present
-NEGOTIATE_RESP_SIZE = 16  # icmsgsize of every negotiate reply
-
-HV_S_OK = _ffi.const("HV_S_OK")
-HV_E_FAIL = _ffi.const("HV_E_FAIL")
+# struct icmsg_negotiate up to its versions, and one version.
+NEGOTIATE_FIXED = _ffi.offsetof("struct icmsg_negotiate", "icversion_data")  # 8
+VERSION_SIZE = _ffi.sizeof("struct ic_version")  # 4
+# The two counts must be present.
+NEGOTIATE_MIN = ICMSG_HDR_SIZE + _ffi.offsetof("struct icmsg_negotiate", "reserved")
+# icmsgsize of every negotiate reply: the fixed part and the two versions chosen.
+NEGOTIATE_RESP_SIZE = NEGOTIATE_FIXED + 2 * VERSION_SIZE  # 16
 
 Version = tuple[int, int]
 
-# File copy preference lists (hv_fcopy_uio_daemon.c: FW_VER_COUNT/FCOPY_VER_COUNT).
-FCOPY_FW_VERSIONS: tuple[Version, ...] = ((3, 0),)
+_UTIL_FW_VERSION = _ffi.const("UTIL_FW_VERSION")  # major << 16 | minor
+# File copy preference lists (hv_fcopy_uio_daemon.c: fw_versions[] holds
+# UTIL_FW_VERSION, fcopy_versions[] WIN8_SRV_VERSION, 1.1).
+FCOPY_FW_VERSIONS: tuple[Version, ...] = ((_UTIL_FW_VERSION >> 16, _UTIL_FW_VERSION & 0xFFFF),)
 FCOPY_SVC_VERSIONS: tuple[Version, ...] = ((1, 1),)
 
 
@@ -102,7 +107,7 @@ class IcHeader:
         return bool(self.icflags & ICMSGHDRFLAG_RESPONSE)
 
 
-def parse_header(payload: bytes) -> IcHeader:
+def decode_header(payload: bytes) -> IcHeader:
     """The IC headers at the start of a packet payload."""
     if len(payload) < ICMSG_HDR_SIZE:
         raise ProtocolError(f"IC message of {len(payload)} bytes is shorter than its headers")
@@ -117,7 +122,7 @@ def body(payload: bytes) -> bytes:
     return payload[ICMSG_HDR_SIZE:]
 
 
-def response(payload: bytes, status: int) -> bytes:
+def encode_status_reply(payload: bytes, status: int) -> bytes:
     """The reply to a request: same bytes and length, status set, icflags TRANSACTION|RESPONSE."""
     if len(payload) < ICMSG_HDR_SIZE:
         raise ProtocolError(f"IC message of {len(payload)} bytes is shorter than its headers")
@@ -160,7 +165,7 @@ def negotiate(
         raise ProtocolError(f"negotiate of {len(payload)} bytes is shorter than its headers")
     if len(payload) < NEGOTIATE_MIN:
         # The kernel gives up before touching the body or icmsgsize.
-        return Negotiated(response(payload, HV_E_FAIL), None, None)
+        return Negotiated(encode_status_reply(payload, HvStatus.E_FAIL), None, None)
     out = bytearray(payload)
     struct.pack_into("<H", out, ICMSGSIZE_OFFSET, NEGOTIATE_RESP_SIZE)
     base = ICMSG_HDR_SIZE
@@ -171,18 +176,19 @@ def negotiate(
     if (
         fw_count <= MAX_VERSIONS
         and svc_count <= MAX_VERSIONS
-        and data + 4 * (fw_count + svc_count) <= len(out)
+        and data + VERSION_SIZE * (fw_count + svc_count) <= len(out)
     ):
         offered = [
-            struct.unpack_from("<HH", out, data + 4 * i) for i in range(fw_count + svc_count)
+            struct.unpack_from("<HH", out, data + VERSION_SIZE * i)
+            for i in range(fw_count + svc_count)
         ]
         fw = _pick(fw_versions, offered[:fw_count])
         if fw is not None:
             svc = _pick(svc_versions, offered[fw_count:])
     ok = fw is not None and svc is not None
     struct.pack_into("<HH", out, base, int(ok), int(ok))
-    if ok and data + 8 <= len(out):
+    if ok and data + 2 * VERSION_SIZE <= len(out):
         assert fw is not None and svc is not None
         struct.pack_into("<HHHH", out, data, fw[0], fw[1], svc[0], svc[1])
-    reply = response(bytes(out), HV_S_OK if ok else HV_E_FAIL)
+    reply = encode_status_reply(bytes(out), HvStatus.S_OK if ok else HvStatus.E_FAIL)
     return Negotiated(reply, fw if ok else None, svc if ok else None)

@@ -4,8 +4,8 @@
 Mirrors the message handling of tools/hv/hv_kvp_daemon.c: every offset and
 constant comes from <linux/hyperv.h> through _ffi.
 
-decode_request() turns a message into a frozen dataclass; the reply_*
-functions build the reply the way the reference does, from the message *as
+decode_request() turns a message into a frozen dataclass; the
+encode_*_reply functions build the reply the way the reference does, from the message *as
 received*: the status overwrites bytes 0-3 (the error field overlays the
 header) and everything else stays as the kernel sent it, except the fields
 the operation fills in.  The kernel side (drivers/hv/hv_kvp.c) is the
@@ -40,6 +40,15 @@ POOL_COUNT = _ffi.const("KVP_POOL_COUNT")  # 5
 # GET_IP_INFO's addr_family bits (the daemon reports the families it found).
 ADDR_FAMILY_IPV4 = _ffi.const("ADDR_FAMILY_IPV4")
 ADDR_FAMILY_IPV6 = _ffi.const("ADDR_FAMILY_IPV6")
+ADDR_FAMILY_NONE = _ffi.const("ADDR_FAMILY_NONE")
+# The most drivers/hv/hv_kvp.c passes between daemon and host, in UTF-16 code
+# units: the kvp_ip_val strings (process_ib_ipinfo()), and the key and value
+# of an ENUMERATE or GET answer (kvp_respond_to_host(), utf8s_to_utf16s()).
+MAX_ADAPTER_ID_SIZE = _ffi.const("MAX_ADAPTER_ID_SIZE")
+MAX_IP_ADDR_SIZE = _ffi.const("MAX_IP_ADDR_SIZE")
+MAX_GATEWAY_SIZE = _ffi.const("MAX_GATEWAY_SIZE")
+HOST_KEY_UNITS = MAX_KEY_SIZE // 2 - 2  # 254
+HOST_VALUE_UNITS = MAX_VALUE_SIZE // 2 - 2  # 1022
 
 
 class KvpOp(enum.IntEnum):
@@ -302,7 +311,7 @@ def decode_request(msg: bytes) -> Request:
 # -- daemon side: replies ------------------------------------------------------------
 
 
-def registration_message() -> bytes:
+def encode_registration() -> bytes:
     """What the daemon writes after open(): a zeroed message with op REGISTER1."""
     msg = bytearray(KVP_MSG_SIZE)
     msg[OFF_OP] = KvpOp.REGISTER1
@@ -318,7 +327,7 @@ def _as_reply(msg: bytes) -> bytearray:
     return buf
 
 
-def reply_status(msg: bytes, status: int) -> bytes:
+def encode_status_reply(msg: bytes, status: int) -> bytes:
     """The message as received with status in the error field (SET, DELETE, failures)."""
     if len(msg) == KVP_MSG_SIZE:
         return b"".join((_U32.pack(status & 0xFFFFFFFF), memoryview(msg)[OFF_STATUS + 4 :]))
@@ -331,13 +340,14 @@ _S_OK = _U32.pack(HvStatus.S_OK)
 _ZEROS = bytes(MAX_VALUE_SIZE)
 
 
-def reply_get(msg: bytes, value: bytes) -> bytes:
+def encode_get_reply(msg: bytes, value: bytes) -> bytes:
     """HV_S_OK and the found value where the kernel reads a GET answer.
 
-    Deliberate difference (spec kvp.md 6.2 [rec]): the reference copies
-    value_size (always 0 from the kernel) bytes to kvp_get.data.value at
-    offset 528, so the host gets an empty value; the kernel reads the answer
-    from the ENUMERATE view at offset 532.  We write the value there,
+    Deliberate difference (docs/protocol.md, "The answer to a GET"): the
+    reference copies value_size (always 0 from the kernel) bytes to
+    kvp_get.data.value at offset 528, so the host gets an empty value; the
+    kernel reads the answer from the ENUMERATE view at offset 532
+    (drivers/hv/hv_kvp.c, kvp_respond_to_host()).  We write the value there,
     NUL-terminated and zero-padded over the 2048-byte field, and clear
     528-531 so nothing else looks like a string at 528.
     """
@@ -355,7 +365,7 @@ def reply_get(msg: bytes, value: bytes) -> bytes:
     )
 
 
-def reply_enumerate_record(msg: bytes, key_field: bytes, value_field: bytes) -> bytes:
+def encode_enumerate_record_reply(msg: bytes, key_field: bytes, value_field: bytes) -> bytes:
     """HV_S_OK and a pool record: the full 512-byte key and 2048-byte value arrays.
 
     As the reference does (memcpy of both arrays), so whatever follows the
@@ -375,7 +385,7 @@ def reply_enumerate_record(msg: bytes, key_field: bytes, value_field: bytes) -> 
     )
 
 
-def reply_enumerate_strings(msg: bytes, key: bytes, value: bytes) -> bytes:
+def encode_enumerate_strings_reply(msg: bytes, key: bytes, value: bytes) -> bytes:
     """HV_S_OK and a synthesized (auto pool) item, strcpy()'d as the reference does.
 
     Only the strings and their terminators are written; a longer string is
@@ -404,7 +414,7 @@ def encode_ip_value(buf: bytearray, value: IpValue) -> None:
     _put_ip(buf, IP_DNS_ADDR, value.dns_addr)
 
 
-def reply_ip_info(msg: bytes, status: int, value: IpValue | None) -> bytes:
+def encode_ip_info_reply(msg: bytes, status: int, value: IpValue | None) -> bytes:
     """GET_IP_INFO's reply: status, and the adapter's configuration if there is one."""
     buf = _as_reply(msg)
     _U32.pack_into(buf, OFF_STATUS, status & 0xFFFFFFFF)

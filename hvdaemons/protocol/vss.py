@@ -2,7 +2,8 @@
 """VSS messages (struct hv_vss_msg) as bytes.
 
 Mirrors the message handling of tools/hv/hv_vss_daemon.c and the kernel
-side of drivers/hv/hv_snapshot.c (see spec vss.md 2-5): a 12-byte
+side of drivers/hv/hv_snapshot.c (vss_handle_handshake(), vss_on_msg();
+docs/protocol.md): a 12-byte
 registration with VSS_OP_REGISTER1, a 4-byte u32 kernel reply, then 12-byte
 requests answered by 12-byte replies whose first four bytes (the `error`
 union member) carry the status.
@@ -21,7 +22,8 @@ from ..errors import ProtocolError
 from .status import HvStatus
 
 MSG_SIZE = _ffi.sizeof("struct hv_vss_msg")  # 12
-# The kernel's registration reply is a bare u32 (its module version).
+# The kernel's registration reply is a bare u32, its version, not a message
+# (hv_snapshot.c, vss_handle_handshake(); docs/protocol.md, "Registration").
 REGISTRATION_REPLY_SIZE = 4
 # `error` overlays vss_hdr.operation; both are host byte order, as the C
 # daemon writes them.  HV_E_FAIL is above INT_MAX, so pack it unsigned.
@@ -64,7 +66,7 @@ def op_name(op: int) -> str:
         return str(op)
 
 
-def registration() -> bytes:
+def encode_registration() -> bytes:
     """The 12-byte message that registers a daemon (VSS_OP_REGISTER1, rest zero).
 
     Legacy VSS_OP_REGISTER (128) gets no reply and never makes current
@@ -75,7 +77,7 @@ def registration() -> bytes:
     return bytes(msg)
 
 
-def parse_registration_reply(data: bytes) -> int:
+def decode_registration_reply(data: bytes) -> int:
     """The kernel's version from its 4-byte registration reply."""
     if len(data) != REGISTRATION_REPLY_SIZE:
         raise ProtocolError(f"invalid version negotiation: {len(data)}-byte reply, expected 4")
@@ -83,13 +85,13 @@ def parse_registration_reply(data: bytes) -> int:
     return int(version)
 
 
-def parse_request(data: bytes) -> VssRequest:
+def decode_request(data: bytes) -> VssRequest:
     if len(data) != MSG_SIZE:
         raise ProtocolError(f"{len(data)}-byte VSS message, expected {MSG_SIZE}")
     return VssRequest(op=data[0], raw=bytes(data))
 
 
-def reply(req: bytes, status: int) -> bytes:
+def encode_status_reply(req: bytes, status: int) -> bytes:
     """The 12-byte reply: the request with `error` set to status.
 
     The C daemon writes its request buffer back with only `error` changed,
@@ -105,9 +107,9 @@ __all__ = [
     "HvStatus",
     "VssOp",
     "VssRequest",
+    "decode_registration_reply",
+    "decode_request",
+    "encode_registration",
+    "encode_status_reply",
     "op_name",
-    "parse_registration_reply",
-    "parse_request",
-    "registration",
-    "reply",
 ]

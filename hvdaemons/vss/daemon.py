@@ -9,9 +9,10 @@ never leaving a guest frozen (see freeze.py and mounts.py):
 
 * filesystems on loop devices are frozen in stacking order instead of being
   skipped; EOPNOTSUPP/ENOTTY filesystems are skipped instead of failing;
-* SIGTERM/SIGINT, a lost device and a deadline without THAW all thaw;
-  THAW after such an automatic thaw answers HV_E_FAIL (the snapshot may be
-  inconsistent), and an unknown op answers HV_E_FAIL (the reference: S_OK);
+* SIGTERM/SIGINT, a lost device and a deadline without THAW all thaw; a
+  THAW after the deadline's thaw answers HV_E_FAIL (the snapshot may be
+  inconsistent; after the other two the host's transaction is gone anyway),
+  and an unknown op answers HV_E_FAIL (the reference: S_OK);
 * a state file records a freeze, so a restart after SIGKILL thaws;
 * --list prints the plan, --thaw thaws everything (the unit's ExecStopPost=).
 """
@@ -62,26 +63,26 @@ class VssHandler:
         self.status = status if status is not None else StatusLine(enabled=False)
 
     def registration(self) -> bytes:
-        return vss.registration()
+        return vss.encode_registration()
 
     def registration_reply(self, msg: bytes) -> bool:
-        version = vss.parse_registration_reply(msg)  # ProtocolError: reopen
+        version = vss.decode_registration_reply(msg)  # ProtocolError: reopen
         log.info("VSS: kernel module version: %d", version)
         self.status.set("registered", f"registered with protocol version {version}")
         return True
 
     def describe(self, msg: bytes) -> str:
         try:
-            return vss.VssOp(vss.parse_request(msg).op).name
+            return vss.VssOp(vss.decode_request(msg).op).name
         except (ProtocolError, ValueError):
             return f"of {len(msg)} bytes"
 
     def handle(self, msg: bytes) -> bytes | None:
         try:
-            req = vss.parse_request(msg)
+            req = vss.decode_request(msg)
         except ProtocolError as e:
             log.error("read failed; error: %s", e)
-            return vss.reply(msg, HvStatus.E_FAIL)
+            return vss.encode_status_reply(msg, HvStatus.E_FAIL)
         op = req.op
         status = HvStatus.S_OK
         if op in (vss.VssOp.FREEZE, vss.VssOp.THAW):
@@ -101,10 +102,10 @@ class VssHandler:
             # operation not performed could make a host trust a bad snapshot.
             log.error("Illegal op:%d", op)
             status = HvStatus.E_FAIL
-        return vss.reply(req.raw, status)
+        return vss.encode_status_reply(req.raw, status)
 
     def failure_reply(self, msg: bytes) -> bytes | None:
-        return vss.reply(msg, HvStatus.E_FAIL)
+        return vss.encode_status_reply(msg, HvStatus.E_FAIL)
 
     def reset(self) -> None:
         # Like the reference since 5.7: thaw before reopening the device.

@@ -39,6 +39,7 @@ from typing import Callable, Protocol
 
 from .. import _ffi
 from .. import log as hvlog
+from ..errors import HvError
 from .mounts import Dev, Plan, Planner, Target
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ RELEASE_DELAY = 0.001
 UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOTTY})
 
 
-class NotReached(Exception):
+class NotReached(HvError):
     """The mount point no longer leads to the filesystem planned (mount table changed)."""
 
 
@@ -441,6 +442,9 @@ class FreezeEngine:
             if self._deadline is not None:
                 self._deadline.disarm()
             if not self._frozen:
+                # The timer just disarmed may have been due to emit the log
+                # lines held since a host THAW: nothing is frozen, emit them.
+                self._release()
                 return Outcome()
             out = self._finish_thaw(list(reversed(self._frozen)))
             log.warning("%s while frozen: thawed %d filesystem(s)", why, len(out.done))

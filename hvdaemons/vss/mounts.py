@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Which filesystems a VSS freeze covers, and in which order.
 
-Mirrors the selection in vss_operate() of tools/hv/hv_vss_daemon.c (spec
-vss.md 6): a mount is frozen if its source is under /dev/, it is read-write,
+Mirrors the selection in vss_operate() of tools/hv/hv_vss_daemon.c: a
+mount is frozen if its source is under /dev/, it is read-write,
 it is not vfat, and `/` comes last.  The reference also skips every
 filesystem whose block device sits on a loop device, because freezing the
 filesystem holding the loop's backing file first would deadlock.  Here the
@@ -28,6 +28,8 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable
+
+from ..errors import HvError
 
 MOUNTINFO = "/proc/self/mountinfo"
 SYSFS = "/sys"
@@ -164,7 +166,7 @@ class LoopDevice:
     sectors: int
 
 
-class _Unresolved(Exception):
+class _Unresolved(HvError):
     """The storage under a filesystem cannot be pinned down: leave it alone."""
 
 
@@ -227,9 +229,6 @@ class Planner:
             self._watch_fd = os.open(self.mountinfo, os.O_RDONLY | os.O_CLOEXEC)
             self._watch = select.poll()
             self._watch.register(self._watch_fd, select.POLLPRI)
-
-    def read_mounts(self) -> list[Mount]:
-        return parse_mountinfo(self._read_mountinfo())
 
     def _read_mountinfo(self) -> bytes:
         with open(self.mountinfo, "rb") as f:

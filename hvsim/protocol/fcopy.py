@@ -29,11 +29,12 @@ from hvdaemons.protocol.fcopy import (
     FcopyOp,
 )
 
+_I32 = struct.Struct("<i")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
 
-def header(op: int) -> bytes:
+def encode_header(op: int) -> bytes:
     """A 36-byte hv_fcopy_hdr (service ids zero, as the legacy kernel builds them)."""
     return _U32.pack(op) + bytes(HDR_SIZE - 4)
 
@@ -64,7 +65,7 @@ def encode_start(
     bytes names are stored as given (zero-padded), str names encoded.
     """
     msg = bytearray(START_SIZE)
-    msg[0:HDR_SIZE] = header(FcopyOp.START)
+    msg[0:HDR_SIZE] = encode_header(FcopyOp.START)
     msg[OFF_FILE_NAME : OFF_FILE_NAME + NAME_FIELD_SIZE] = _name_field(file_name, utf16)
     msg[OFF_PATH_NAME : OFF_PATH_NAME + NAME_FIELD_SIZE] = _name_field(path_name, utf16)
     _U32.pack_into(msg, OFF_COPY_FLAGS, flags)
@@ -77,7 +78,7 @@ def encode_write(offset: int, data: bytes, *, size: int | None = None) -> bytes:
     if len(data) > DATA_FRAGMENT:
         raise ValueError(f"fragment of {len(data)} bytes, at most {DATA_FRAGMENT}")
     msg = bytearray(WRITE_SIZE)
-    msg[0:HDR_SIZE] = header(FcopyOp.WRITE)
+    msg[0:HDR_SIZE] = encode_header(FcopyOp.WRITE)
     _U64.pack_into(msg, OFF_W_OFFSET, offset)
     _U32.pack_into(msg, OFF_W_SIZE, len(data) if size is None else size)
     msg[OFF_W_DATA : OFF_W_DATA + len(data)] = data
@@ -85,14 +86,27 @@ def encode_write(offset: int, data: bytes, *, size: int | None = None) -> bytes:
 
 
 def encode_complete() -> bytes:
-    return header(FcopyOp.COMPLETE)
+    return encode_header(FcopyOp.COMPLETE)
 
 
 def encode_cancel() -> bytes:
-    return header(FcopyOp.CANCEL)
+    return encode_header(FcopyOp.CANCEL)
 
 
-def decode_status(reply: bytes) -> int:
+def decode_registration(msg: bytes) -> int:
+    """The version a legacy daemon registers with (an int); ProtocolError if msg is no registration."""
+    if len(msg) != 4:
+        raise ProtocolError(f"registration of {len(msg)} bytes, need 4")
+    version: int = _I32.unpack(msg)[0]
+    return version
+
+
+def encode_registration_reply(version: int) -> bytes:
+    """hv_fcopy.c's answer to a registration: the version, echoed."""
+    return _U32.pack(version)
+
+
+def decode_status_reply(reply: bytes) -> int:
     if len(reply) != 4:
         raise ProtocolError(f"status reply of {len(reply)} bytes, need 4")
     status: int = _U32.unpack(reply)[0]

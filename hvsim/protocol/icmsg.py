@@ -11,9 +11,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
+from hvdaemons import _ffi
 from hvdaemons.protocol.icmsg import (
     DESC,
     DESC_SIZE,
+    FCOPY_FW_VERSIONS,
+    FCOPY_SVC_VERSIONS,
     ICMSG_HDR,
     ICMSG_HDR_SIZE,
     ICMSGHDRFLAG_REQUEST,
@@ -25,7 +28,11 @@ from hvdaemons.protocol.icmsg import (
 )
 
 # vmpacket_descriptor.flags: the host asks for a completion (the IC requests).
-VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED = 1
+VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED = _ffi.const(
+    "VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED"
+)
+# vmbuspipe_hdr.flags as Hyper-V sends it.
+_PIPE_FLAGS = 1
 
 
 def encode_packet(
@@ -37,18 +44,21 @@ def encode_packet(
     return DESC.pack(ptype, DESC_SIZE // 8, len8, flags, trans_id) + payload + bytes(pad)
 
 
-def build_request(
+def encode_request(
     msgtype: int,
     body_bytes: bytes,
     *,
-    framework: Version = (3, 0),
-    msg_version: Version = (1, 1),
+    framework: Version = FCOPY_FW_VERSIONS[0],
+    msg_version: Version = FCOPY_SVC_VERSIONS[0],
     transaction_id: int = 0,
 ) -> bytes:
-    """A host-side IC request payload (what the simulated host sends)."""
+    """A host-side IC request payload (what the simulated host sends).
+
+    The versions default to those a file-copy channel negotiates.
+    """
     msgsize = len(body_bytes)
     header = ICMSG_HDR.pack(
-        1,  # vmbuspipe_hdr.flags as Hyper-V sends it
+        _PIPE_FLAGS,
         msgsize + (ICMSG_HDR_SIZE - PIPE_HDR_SIZE),
         framework[0],
         framework[1],
@@ -64,10 +74,12 @@ def build_request(
     return header + body_bytes
 
 
-def negotiate_request(fw_offered: Sequence[Version], svc_offered: Sequence[Version]) -> bytes:
+def encode_negotiate_request(
+    fw_offered: Sequence[Version], svc_offered: Sequence[Version]
+) -> bytes:
     """A host-side NEGOTIATE payload offering these versions."""
     versions = list(fw_offered) + list(svc_offered)
     neg = struct.pack("<HHI", len(fw_offered), len(svc_offered), 0) + b"".join(
         struct.pack("<HH", major, minor) for major, minor in versions
     )
-    return build_request(ICMSGTYPE_NEGOTIATE, neg, msg_version=(0, 0))
+    return encode_request(ICMSGTYPE_NEGOTIATE, neg, msg_version=(0, 0))

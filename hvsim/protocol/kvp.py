@@ -4,10 +4,10 @@ for the daemon, and how it reads the daemon's replies before answering the
 host.
 
 Moved out of hvdaemons.protocol.kvp (the daemon side), which supplies the
-layout (offsets from <linux/hyperv.h> through hvdaemons._ffi): kernel_*
-functions build the zero-filled messages hv_kvp.c hands to the daemon (UTF-8
-strings converted from the host's UTF-16, key_size/value_size rules,
-REG_U32/REG_U64 printed as decimal text), and read_reply() interprets a
+layout (offsets from <linux/hyperv.h> through hvdaemons._ffi): the
+encode_*_request functions build the zero-filled messages hv_kvp.c hands to
+the daemon (UTF-8 strings converted from the host's UTF-16, key_size/value_size
+rules, REG_U32/REG_U64 printed as decimal text), and decode_reply() interprets a
 daemon's reply the way hv_kvp.c does before answering the host (status at
 offset 0; ENUMERATE key at 20 and value at 532; GET value at 532).
 
@@ -21,8 +21,11 @@ import struct
 from dataclasses import dataclass
 
 from hvdaemons import _ffi
-from hvdaemons.errors import ProtocolError
+from hvdaemons.errors import HvError, ProtocolError
 from hvdaemons.protocol.kvp import (
+    ADDR_FAMILY_NONE,
+    HOST_KEY_UNITS,
+    HOST_VALUE_UNITS,
     IP_ADAPTER_ID,
     IP_ADDR,
     IP_ADDR_FAMILY,
@@ -31,6 +34,9 @@ from hvdaemons.protocol.kvp import (
     IP_GATE_WAY,
     IP_SUB_NET,
     KVP_MSG_SIZE,
+    MAX_ADAPTER_ID_SIZE,
+    MAX_GATEWAY_SIZE,
+    MAX_IP_ADDR_SIZE,
     MAX_KEY_SIZE,
     MAX_VALUE_SIZE,
     OFF_DEL_KEY,
@@ -52,11 +58,6 @@ from hvdaemons.protocol.kvp import (
 )
 from hvdaemons.protocol.status import HvStatus
 
-MAX_ADAPTER_ID_SIZE = _ffi.const("MAX_ADAPTER_ID_SIZE")  # u16 units on the host wire
-MAX_IP_ADDR_SIZE = _ffi.const("MAX_IP_ADDR_SIZE")
-MAX_GATEWAY_SIZE = _ffi.const("MAX_GATEWAY_SIZE")
-ADDR_FAMILY_NONE = _ffi.const("ADDR_FAMILY_NONE")
-
 
 class RegType(enum.IntEnum):
     """Value types on the host wire (REG_SZ etc.)."""
@@ -69,7 +70,7 @@ class RegType(enum.IntEnum):
 _U32 = struct.Struct("<I")
 
 
-def status_of(reply: bytes) -> int:
+def decode_status_reply(reply: bytes) -> int:
     """The status a reply carries (the error field, unsigned)."""
     status: int = _U32.unpack_from(reply, OFF_STATUS)[0]
     return status
@@ -113,14 +114,16 @@ def _kernel_key(msg: bytearray, size_off: int, key_off: int, key: str) -> None:
     _U32.pack_into(msg, size_off, len(data) + 1)
 
 
-def kernel_get(pool: int, key: str) -> bytes:
+def encode_get_request(pool: int, key: str) -> bytes:
     """GET as hv_kvp.c sends it: key and key_size only (value_size and value_type stay 0)."""
     msg = _kernel_msg(KvpOp.GET, pool)
     _kernel_key(msg, OFF_KV_KEY_SIZE, OFF_KV_KEY, key)
     return bytes(msg)
 
 
-def kernel_set(pool: int, key: str, value: str | int | None, value_type: int = RegType.SZ) -> bytes:
+def encode_set_request(
+    pool: int, key: str, value: str | int | None, value_type: int = RegType.SZ
+) -> bytes:
     """SET as hv_kvp.c sends it.
 
     REG_SZ: UTF-8 of the value (at most 2047 bytes), value_size = length + 1;
@@ -143,13 +146,13 @@ def kernel_set(pool: int, key: str, value: str | int | None, value_type: int = R
     return bytes(msg)
 
 
-def kernel_delete(pool: int, key: str) -> bytes:
+def encode_delete_request(pool: int, key: str) -> bytes:
     msg = _kernel_msg(KvpOp.DELETE, pool)
     _kernel_key(msg, OFF_DEL_KEY_SIZE, OFF_DEL_KEY, key)
     return bytes(msg)
 
 
-def kernel_enumerate(pool: int, index: int) -> bytes:
+def encode_enumerate_request(pool: int, index: int) -> bytes:
     msg = _kernel_msg(KvpOp.ENUMERATE, pool)
     _U32.pack_into(msg, OFF_ENUM_INDEX, index & 0xFFFFFFFF)
     return bytes(msg)
@@ -161,7 +164,7 @@ def _kernel_ip(msg: bytearray, field: tuple[int, int], text: str, maxout: int) -
     msg[off : off + len(data)] = data
 
 
-def kernel_get_ip_info(
+def encode_get_ip_info_request(
     adapter_id: str, addr_family: int = ADDR_FAMILY_NONE, pool: int = 0
 ) -> bytes:
     """GET_IP_INFO as hv_kvp.c sends it: adapter_id (<= 128 bytes) and addr_family."""
@@ -171,7 +174,7 @@ def kernel_get_ip_info(
     return bytes(msg)
 
 
-def kernel_set_ip_info(value: IpValue, pool: int = 0) -> bytes:
+def encode_set_ip_info_request(value: IpValue, pool: int = 0) -> bytes:
     """SET_IP_INFO as hv_kvp.c sends it (UTF-8 limits: 1024/1024/512/1024, adapter 128)."""
     msg = _kernel_msg(KvpOp.SET_IP_INFO, pool)
     _kernel_ip(msg, IP_ADDR, value.ip_addr, MAX_IP_ADDR_SIZE)
@@ -184,7 +187,7 @@ def kernel_set_ip_info(value: IpValue, pool: int = 0) -> bytes:
     return bytes(msg)
 
 
-def kernel_registration_reply(op: int = KvpOp.REGISTER1, version: bytes = b"3.1") -> bytes:
+def encode_registration_reply(op: int = KvpOp.REGISTER1, version: bytes = b"3.1") -> bytes:
     """The kernel's registration reply: op and HV_DRV_VERSION ("3.1")."""
     msg = _kernel_msg(op, 0)
     msg[OFF_REG_VERSION : OFF_REG_VERSION + len(version)] = version
@@ -194,7 +197,7 @@ def kernel_registration_reply(op: int = KvpOp.REGISTER1, version: bytes = b"3.1"
 # -- reading replies ------------------------------------------------------------------
 
 
-class KernelConversionError(ValueError):
+class KernelConversionError(HvError):
     """utf8s_to_utf16s() failed: the kernel answers the host HV_E_FAIL."""
 
 
@@ -241,7 +244,7 @@ def _kernel_string(reply: bytes, off: int) -> bytes:
     return cstring(reply, off, len(reply))
 
 
-def read_reply(op: int, reply: bytes) -> HostReply:
+def decode_reply(op: int, reply: bytes) -> HostReply:
     """Interpret a daemon's reply the way hv_kvp.c does (REGISTER1 daemons).
 
     The status is the error field.  Only on success does the kernel look at
@@ -251,20 +254,16 @@ def read_reply(op: int, reply: bytes) -> HostReply:
     """
     if len(reply) < KVP_MSG_SIZE:
         raise ProtocolError(f"reply of {len(reply)} bytes: the kernel refuses it (EINVAL)")
-    status = status_of(reply)
+    status = decode_status_reply(reply)
     if status != HvStatus.S_OK:
         return HostReply(status)
     try:
         if op == KvpOp.ENUMERATE:
-            key = kernel_utf8_to_utf16(_kernel_string(reply, OFF_ENUM_KEY), MAX_KEY_SIZE // 2 - 2)
-            value = kernel_utf8_to_utf16(
-                _kernel_string(reply, OFF_ENUM_VALUE), MAX_VALUE_SIZE // 2 - 2
-            )
+            key = kernel_utf8_to_utf16(_kernel_string(reply, OFF_ENUM_KEY), HOST_KEY_UNITS)
+            value = kernel_utf8_to_utf16(_kernel_string(reply, OFF_ENUM_VALUE), HOST_VALUE_UNITS)
             return HostReply(status, key=key, value=value)
         if op == KvpOp.GET:
-            value = kernel_utf8_to_utf16(
-                _kernel_string(reply, OFF_ENUM_VALUE), MAX_VALUE_SIZE // 2 - 2
-            )
+            value = kernel_utf8_to_utf16(_kernel_string(reply, OFF_ENUM_VALUE), HOST_VALUE_UNITS)
             return HostReply(status, value=value)
         if op == KvpOp.GET_IP_INFO:
 

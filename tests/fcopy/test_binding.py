@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from hvdaemons.fcopy import binding as B
-from hvdaemons.fcopy.discovery import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER, driver_name
+from hvdaemons.fcopy.discovery import driver_name
+from hvdaemons.vmbus import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
 from tests.support.fcopy import vmbus_device
 
 

@@ -22,18 +22,14 @@ from hvdaemons.errors import ProtocolError
 from hvdaemons.fcopy.chardev import FcopyHandler
 from hvdaemons.fcopy.writer import TEMP_RE, FileCopier
 from hvdaemons.protocol import fcopy as P
-from hvdaemons.protocol.fcopy import (
-    ALREADY_EXISTS,
-    CREATE_PATH,
-    DISK_FULL,
-    E_FAIL,
-    OVER_WRITE,
-    S_OK,
-)
+from hvdaemons.protocol.fcopy import CREATE_PATH, OVER_WRITE
+from hvdaemons.protocol.status import HvStatus
 from hvsim.launch import NEUTRAL_CWD, python_argv
 from hvsim.protocol import fcopy as sim_fcopy
 from tests.support.fcopy import LegacyRig, daemon_argv, daemon_env, wait_for
 from tests.support.notify import NotifySocket
+
+ALREADY_EXISTS, DISK_FULL, E_FAIL, S_OK = HvStatus.ERROR_ALREADY_EXISTS, HvStatus.ERROR_DISK_FULL, HvStatus.E_FAIL, HvStatus.S_OK
 
 GiB = 1 << 30
 
@@ -45,19 +41,19 @@ def test_handler_registers_and_answers_with_an_int_status(tmp_path: Path) -> Non
     with pytest.raises(ProtocolError):
         h.registration_reply(bytes(8))
     start = sim_fcopy.encode_start("f", str(tmp_path), 0, 3, utf16=False)
-    assert h.handle(start) == P.encode_status(P.S_OK)
-    assert h.handle(sim_fcopy.encode_write(0, b"abc")) == P.encode_status(P.S_OK)
-    assert h.handle(sim_fcopy.encode_complete() + bytes(28)) == P.encode_status(P.S_OK)
+    assert h.handle(start) == P.encode_status_reply(HvStatus.S_OK)
+    assert h.handle(sim_fcopy.encode_write(0, b"abc")) == P.encode_status_reply(HvStatus.S_OK)
+    assert h.handle(sim_fcopy.encode_complete() + bytes(28)) == P.encode_status_reply(HvStatus.S_OK)
     assert (tmp_path / "f").read_bytes() == b"abc"
-    assert h.handle(b"\x09\0\0\0" + bytes(32)) == P.encode_status(P.E_FAIL)
-    assert h.handle(b"\0") == P.encode_status(P.E_FAIL)
+    assert h.handle(b"\x09\0\0\0" + bytes(32)) == P.encode_status_reply(HvStatus.E_FAIL)
+    assert h.handle(b"\0") == P.encode_status_reply(HvStatus.E_FAIL)
     assert h.handle(b"") is None  # the pump woke up with nothing pending
     # A request that raised in the service loop: HV_E_FAIL, and the copy in progress fails.
-    assert h.handle(sim_fcopy.encode_start("g", str(tmp_path), 0, 3, utf16=False)) == P.encode_status(
-        P.S_OK
+    assert h.handle(sim_fcopy.encode_start("g", str(tmp_path), 0, 3, utf16=False)) == P.encode_status_reply(
+        HvStatus.S_OK
     )
-    assert h.failure_reply(start) == P.encode_status(P.E_FAIL)
-    assert h.handle(sim_fcopy.encode_complete()) == P.encode_status(P.E_FAIL)
+    assert h.failure_reply(start) == P.encode_status_reply(HvStatus.E_FAIL)
+    assert h.handle(sim_fcopy.encode_complete()) == P.encode_status_reply(HvStatus.E_FAIL)
     assert os.listdir(tmp_path) == ["f"]
 
 
@@ -198,7 +194,7 @@ def test_invalid_write_fails_the_copy_and_logs_once(rig: LegacyRig, guest: Path)
 
 
 def test_unknown_operation_gets_e_fail(rig: LegacyRig) -> None:
-    assert rig.host.send(sim_fcopy.header(7)) == E_FAIL
+    assert rig.host.send(sim_fcopy.encode_header(7)) == E_FAIL
     rig.logs.wait_for("Unknown operation: 7")
 
 

@@ -16,6 +16,7 @@ import pytest
 from hvdaemons.fcopy.dispatch import Dispatch
 from hvdaemons.fcopy.writer import FileCopier
 from hvdaemons.protocol import fcopy as P
+from hvdaemons.protocol.status import HvStatus
 from hvsim.protocol import fcopy as sim_fcopy
 
 BOTH = pytest.mark.parametrize("utf16", [False, True], ids=["chardev", "uio"])
@@ -33,12 +34,12 @@ def test_a_copy_from_start_to_complete(tmp_path: Path, utf16: bool) -> None:
         dispatch.status(sim_fcopy.encode_start(name, str(tmp_path / "in"), P.CREATE_PATH, 9, utf16=utf16))
         == 0
     )
-    assert dispatch.status(sim_fcopy.encode_write(0, b"hello")) == P.S_OK
-    assert dispatch.status(sim_fcopy.encode_write(5, b"!!!!")) == P.S_OK
-    assert dispatch.status(sim_fcopy.encode_complete() + bytes(28)) == P.S_OK
+    assert dispatch.status(sim_fcopy.encode_write(0, b"hello")) == HvStatus.S_OK
+    assert dispatch.status(sim_fcopy.encode_write(5, b"!!!!")) == HvStatus.S_OK
+    assert dispatch.status(sim_fcopy.encode_complete() + bytes(28)) == HvStatus.S_OK
     assert (tmp_path / "in" / name).read_bytes() == b"hello!!!!"
     # CANCEL of nothing succeeds, as in the reference.
-    assert dispatch.status(sim_fcopy.encode_cancel()) == P.S_OK
+    assert dispatch.status(sim_fcopy.encode_cancel()) == HvStatus.S_OK
 
 
 @BOTH
@@ -47,28 +48,28 @@ def test_a_bad_message_fails_the_copy_and_is_logged_once_per_copy(
 ) -> None:
     dispatch = Dispatch(FileCopier(), utf16=utf16)
     with caplog.at_level(logging.INFO):
-        assert dispatch.status(sim_fcopy.encode_start("f", str(tmp_path), 0, 0, utf16=utf16)) == P.S_OK
-        assert dispatch.status(sim_fcopy.encode_write(0, b"data")) == P.S_OK
+        assert dispatch.status(sim_fcopy.encode_start("f", str(tmp_path), 0, 0, utf16=utf16)) == HvStatus.S_OK
+        assert dispatch.status(sim_fcopy.encode_write(0, b"data")) == HvStatus.S_OK
         for _ in range(3):
-            assert dispatch.status(sim_fcopy.encode_write(4, b"x", size=P.DATA_FRAGMENT + 1)) == P.E_FAIL
-        assert dispatch.status(sim_fcopy.header(9)) == P.E_FAIL  # another kind of mistake, same copy
-        assert dispatch.status(sim_fcopy.encode_write(4, b"late")) == P.E_FAIL  # the copy is dead
-        assert dispatch.status(sim_fcopy.encode_complete()) == P.E_FAIL
+            assert dispatch.status(sim_fcopy.encode_write(4, b"x", size=P.DATA_FRAGMENT + 1)) == HvStatus.E_FAIL
+        assert dispatch.status(sim_fcopy.encode_header(9)) == HvStatus.E_FAIL  # another kind of mistake, same copy
+        assert dispatch.status(sim_fcopy.encode_write(4, b"late")) == HvStatus.E_FAIL  # the copy is dead
+        assert dispatch.status(sim_fcopy.encode_complete()) == HvStatus.E_FAIL
         assert os.listdir(tmp_path) == []  # no partial file anywhere
         assert bad_lines(caplog) == ["WRITE_TO_FILE of 6145 bytes exceeds the 6144-byte fragment"]
         # The next copy may be complained about again.
-        assert dispatch.status(sim_fcopy.encode_start("g", str(tmp_path), 0, 0, utf16=utf16)) == P.S_OK
-        assert dispatch.status(sim_fcopy.header(9)) == P.E_FAIL
+        assert dispatch.status(sim_fcopy.encode_start("g", str(tmp_path), 0, 0, utf16=utf16)) == HvStatus.S_OK
+        assert dispatch.status(sim_fcopy.encode_header(9)) == HvStatus.E_FAIL
     assert bad_lines(caplog)[1:] == ["Unknown operation: 9"]
 
 
 @BOTH
 def test_short_and_unknown_messages_get_e_fail(tmp_path: Path, utf16: bool) -> None:
     dispatch = Dispatch(FileCopier(), utf16=utf16)
-    assert dispatch.status(b"\x01\0") == P.E_FAIL
-    assert dispatch.status(sim_fcopy.encode_write(0, b"")[:51]) == P.E_FAIL
-    assert dispatch.status(sim_fcopy.encode_start("f", str(tmp_path), 0, 0, utf16=utf16)[:100]) == P.E_FAIL
-    assert dispatch.status(sim_fcopy.header(77)) == P.E_FAIL
+    assert dispatch.status(b"\x01\0") == HvStatus.E_FAIL
+    assert dispatch.status(sim_fcopy.encode_write(0, b"")[:51]) == HvStatus.E_FAIL
+    assert dispatch.status(sim_fcopy.encode_start("f", str(tmp_path), 0, 0, utf16=utf16)[:100]) == HvStatus.E_FAIL
+    assert dispatch.status(sim_fcopy.encode_header(77)) == HvStatus.E_FAIL
     assert os.listdir(tmp_path) == []
 
 
@@ -84,13 +85,13 @@ def test_a_bug_fails_the_request_and_its_copy_not_the_daemon(
     tmp_path: Path, utf16: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     dispatch = Dispatch(BrokenWriter(), utf16=utf16)
-    assert dispatch.status(sim_fcopy.encode_start("f", str(tmp_path), 0, 0, utf16=utf16)) == P.S_OK
+    assert dispatch.status(sim_fcopy.encode_start("f", str(tmp_path), 0, 0, utf16=utf16)) == HvStatus.S_OK
     assert len(os.listdir(tmp_path)) == 1  # the temporary file
     with caplog.at_level(logging.ERROR):
-        assert dispatch.status(sim_fcopy.encode_write(0, b"data")) == P.E_FAIL
+        assert dispatch.status(sim_fcopy.encode_write(0, b"data")) == HvStatus.E_FAIL
     records = [r for r in caplog.records if r.name == "hvdaemons.fcopy.dispatch"]
     assert [(r.getMessage(), r.exc_info is not None) for r in records] == [
         ("file copy request failed", True)
     ]
     assert os.listdir(tmp_path) == []  # the partial file went at once
-    assert dispatch.status(sim_fcopy.encode_complete()) == P.E_FAIL
+    assert dispatch.status(sim_fcopy.encode_complete()) == HvStatus.E_FAIL

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from hvdaemons.fcopy.writer import CopyStatus, FileCopier
 from hvdaemons.notify import StatusLine
-from hvdaemons.protocol.fcopy import S_OK, StartCopy
+from hvdaemons.protocol.fcopy import StartCopy
+from hvdaemons.protocol.status import HvStatus
+
+S_OK = HvStatus.S_OK
 
 
 def start(tmp_path: Path, name: str, size: int) -> StartCopy:

@@ -19,18 +19,19 @@ from typing import Callable
 
 import pytest
 
-from hvdaemons.protocol.fcopy import (
-    ALREADY_EXISTS,
-    CREATE_PATH,
-    DISK_FULL,
-    E_FAIL,
-    OVER_WRITE,
-    S_OK,
-)
+from hvdaemons.protocol.fcopy import CREATE_PATH, OVER_WRITE
+from hvdaemons.protocol.status import HvStatus
 from hvsim.fcopy import FcopyHost
 from hvsim.protocol import fcopy as sim_fcopy
 from tests.reference import refdaemons
 from tests.support.fcopy import LegacyRig, tree
+
+ALREADY_EXISTS, DISK_FULL, E_FAIL, S_OK = (
+    HvStatus.ERROR_ALREADY_EXISTS,
+    HvStatus.ERROR_DISK_FULL,
+    HvStatus.E_FAIL,
+    HvStatus.S_OK,
+)
 
 GiB = 1 << 30
 
@@ -271,5 +272,7 @@ def test_difference_oversized_write_is_refused(sides: tuple[Side, Side]) -> None
 
 
 def test_unknown_operation(sides: tuple[Side, Side]) -> None:
-    (s1, _, _), (s2, _, _) = both(sides, "unknown", lambda h, r: [h.send(sim_fcopy.header(9))])
+    (s1, _, _), (s2, _, _) = both(
+        sides, "unknown", lambda h, r: [h.send(sim_fcopy.encode_header(9))]
+    )
     assert s1 == s2 == [E_FAIL]

@@ -237,14 +237,14 @@ def test_write_without_start_and_oversized_write(guest: Guest) -> None:
 def test_malformed_packets_do_not_wedge_the_channel(guest: Guest) -> None:
     host = guest.host
     # A packet type file copy never uses: dropped, not answered.
-    host.post(sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_complete()), ptype=7)
+    host.post(sim_icmsg.encode_request(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_complete()), ptype=7)
     host.wait_consumed()
     # An in-band packet too short for the IC headers: dropped.
     host.post(b"short")
     host.wait_consumed()
     # An IC message of a type file copy does not speak: answered HV_E_FAIL.
-    reply = host.request(sim_icmsg.build_request(icmsg.ICMSGTYPE_HEARTBEAT, bytes(8)))
-    assert icmsg.parse_header(reply).status == E_FAIL
+    reply = host.request(sim_icmsg.encode_request(icmsg.ICMSGTYPE_HEARTBEAT, bytes(8)))
+    assert icmsg.decode_header(reply).status == E_FAIL
     # An unknown fcopy operation and a truncated START: HV_E_FAIL each.
     assert host.fcopy(struct.pack("<I", 77) + bytes(32)) == E_FAIL
     assert host.fcopy(sim_fcopy.encode_start("x", "/tmp", 0, utf16=True)[:600]) == E_FAIL

@@ -27,7 +27,6 @@ print(json.dumps({
     "devices": found,
     "drivers": [discovery.driver_name(d) for d in found],
     "uio": [None if u is None else [u.vmbus_dir, u.name, u.node, u.map_size] for u in dev],
-    "find": None if discovery.find_uio_device() is None else discovery.find_uio_device().name,
     "transport": daemon.choose_transport("/nonexistent/hv_fcopy", disc, Stopper()) if found else None,
 }))
 """
@@ -46,7 +45,6 @@ def test_bound_to_uio_hv_generic() -> None:
     assert doc["devices"] == [FCOPY]
     assert doc["drivers"] == ["uio_hv_generic"]
     assert doc["uio"] == [[FCOPY, "uio0", "/dev/uio0", 0xA000]]
-    assert doc["find"] == "uio0"
     assert doc["transport"] == "uio"
 
 
@@ -54,7 +52,7 @@ def test_offered_but_unbound() -> None:
     doc = probe("new-kernel-fcopy-unbound")
     assert doc["devices"] == [FCOPY]
     assert doc["drivers"] == [None]
-    assert doc["uio"] == [None] and doc["find"] is None
+    assert doc["uio"] == [None]
     assert doc["transport"] == "uio"  # the daemon binds it (new_id) and waits
 
 
@@ -69,4 +67,4 @@ def test_older_kernel_hv_utils_owns_it() -> None:
 def test_guest_services_off_and_not_a_guest() -> None:
     for tree in ("no-guest-services", "not-a-guest"):
         doc = probe(tree)
-        assert doc["devices"] == [] and doc["find"] is None, tree
+        assert doc["devices"] == [] and doc["uio"] == [], tree

@@ -14,15 +14,11 @@ import pytest
 
 from hvdaemons.fcopy import writer as W
 from hvdaemons.fcopy.writer import FileCopier
-from hvdaemons.protocol.fcopy import (
-    ALREADY_EXISTS,
-    CREATE_PATH,
-    E_FAIL,
-    OVER_WRITE,
-    S_OK,
-    StartCopy,
-)
+from hvdaemons.protocol.fcopy import CREATE_PATH, OVER_WRITE, StartCopy
+from hvdaemons.protocol.status import HvStatus
 from hvsim import launch
+
+ALREADY_EXISTS, E_FAIL, S_OK = HvStatus.ERROR_ALREADY_EXISTS, HvStatus.E_FAIL, HvStatus.S_OK
 
 GiB = 1 << 30
 NOBODY = 65534
@@ -58,12 +54,11 @@ def test_copy_goes_through_a_temp_file_and_is_renamed_at_complete(
 ) -> None:
     data = os.urandom(20000)
     assert c.start(StartCopy("f.bin", str(tmp_path), 0, len(data))) == S_OK
-    temp = c.temp_path
-    assert temp is not None and Path(temp).parent == tmp_path
-    assert W.TEMP_RE.fullmatch(os.fsencode(Path(temp).name))
+    [temp] = entries(tmp_path)  # the data goes to a temporary file beside the target
+    assert W.TEMP_RE.fullmatch(os.fsencode(temp))
     assert c.write(6144, data[6144:]) == S_OK  # out of order is fine: pwrite
     assert c.write(0, data[:6144]) == S_OK
-    assert entries(tmp_path) == [Path(temp).name]  # nothing under the target name yet
+    assert entries(tmp_path) == [temp]  # nothing under the target name yet
     assert c.complete() == S_OK
     assert entries(tmp_path) == ["f.bin"]
     assert (tmp_path / "f.bin").read_bytes() == data
@@ -318,7 +313,9 @@ def _disk_full_script(mnt: Path) -> str:
     return f"""
 import os, sys
 from hvdaemons.fcopy.writer import FileCopier
-from hvdaemons.protocol.fcopy import StartCopy, S_OK, DISK_FULL
+from hvdaemons.protocol.fcopy import StartCopy
+from hvdaemons.protocol.status import HvStatus
+S_OK, DISK_FULL = HvStatus.S_OK, HvStatus.ERROR_DISK_FULL
 c = FileCopier()
 assert c.start(StartCopy("big", {str(mnt)!r}, 0, 4 << 20)) == S_OK
 got = [c.write(off, b"x" * 6144) for off in range(0, 4 << 20, 6144)]

@@ -208,7 +208,7 @@ def test_value_types(daemon: Running) -> None:
 
 def test_get_reply_bytes(daemon: Running) -> None:
     daemon.host.set(3, "VirtualMachineName", "vm-01")
-    msg = sim_kvp.kernel_get(3, "VirtualMachineName")
+    msg = sim_kvp.encode_get_request(3, "VirtualMachineName")
     reply = daemon.host.exchange(msg)
     assert reply is not None
     # Status 0, value at 532 (where the kernel reads), 528-531 clear, the rest as sent.
@@ -219,7 +219,7 @@ def test_get_reply_bytes(daemon: Running) -> None:
 
 def test_enumerate_reply_bytes(daemon: Running) -> None:
     daemon.host.set(0, "k", "v")
-    msg = sim_kvp.kernel_enumerate(0, 0)
+    msg = sim_kvp.encode_enumerate_request(0, 0)
     reply = daemon.host.exchange(msg)
     assert reply == bytes(4) + msg[4:20] + golden_record(b"k", b"v") + msg[20 + R :]
 
@@ -241,30 +241,56 @@ def test_malformed_messages_get_a_status_and_the_daemon_goes_on(daemon: Running)
     cases = [
         (bytes(100), E_FAIL, "malformed request: 100 bytes"),
         (bytes(7431), E_FAIL, "malformed request: 7431 bytes"),
-        (sim_kvp.kernel_get(0, "k") + b"x", E_FAIL, "malformed request: 7433 bytes"),
-        (sim_kvp.kernel_get(5, "k"), E_FAIL, "GET: no pool 5"),
-        (sim_kvp.kernel_set(255, "k", "v"), E_FAIL, "SET: no pool 255"),
-        (sim_kvp.kernel_enumerate(9, 0), E_FAIL, "ENUMERATE: no pool 9"),
-        (sim_kvp.kernel_delete(7, "k"), E_FAIL, "DELETE: no pool 7"),
-        (_with(sim_kvp.kernel_get(0, "k"), 8, u32(0)), S_CONT, "GET: pool 0: bad key_size 0"),
-        (_with(sim_kvp.kernel_get(0, "k"), 8, u32(513)), S_CONT, "GET: pool 0: bad key_size 513"),
-        (_with(sim_kvp.kernel_set(0, "k", "v"), 8, u32(600)), S_CONT, "Too long key or value"),
-        (_with(sim_kvp.kernel_set(0, "k", "v"), 12, u32(2049)), S_CONT, "Too long key or value"),
+        (sim_kvp.encode_get_request(0, "k") + b"x", E_FAIL, "malformed request: 7433 bytes"),
+        (sim_kvp.encode_get_request(5, "k"), E_FAIL, "GET: no pool 5"),
+        (sim_kvp.encode_set_request(255, "k", "v"), E_FAIL, "SET: no pool 255"),
+        (sim_kvp.encode_enumerate_request(9, 0), E_FAIL, "ENUMERATE: no pool 9"),
+        (sim_kvp.encode_delete_request(7, "k"), E_FAIL, "DELETE: no pool 7"),
         (
-            _with(sim_kvp.kernel_delete(0, "k"), 4, u32(100000)),
+            _with(sim_kvp.encode_get_request(0, "k"), 8, u32(0)),
+            S_CONT,
+            "GET: pool 0: bad key_size 0",
+        ),
+        (
+            _with(sim_kvp.encode_get_request(0, "k"), 8, u32(513)),
+            S_CONT,
+            "GET: pool 0: bad key_size 513",
+        ),
+        (
+            _with(sim_kvp.encode_set_request(0, "k", "v"), 8, u32(600)),
+            S_CONT,
+            "Too long key or value",
+        ),
+        (
+            _with(sim_kvp.encode_set_request(0, "k", "v"), 12, u32(2049)),
+            S_CONT,
+            "Too long key or value",
+        ),
+        (
+            _with(sim_kvp.encode_delete_request(0, "k"), 4, u32(100000)),
             S_CONT,
             "DELETE: pool 0: bad key_size 100000",
         ),
-        (_with(sim_kvp.kernel_enumerate(0, 0), 0, b"\x2a"), E_FAIL, "unknown operation 42"),
-        (sim_kvp.kernel_registration_reply(), E_FAIL, "unknown operation 100"),
+        (_with(sim_kvp.encode_enumerate_request(0, 0), 0, b"\x2a"), E_FAIL, "unknown operation 42"),
+        (sim_kvp.encode_registration_reply(), E_FAIL, "unknown operation 100"),
     ]
     for msg, status, text in cases:
         reply = _raw(run, msg)
         assert reply is not None and len(reply) == kvp.KVP_MSG_SIZE, text
-        assert sim_kvp.status_of(reply) == status, text
+        assert sim_kvp.decode_status_reply(reply) == status, text
         assert text in run.log.wait_for(text)
-    assert sim_kvp.status_of(_raw(run, sim_kvp.kernel_enumerate(0, 0xFFFFFFFF)) or b"") == S_CONT
-    assert sim_kvp.status_of(_raw(run, sim_kvp.kernel_enumerate(2, 0x80000000)) or b"") == S_CONT
+    assert (
+        sim_kvp.decode_status_reply(
+            _raw(run, sim_kvp.encode_enumerate_request(0, 0xFFFFFFFF)) or b""
+        )
+        == S_CONT
+    )
+    assert (
+        sim_kvp.decode_status_reply(
+            _raw(run, sim_kvp.encode_enumerate_request(2, 0x80000000)) or b""
+        )
+        == S_CONT
+    )
     # Still serving, nothing changed.
     assert run.host.enumerate_all(0) == ([("k", "v")], S_CONT)
     assert run.proc.poll() is None

@@ -13,9 +13,9 @@ Where we deliberately differ, the difference is asserted, not skipped:
 
 * GET: the reference copies value_size (0 from the kernel) bytes to offset
   528, so the host gets an empty value; we put the value at 532 where the
-  kernel reads it (spec kvp.md 6.2).
+  kernel reads it (docs/protocol.md).
 * Records we write are zero-filled after each terminator; the reference
-  leaves the old value's bytes behind a shorter new value (spec 13.7), so
+  leaves the old value's bytes behind a shorter new value (kvp_key_add_or_modify()), so
   those pool file bytes (and the ENUMERATE arrays carrying them) differ
   after the NUL, while every string the host sees is the same.
 * An unknown operation: the reference answers HV_S_OK, we HV_E_FAIL.
@@ -101,47 +101,47 @@ class Step:
 
 
 def scenario() -> list[Step]:
-    steps = [Step(f"auto {i}", sim_kvp.kernel_enumerate(2, i)) for i in range(11)]
-    steps += [Step(f"enum seed 0/{i}", sim_kvp.kernel_enumerate(0, i)) for i in range(4)]
+    steps = [Step(f"auto {i}", sim_kvp.encode_enumerate_request(2, i)) for i in range(11)]
+    steps += [Step(f"enum seed 0/{i}", sim_kvp.encode_enumerate_request(0, i)) for i in range(4)]
     steps += [
-        Step("enum seed 3/0", sim_kvp.kernel_enumerate(3, 0)),
-        Step("set new", sim_kvp.kernel_set(0, "new-key", "new value ✓")),
-        Step("set shorter over stale", sim_kvp.kernel_set(0, "seed-a", "x")),
-        Step("set longer", sim_kvp.kernel_set(0, "seed-c", "a much longer value than before")),
-        Step("set u32", sim_kvp.kernel_set(1, "u32", 4_000_000_000, sim_kvp.RegType.U32)),
-        Step("set u64", sim_kvp.kernel_set(1, "u64", 2**63, sim_kvp.RegType.U64)),
-        Step("set other type", sim_kvp.kernel_set(1, "binary", "dropped", 3)),
-        Step("set pool 2 file", sim_kvp.kernel_set(2, "stored", "in the file")),
-        Step("set pool 3", sim_kvp.kernel_set(3, "VirtualMachineName", "vm02")),
-        Step("set pool 4", sim_kvp.kernel_set(4, "internal", "yes")),
-        Step("set long key", sim_kvp.kernel_set(4, "k" * 600, "v" * 3000)),
-        Step("set key_size 600", _with(sim_kvp.kernel_set(0, "k", "v"), 8, u32(600))),
-        Step("set value_size 3000", _with(sim_kvp.kernel_set(0, "k", "v"), 12, u32(3000))),
-        Step("get found", sim_kvp.kernel_get(0, "new-key"), "get"),
-        Step("get pool 2 file", sim_kvp.kernel_get(2, "stored"), "get"),
-        Step("get missing", sim_kvp.kernel_get(0, "missing")),
-        Step("get key_size 513", _with(sim_kvp.kernel_get(0, "k"), 8, u32(513))),
-        Step("get key_size 0", _with(sim_kvp.kernel_get(0, "k"), 8, u32(0)), "key_size 0"),
-        Step("delete middle", sim_kvp.kernel_delete(0, "seed-b")),
-        Step("delete missing", sim_kvp.kernel_delete(0, "seed-b")),
-        Step("delete last", sim_kvp.kernel_delete(4, "internal")),
-        Step("enum after delete", sim_kvp.kernel_enumerate(0, 1), "host"),
-        Step("enum updated", sim_kvp.kernel_enumerate(0, 0), "stale"),
-        Step("enum past end", sim_kvp.kernel_enumerate(0, 1000)),
-        Step("unknown op", _with(sim_kvp.kernel_enumerate(0, 0), 0, b"\x2a"), "unknown"),
-        Step("cloud-init append", sim_kvp.kernel_enumerate(1, 3), before=_append_cloud_init),
-        Step("same-size rewrite", sim_kvp.kernel_enumerate(3, 0), before=_rewrite_hostname),
-        Step("pool 5", sim_kvp.kernel_enumerate(5, 0), "ours-only"),
-        Step("pool 255 set", sim_kvp.kernel_set(255, "k", "v"), "ours-only"),
-        Step("index 2^31", sim_kvp.kernel_enumerate(0, 0x80000000), "ours-only"),
+        Step("enum seed 3/0", sim_kvp.encode_enumerate_request(3, 0)),
+        Step("set new", sim_kvp.encode_set_request(0, "new-key", "new value ✓")),
+        Step("set shorter over stale", sim_kvp.encode_set_request(0, "seed-a", "x")),
+        Step("set longer", sim_kvp.encode_set_request(0, "seed-c", "a much longer value than before")),
+        Step("set u32", sim_kvp.encode_set_request(1, "u32", 4_000_000_000, sim_kvp.RegType.U32)),
+        Step("set u64", sim_kvp.encode_set_request(1, "u64", 2**63, sim_kvp.RegType.U64)),
+        Step("set other type", sim_kvp.encode_set_request(1, "binary", "dropped", 3)),
+        Step("set pool 2 file", sim_kvp.encode_set_request(2, "stored", "in the file")),
+        Step("set pool 3", sim_kvp.encode_set_request(3, "VirtualMachineName", "vm02")),
+        Step("set pool 4", sim_kvp.encode_set_request(4, "internal", "yes")),
+        Step("set long key", sim_kvp.encode_set_request(4, "k" * 600, "v" * 3000)),
+        Step("set key_size 600", _with(sim_kvp.encode_set_request(0, "k", "v"), 8, u32(600))),
+        Step("set value_size 3000", _with(sim_kvp.encode_set_request(0, "k", "v"), 12, u32(3000))),
+        Step("get found", sim_kvp.encode_get_request(0, "new-key"), "get"),
+        Step("get pool 2 file", sim_kvp.encode_get_request(2, "stored"), "get"),
+        Step("get missing", sim_kvp.encode_get_request(0, "missing")),
+        Step("get key_size 513", _with(sim_kvp.encode_get_request(0, "k"), 8, u32(513))),
+        Step("get key_size 0", _with(sim_kvp.encode_get_request(0, "k"), 8, u32(0)), "key_size 0"),
+        Step("delete middle", sim_kvp.encode_delete_request(0, "seed-b")),
+        Step("delete missing", sim_kvp.encode_delete_request(0, "seed-b")),
+        Step("delete last", sim_kvp.encode_delete_request(4, "internal")),
+        Step("enum after delete", sim_kvp.encode_enumerate_request(0, 1), "host"),
+        Step("enum updated", sim_kvp.encode_enumerate_request(0, 0), "stale"),
+        Step("enum past end", sim_kvp.encode_enumerate_request(0, 1000)),
+        Step("unknown op", _with(sim_kvp.encode_enumerate_request(0, 0), 0, b"\x2a"), "unknown"),
+        Step("cloud-init append", sim_kvp.encode_enumerate_request(1, 3), before=_append_cloud_init),
+        Step("same-size rewrite", sim_kvp.encode_enumerate_request(3, 0), before=_rewrite_hostname),
+        Step("pool 5", sim_kvp.encode_enumerate_request(5, 0), "ours-only"),
+        Step("pool 255 set", sim_kvp.encode_set_request(255, "k", "v"), "ours-only"),
+        Step("index 2^31", sim_kvp.encode_enumerate_request(0, 0x80000000), "ours-only"),
         Step(
             "delete key_size 100000",
-            _with(sim_kvp.kernel_delete(0, "k"), 4, u32(100000)),
+            _with(sim_kvp.encode_delete_request(0, "k"), 4, u32(100000)),
             "ours-only",
         ),
     ]
     steps += [
-        Step(f"final pool {p}/{i}", sim_kvp.kernel_enumerate(p, i), "host")
+        Step(f"final pool {p}/{i}", sim_kvp.encode_enumerate_request(p, i), "host")
         for p in (0, 1, 3, 4)
         for i in range(5)
     ]
@@ -214,7 +214,7 @@ def reference_available() -> None:
 
 def _host(op_msg: bytes, reply: bytes | None) -> sim_kvp.HostReply:
     assert reply is not None
-    return sim_kvp.read_reply(op_msg[0], reply)
+    return sim_kvp.decode_reply(op_msg[0], reply)
 
 
 @pytest.mark.parametrize("release", refdaemons.RELEASES)
@@ -230,7 +230,7 @@ def test_same_answers_as_the_reference(
         if step.compare == "ours-only":
             assert r is None and o is not None, where
             want = S_CONT if step.label.startswith(("index", "delete")) else E_FAIL
-            assert sim_kvp.status_of(o) == want, where
+            assert sim_kvp.decode_status_reply(o) == want, where
             continue
         assert r is not None and o is not None, where
         if step.compare == "same":
@@ -239,9 +239,9 @@ def test_same_answers_as_the_reference(
             assert _host(step.msg, o) == _host(step.msg, r), where
         elif step.compare == "get":
             # Deliberate: the reference's GET reaches the host empty.
-            assert r == kvp.reply_status(step.msg, S_OK), where
+            assert r == kvp.encode_status_reply(step.msg, S_OK), where
             assert _host(step.msg, r) == sim_kvp.HostReply(S_OK, value=""), where
-            assert sim_kvp.status_of(o) == S_OK and _host(step.msg, o).value, where
+            assert sim_kvp.decode_status_reply(o) == S_OK and _host(step.msg, o).value, where
             assert o[:528] == r[:528] and o[528:532] == bytes(4), where
         elif step.compare == "stale":
             # Same strings; the reference's record keeps the old value's tail.
@@ -253,18 +253,18 @@ def test_same_answers_as_the_reference(
             assert o[532:534] == r[532:534] == b"x\0"
             assert o[534 : 532 + 2048] == bytes(2046) and r[534 : 532 + 2048] != bytes(2046), where
         elif step.compare == "unknown":
-            assert r == kvp.reply_status(step.msg, S_OK), where
-            assert o == kvp.reply_status(step.msg, E_FAIL), where
+            assert r == kvp.encode_status_reply(step.msg, S_OK), where
+            assert o == kvp.encode_status_reply(step.msg, E_FAIL), where
         elif step.compare == "key_size 0":
-            assert sim_kvp.status_of(r) == S_OK and sim_kvp.status_of(o) == S_CONT, where
+            assert sim_kvp.decode_status_reply(r) == S_OK and sim_kvp.decode_status_reply(o) == S_CONT, where
         else:
             raise AssertionError(step.compare)
 
     assert (
-        _host(sim_kvp.kernel_enumerate(1, 3), ours.replies["cloud-init append"]).key == "cloud-init"
+        _host(sim_kvp.encode_enumerate_request(1, 3), ours.replies["cloud-init append"]).key == "cloud-init"
     )
     assert (
-        _host(sim_kvp.kernel_enumerate(3, 0), ours.replies["same-size rewrite"]).value
+        _host(sim_kvp.encode_enumerate_request(3, 0), ours.replies["same-size rewrite"]).value
         == "other-host.example"
     )
 
@@ -272,7 +272,7 @@ def test_same_answers_as_the_reference(
         assert golden_parse(ours.pools[n]) == golden_parse(ref.pools[n]), f"{release}: pool {n}"
         assert len(ours.pools[n]) == len(ref.pools[n])
     # Every record we wrote is zero-filled; the reference's may carry old
-    # values or uninitialised heap bytes after the terminators (spec 13.7).
+    # values or uninitialised heap bytes after the terminators (tools/hv/hv_kvp_daemon.c).
     # Seeded records nobody rewrote keep their exact bytes in both.
     for n in range(5):
         untouched = [rec for rec in SEED.get(n, []) if rec in ref.pools[n]]

@@ -111,7 +111,7 @@ def test_set_get_enumerate_delete_and_exact_bytes(pool: Pool, state: Path) -> No
     assert pool.get(b"alph") is None and pool.get(b"alpha\0") is None
     assert pool.record(1) == golden_record(b"beta", "zwei ✓".encode())
     assert pool.record(2) is None and pool.record(-1) is None
-    # A shorter value: zero-filled, no stale bytes (spec 13.7).
+    # A shorter value: zero-filled, no stale bytes (the reference leaves the old ones).
     pool.set(b"alpha", b"1")
     assert content(state)[:R] == golden_record(b"alpha", b"1")
     assert pool.delete(b"alpha") is True
@@ -709,7 +709,7 @@ _ENOSPC = r"""
 import errno, json, os, subprocess, sys
 d = sys.argv[1]
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "hvtest", d], check=True)
-from hvdaemons.kvp.pool import Pool, parse_pool
+from hvdaemons.kvp.pool import Pool
 p = Pool(d, 0)
 p.open()
 out = {}

@@ -100,6 +100,25 @@ def need(tool: str) -> str:
     return path
 
 
+def lintian_clean(*paths: Path) -> None:
+    """lintian finds no error or warning in the .debs (or a .changes)."""
+    cp = run(
+        ["lintian", "--fail-on", "error,warning", "--display-level", ">=warning", *paths],
+        check=False,
+    )
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 0, out
+    assert not re.search(r"^[EW]: ", out, re.M), out
+
+
+def rpmlint_clean(*rpms: Path) -> None:
+    """rpmlint (with packaging/rpmlint.toml) finds no error or warning."""
+    cp = run(["rpmlint", "-c", PACKAGING / "rpmlint.toml", *rpms], check=False)
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 0, out
+    assert f"{len(rpms)} packages and 0 specfiles checked; 0 errors, 0 warnings" in out, out
+
+
 @dataclass(frozen=True)
 class Packages:
     """The daemons' packages (deb, rpm) and the simulator's (sim_deb, sim_rpm)."""
@@ -111,7 +130,9 @@ class Packages:
     release: str
 
 
-def build(outdir: Path, release: str, formats: str = "deb,rpm") -> Packages:
+def build(
+    outdir: Path, release: str, formats: str = "deb,rpm", arch: str | None = None
+) -> Packages:
     need("nfpm")
     cp = run(
         [
@@ -123,6 +144,7 @@ def build(outdir: Path, release: str, formats: str = "deb,rpm") -> Packages:
             formats,
             "--outdir",
             outdir,
+            *(["--arch", arch] if arch else []),
         ]
     )
     outs = [Path(line) for line in cp.stdout.split()]
@@ -169,9 +191,20 @@ def sim_deb_tree(packages: Packages, tmp_path_factory: pytest.TempPathFactory) -
     return d
 
 
-def cached_root_tar(name: str, packages: Sequence[str], variant: str = "apt") -> Path:
+def cached_root_tar(
+    name: str,
+    packages: Sequence[str],
+    variant: str = "apt",
+    *,
+    arch: str | None = None,
+    wrap: Sequence[str] = (),
+    timeout: float = 1200,
+) -> Path:
     """A minimal bookworm root (mmdebstrap's variant) with packages, made once
-    with mmdebstrap and cached as .cache/packaging/<SUITE>-<name>.tar."""
+    with mmdebstrap and cached as .cache/packaging/<SUITE>-<name>.tar.
+    arch: another architecture's root (mmdebstrap runs its programs through
+    binfmt_misc), wrap: the command mmdebstrap runs under (e.g. one that
+    provides that binfmt_misc)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     tar = CACHE / f"{SUITE}-{name}.tar"
     if not tar.exists():
@@ -179,14 +212,16 @@ def cached_root_tar(name: str, packages: Sequence[str], variant: str = "apt") ->
         tmp = tar.with_suffix(".tmp.tar")
         run(
             [
+                *wrap,
                 "mmdebstrap",
                 f"--variant={variant}",
+                *([f"--arch={arch}"] if arch else []),
                 *(["--include=" + ",".join(packages)] if packages else []),
                 SUITE,
                 tmp,
                 f"deb {mirror()} {SUITE} main",
             ],
-            timeout=1200,
+            timeout=timeout,
         )
         tmp.rename(tar)
     return tar
@@ -216,11 +251,23 @@ class Root:
     """A fresh Debian root; commands run chrooted in a private mount namespace
     with /proc and /dev mounted, so nothing leaks to the host."""
 
+    # How /proc gets into the root (ForeignRoot binds the host's instead).
+    proc_mount = "mount -t proc proc"
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def __truediv__(self, rel: str) -> Path:
         return self.path / rel.lstrip("/")
+
+    def argv(self, cmd: Sequence[str], binds: Sequence[tuple[Path, str]] = ()) -> list[str]:
+        """cmd chrooted into the root, in a mount namespace of its own."""
+        r = str(self.path)
+        mounts = [f"{self.proc_mount} {r}/proc", f"mount --rbind /dev {r}/dev"]
+        for src, dst in binds:
+            mounts.append(f"mkdir -p {r}{dst} && mount --bind {src} {r}{dst}")
+        script = " && ".join(mounts) + ' && exec chroot "$0" "$@"'
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, r, *cmd]
 
     def run(
         self,
@@ -231,11 +278,6 @@ class Root:
         env: dict[str, str] | None = None,
         timeout: float = 600,
     ) -> subprocess.CompletedProcess[str]:
-        r = str(self.path)
-        mounts = [f"mount -t proc proc {r}/proc", f"mount --rbind /dev {r}/dev"]
-        for src, dst in binds:
-            mounts.append(f"mkdir -p {r}{dst} && mount --bind {src} {r}{dst}")
-        script = " && ".join(mounts) + ' && exec chroot "$0" "$@"'
         full_env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "LC_ALL": "C.UTF-8",
@@ -243,7 +285,7 @@ class Root:
             **(env or {}),
         }
         return run(
-            ["unshare", "-m", "--propagation", "private", "sh", "-c", script, r, *cmd],
+            self.argv(cmd, binds),
             check=check,
             env=full_env,
             timeout=timeout,
@@ -256,14 +298,9 @@ class Root:
         binds: Sequence[tuple[Path, str]] = (),
         env: dict[str, str] | None = None,
     ) -> subprocess.Popen[str]:
-        r = str(self.path)
-        mounts = [f"mount -t proc proc {r}/proc", f"mount --rbind /dev {r}/dev"]
-        for src, dst in binds:
-            mounts.append(f"mkdir -p {r}{dst} && mount --bind {src} {r}{dst}")
-        script = " && ".join(mounts) + ' && exec chroot "$0" "$@"'
         full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", **(env or {})}
         return subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", "sh", "-c", script, r, *cmd],
+            self.argv(cmd, binds),
             env=full_env,
             text=True,
             stdout=subprocess.PIPE,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib.metadata import metadata
 from pathlib import Path
 
-from .conftest import REPO, run
+from .conftest import CACHE, PACKAGING, REPO, cached_root_tar, run
 
 
 def homepage() -> str:
@@ -40,6 +40,38 @@ def build_sdist(outdir: Path) -> Path:
     run(["/usr/bin/python3", "-m", "build", "--sdist", "--no-isolation", "--outdir", outdir, REPO])
     (sdist,) = outdir.glob("hvdaemons-*.tar.gz")
     return sdist
+
+
+@dataclass(frozen=True)
+class DebianBuild:
+    sdist: Path
+    out: Path
+    debs: dict[str, Path]
+
+
+def build_debian(base: Path, host_arch: str | None = None) -> DebianBuild:
+    """The release tarball plus debian/ built by packaging/build-debian.sh in a
+    clean bookworm root (cached), its build dependencies cached in
+    .cache/packaging/apt-buildd[-ARCH]; host_arch: cross-built for it."""
+    sdist = build_sdist(base / "sdist")
+    out = base / "out"
+    cross = ["--host-arch", host_arch] if host_arch else []
+    run(
+        [
+            "sh",
+            PACKAGING / "build-debian.sh",
+            "--sdist",
+            sdist,
+            "--root-tar",
+            cached_root_tar("buildd", (), variant="buildd"),
+            "--apt-cache",
+            CACHE / ("apt-buildd" + (f"-{host_arch}" if host_arch else "")),
+            *cross,
+            out,
+        ],
+        timeout=1800,
+    )
+    return DebianBuild(sdist, out, deb_packages(sorted(out.glob("*.deb"))))
 
 
 @dataclass(frozen=True)

@@ -182,27 +182,31 @@ class Notify:
 
 
 @contextmanager
-def simulator(root: Root, simdir: Path, service: str) -> Iterator[subprocess.Popen[str]]:
-    """The installed hvsim, serving one service's device in simdir (/run/hvsim in the root)."""
+def simulator(
+    root: Root, simdir: Path, service: str, timeout: float = 30
+) -> Iterator[subprocess.Popen[str]]:
+    """The installed hvsim, serving one service's device in simdir (/run/hvsim
+    in the root). timeout: a hang guard (longer under qemu-user)."""
     proc = root.popen(
         ["hvsim", "serve", "--dir", "/run/hvsim", "--service", service],
         binds=[(simdir, "/run/hvsim")],
     )
     try:
-        deadline = time.monotonic() + 30
-        while not (simdir / "control").exists():
+        deadline = time.monotonic() + timeout
+        # The device, not the control socket: hvsim binds that first.
+        while not (simdir / f"hv_{service}").exists():
             assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "simulator did not start"
             time.sleep(0.05)
         yield proc
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=timeout)
 
 
 @contextmanager
 def daemon(
-    root: Root, simdir: Path, prog: str, device: str
+    root: Root, simdir: Path, prog: str, device: str, timeout: float = 30
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
     notify = Notify(simdir)
     proc = root.popen(
@@ -211,11 +215,11 @@ def daemon(
         env={"NOTIFY_SOCKET": "/run/hvsim/notify"},
     )
     try:
-        pid = notify.wait_ready(proc)
+        pid = notify.wait_ready(proc, timeout)
         yield proc, pid
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=timeout)
         notify.close()
         print(out)
     assert proc.returncode == 0, out
@@ -227,6 +231,25 @@ def comm(pid: int) -> str:
 
 def hvsim(root: Root, simdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return root.run(["hvsim", *args], binds=[(simdir, "/run/hvsim")], check=False)
+
+
+def host_copies(root: Root, simdir: Path, payload: bytes) -> Path:
+    """Copy-VMFile of payload to /root/incoming/payload.bin through the running
+    simulator; the copy's path on this side."""
+    (simdir / "payload.bin").write_bytes(payload)
+    cp = hvsim(
+        root,
+        simdir,
+        "fcopy",
+        "--dir",
+        "/run/hvsim",
+        "copy",
+        "--create-path",
+        "/run/hvsim/payload.bin",
+        "/root/incoming/payload.bin",
+    )
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    return root / "root/incoming/payload.bin"
 
 
 def test_installed_kvp_daemon_against_simulator(
@@ -274,25 +297,13 @@ def test_installed_fcopy_daemon_against_simulator(
     simdir = tmp_path / "sim"
     simdir.mkdir()
     payload = os.urandom(300_000)
-    (simdir / "payload.bin").write_bytes(payload)
     with (
         simulator(debian_root, simdir, "fcopy"),
         daemon(debian_root, simdir, "hv_fcopy_uio_daemon", "hv_fcopy") as (_, pid),
     ):
         assert comm(pid) == "hv_fcopy_uio_da"  # TASK_COMM_LEN truncates, as for the C daemon
-        cp = hvsim(
-            debian_root,
-            simdir,
-            "fcopy",
-            "--dir",
-            "/run/hvsim",
-            "copy",
-            "--create-path",
-            "/run/hvsim/payload.bin",
-            "/root/incoming/payload.bin",
-        )
-        assert cp.returncode == 0, cp.stdout + cp.stderr
-    assert (debian_root / "root/incoming/payload.bin").read_bytes() == payload
+        copy = host_copies(debian_root, simdir, payload)
+    assert copy.read_bytes() == payload
 
 
 def test_installed_hvsim_demo_runs_the_installed_daemons(

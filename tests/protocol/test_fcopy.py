@@ -18,7 +18,7 @@ def field(raw: bytes) -> bytes:
 
 
 def golden_start(file_field: bytes, path_field: bytes, flags: int, size: int) -> bytes:
-    # spec fcopy.md 1.2: hdr 0..36, file_name 36, path_name 556, copy_flags 1076, file_size 1080
+    # struct hv_start_fcopy (include/uapi/linux/hyperv.h): hdr 0..36, file_name 36, path_name 556, copy_flags 1076, file_size 1080
     return (
         struct.pack("<I", 0)
         + bytes(32)
@@ -33,19 +33,21 @@ def test_layout_and_constants_match_the_kernel_header() -> None:
     assert (P.W_MAX_PATH, P.DATA_FRAGMENT) == (260, 6144)
     assert (P.OVER_WRITE, P.CREATE_PATH) == (1, 2)
     assert [int(op) for op in P.FcopyOp] == [0, 1, 2, 3]
-    assert (P.S_OK, P.E_FAIL, P.ALREADY_EXISTS, P.DISK_FULL) == (
-        0,
-        0x80004005,
-        0x80070050,
-        0x80070070,
+    # The statuses a file copy reports (hv_fcopy_daemon.c: hv_start_fcopy() and friends).
+    statuses = (
+        HvStatus.S_OK,
+        HvStatus.E_FAIL,
+        HvStatus.ERROR_ALREADY_EXISTS,
+        HvStatus.ERROR_DISK_FULL,
     )
-    assert P.DISK_FULL is HvStatus.ERROR_DISK_FULL
+    assert statuses == (0, 0x80004005, 0x80070050, 0x80070070)
+    assert P.FCOPY_CURRENT_VERSION == 1
 
 
 def test_kernel_start_golden_bytes_decode() -> None:
     msg = golden_start("Grüße.txt".encode(), b"/tmp/in", 3, 0x1_0000_0002)
     assert sim_fcopy.encode_start("Grüße.txt", "/tmp/in", 3, 0x1_0000_0002, utf16=False) == msg
-    req = P.decode_kernel(msg)
+    req = P.decode_message(msg, utf16=False)
     assert req == P.StartCopy("Grüße.txt", "/tmp/in", 3, 0x1_0000_0002)
     assert isinstance(req, P.StartCopy) and req.overwrite and req.create_path
 
@@ -53,7 +55,7 @@ def test_kernel_start_golden_bytes_decode() -> None:
 def test_host_start_golden_bytes_decode() -> None:
     msg = golden_start("日本.txt".encode("utf-16-le"), "/home/ü".encode("utf-16-le"), 0, 5)
     assert sim_fcopy.encode_start("日本.txt", "/home/ü", 0, 5, utf16=True) == msg
-    req = P.decode_host(msg)
+    req = P.decode_message(msg, utf16=True)
     assert req == P.StartCopy("日本.txt", "/home/ü", 0, 5)
     assert isinstance(req, P.StartCopy) and not req.overwrite and not req.create_path
 
@@ -81,8 +83,8 @@ def test_names_in_many_scripts_decode_in_both_forms(name: str) -> None:
     kernel = golden_start(name.encode(), path.encode(), 0, 0)
     assert sim_fcopy.encode_start(name, path, 0, 0, utf16=True) == host
     assert sim_fcopy.encode_start(name, path, 0, 0, utf16=False) == kernel
-    assert P.decode_host(host) == P.StartCopy(name, path)
-    assert P.decode_kernel(kernel) == P.StartCopy(name, path)
+    assert P.decode_message(host, utf16=True) == P.StartCopy(name, path)
+    assert P.decode_message(kernel, utf16=False) == P.StartCopy(name, path)
     # What the legacy kernel makes of the host's message is the UTF-8 form.
     assert kernel_start(host) == kernel
 
@@ -91,14 +93,14 @@ def test_name_units_written_out() -> None:
     # "e" U+0301 and U+1F680 (surrogates D83D DE80) in both forms, byte by byte.
     host = golden_start(bytes.fromhex("6500 0103 3dd8 80de"), b"/\0", 1, 9)
     kernel = golden_start(bytes.fromhex("65 cc81 f09f9a80"), b"/", 1, 9)
-    assert P.decode_host(host) == P.StartCopy("e\u0301\U0001f680", "/", 1, 9)
-    assert P.decode_kernel(kernel) == P.StartCopy("e\u0301\U0001f680", "/", 1, 9)
+    assert P.decode_message(host, utf16=True) == P.StartCopy("e\u0301\U0001f680", "/", 1, 9)
+    assert P.decode_message(kernel, utf16=False) == P.StartCopy("e\u0301\U0001f680", "/", 1, 9)
     assert kernel_start(host) == kernel
 
 
 def test_surrogate_pair_bytes() -> None:
     raw = b"\x3d\xd8\x00\xde" + "!".encode("utf-16-le")  # U+1F600 as D83D DE00
-    assert P.utf16_name(field(raw), "file_name") == "\U0001f600!"
+    assert P.decode_utf16_name(field(raw), "file_name") == "\U0001f600!"
 
 
 @pytest.mark.parametrize(
@@ -114,23 +116,23 @@ def test_lone_surrogates_are_refused(units: list[int]) -> None:
     raw = struct.pack(f"<{len(units)}H", *units)
     msg = sim_fcopy.encode_start(raw, "/tmp", utf16=True)
     with pytest.raises(P.FcopyDecodeError, match="file_name is not valid UTF-16"):
-        P.decode_host(msg)
+        P.decode_message(msg, utf16=True)
     msg = sim_fcopy.encode_start("ok", raw, utf16=True)
     with pytest.raises(P.FcopyDecodeError, match="path_name is not valid UTF-16"):
-        P.decode_host(msg)
+        P.decode_message(msg, utf16=True)
 
 
 def test_invalid_utf8_from_the_kernel_form_is_refused() -> None:
     msg = sim_fcopy.encode_start(b"\xff\xfe.txt", b"/tmp", utf16=False)
     with pytest.raises(P.FcopyDecodeError, match="file_name is not valid UTF-8"):
-        P.decode_kernel(msg)
+        P.decode_message(msg, utf16=False)
 
 
 def test_names_stop_at_nul_and_unterminated_fields_are_taken_whole() -> None:
-    assert P.utf8_name(b"abc\0junk\xff", "x") == "abc"
-    assert P.utf16_name("ab".encode("utf-16-le") + b"\0\0" + b"\x00\xd8", "x") == "ab"
+    assert P.decode_utf8_name(b"abc\0junk\xff", "x") == "abc"
+    assert P.decode_utf16_name("ab".encode("utf-16-le") + b"\0\0" + b"\x00\xd8", "x") == "ab"
     full = ("x" * 260).encode("utf-16-le")
-    assert P.utf16_name(full, "x") == "x" * 260
+    assert P.decode_utf16_name(full, "x") == "x" * 260
 
 
 def test_write_golden_bytes_and_validation() -> None:
@@ -145,36 +147,41 @@ def test_write_golden_bytes_and_validation() -> None:
         + bytes(6144 - 768)
     )
     assert msg == golden and len(msg) == 6196
-    assert P.decode_kernel(msg) == P.WriteData(0x1_2345_6789, data)
+    assert P.decode_message(msg, utf16=False) == P.WriteData(0x1_2345_6789, data)
     # uio: the body may be shorter than 6196 if the host sends only what is used.
-    assert P.decode_host(msg[: 52 + 768]) == P.WriteData(0x1_2345_6789, data)
+    assert P.decode_message(msg[: 52 + 768], utf16=True) == P.WriteData(0x1_2345_6789, data)
     with pytest.raises(P.FcopyDecodeError, match="exceeds the 6144-byte fragment"):
-        P.decode_kernel(sim_fcopy.encode_write(0, b"x", size=6145))
+        P.decode_message(sim_fcopy.encode_write(0, b"x", size=6145), utf16=False)
     with pytest.raises(P.FcopyDecodeError, match="only 10 arrived"):
-        P.decode_host(sim_fcopy.encode_write(0, b"x" * 100)[: 52 + 10])
+        P.decode_message(sim_fcopy.encode_write(0, b"x" * 100)[: 52 + 10], utf16=True)
     with pytest.raises(P.FcopyDecodeError, match="need at least 52"):
-        P.decode_host(sim_fcopy.encode_write(0, b"")[:51])
+        P.decode_message(sim_fcopy.encode_write(0, b"")[:51], utf16=True)
 
 
 def test_complete_cancel_unknown_and_short() -> None:
     assert sim_fcopy.encode_complete() == struct.pack("<I", 2) + bytes(32)
     assert sim_fcopy.encode_cancel() == struct.pack("<I", 3) + bytes(32)
     # The legacy kernel appends 28 stale bytes; only the op matters.
-    assert P.decode_kernel(sim_fcopy.encode_complete() + b"\xaa" * 28) == P.CompleteCopy()
-    assert P.decode_kernel(sim_fcopy.encode_cancel()) == P.CancelCopy()
+    assert (
+        P.decode_message(sim_fcopy.encode_complete() + b"\xaa" * 28, utf16=False)
+        == P.CompleteCopy()
+    )
+    assert P.decode_message(sim_fcopy.encode_cancel(), utf16=False) == P.CancelCopy()
     with pytest.raises(P.UnknownOperation, match="Unknown operation: 9") as e:
-        P.decode_kernel(struct.pack("<I", 9) + bytes(32))
+        P.decode_message(struct.pack("<I", 9) + bytes(32), utf16=False)
     assert e.value.op == 9
     with pytest.raises(P.FcopyDecodeError, match="no operation"):
-        P.decode_kernel(b"\0\0")
+        P.decode_message(b"\0\0", utf16=False)
     with pytest.raises(P.FcopyDecodeError, match="START_FILE_COPY of 100 bytes"):
-        P.decode_kernel(sim_fcopy.encode_start("a", "/", utf16=False)[:100])
+        P.decode_message(sim_fcopy.encode_start("a", "/", utf16=False)[:100], utf16=False)
 
 
 def test_status_replies() -> None:
-    assert P.encode_status(P.DISK_FULL) == b"\x70\x00\x07\x80"
-    assert sim_fcopy.decode_status(b"\x05\x40\x00\x80") == P.E_FAIL
-    assert P.encode_status(-2147467259) == P.encode_status(P.E_FAIL)  # the C int's view
+    assert P.encode_status_reply(HvStatus.ERROR_DISK_FULL) == b"\x70\x00\x07\x80"
+    assert sim_fcopy.decode_status_reply(b"\x05\x40\x00\x80") == HvStatus.E_FAIL
+    assert P.encode_status_reply(-2147467259) == P.encode_status_reply(
+        HvStatus.E_FAIL
+    )  # the C int's view
 
 
 # -- the simulated kernel (hv_fcopy.c) ----------------------------------------------

@@ -122,7 +122,7 @@ def written(file_fd: int, expected: tuple[int, bytes] | None) -> Verdict:
 
 def python_decoder(case: Case, file_fd: int) -> Verdict:
     try:
-        msg = P.decode(case.body, utf16=True)
+        msg = P.decode_message(case.body, utf16=True)
     except P.FcopyDecodeError:
         return None
     return (msg.offset, msg.data) if isinstance(msg, P.WriteData) else None

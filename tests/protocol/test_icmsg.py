@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """IC framing for the uio file-copy daemon: headers, responses, version negotiation.
 
-Golden bytes written out by hand from the layouts in spec fcopy.md 3.4-3.5.
+Golden bytes written out by hand from the layouts of include/linux/hyperv.h
+(struct vmpacket_descriptor, vmbuspipe_hdr, icmsg_hdr, icmsg_negotiate).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def test_negotiate_golden() -> None:
 
 
 def test_negotiate_prefers_our_order() -> None:
-    req = sim_icmsg.negotiate_request([(1, 0), (3, 0)], [(1, 1), (1, 0)])
+    req = sim_icmsg.encode_negotiate_request([(1, 0), (3, 0)], [(1, 1), (1, 0)])
     neg = icmsg.negotiate(req, [(3, 0), (1, 0)], [(1, 0), (1, 1)])
     assert (neg.framework, neg.service) == ((3, 0), (1, 0))
 
@@ -70,11 +71,11 @@ def test_negotiate_prefers_our_order() -> None:
 def test_negotiate_without_a_common_version(
     fw: list[icmsg.Version], svc: list[icmsg.Version]
 ) -> None:
-    req = sim_icmsg.negotiate_request(fw, svc)
+    req = sim_icmsg.encode_negotiate_request(fw, svc)
     neg = icmsg.negotiate(req)
     assert not neg.ok
     assert len(neg.reply) == len(req)
-    hdr = icmsg.parse_header(neg.reply)
+    hdr = icmsg.decode_header(neg.reply)
     assert hdr.status == HV_E_FAIL
     assert hdr.icflags == 5
     assert hdr.msgsize == 16
@@ -84,7 +85,7 @@ def test_negotiate_without_a_common_version(
 
 
 def test_negotiate_counts_above_the_kernel_limit() -> None:
-    req = bytearray(sim_icmsg.negotiate_request([(3, 0)], [(1, 1)]))
+    req = bytearray(sim_icmsg.encode_negotiate_request([(3, 0)], [(1, 1)]))
     struct.pack_into("<H", req, 28, 101)
     req += bytes(4 * 101)  # even with enough bytes, > 100 is refused
     neg = icmsg.negotiate(bytes(req))
@@ -94,7 +95,7 @@ def test_negotiate_counts_above_the_kernel_limit() -> None:
 
 
 def test_negotiate_counts_beyond_the_payload() -> None:
-    req = sim_icmsg.negotiate_request([(3, 0)], [(1, 1)])
+    req = sim_icmsg.encode_negotiate_request([(3, 0)], [(1, 1)])
     bad = bytearray(req)
     struct.pack_into("<H", bad, 30, 3)  # claims 3 service versions, carries 1
     neg = icmsg.negotiate(bytes(bad))
@@ -137,8 +138,8 @@ def test_negotiate_needs_the_ic_header() -> None:
 
 
 def test_response_keeps_everything_but_status_and_flags() -> None:
-    req = sim_icmsg.build_request(icmsg.ICMSGTYPE_FCOPY, b"\x02" + bytes(35), transaction_id=9)
-    reply = icmsg.response(req + bytes(4), 0x80070050)
+    req = sim_icmsg.encode_request(icmsg.ICMSGTYPE_FCOPY, b"\x02" + bytes(35), transaction_id=9)
+    reply = icmsg.encode_status_reply(req + bytes(4), 0x80070050)
     assert len(reply) == len(req) + 4
     assert reply[:20] == req[:20]
     assert struct.unpack_from("<I", reply, 20)[0] == 0x80070050
@@ -168,7 +169,7 @@ def test_decode_packet_rejects_bad_descriptors(raw: bytes) -> None:
 
 
 def test_header_fields() -> None:
-    hdr = icmsg.parse_header(HOST_NEGOTIATE)
+    hdr = icmsg.decode_header(HOST_NEGOTIATE)
     assert hdr.framework == (3, 0)
     assert hdr.msgtype == icmsg.ICMSGTYPE_NEGOTIATE
     assert hdr.msgsize == 20

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """hvdaemons.protocol.kvp: every message, against hand-built golden bytes.
 
-The golden messages are assembled here with literal offsets from the spec
-(kvp.md 3.4), independently of the module's own offset table.
+The golden messages are assembled here with the literal offsets of struct
+hv_kvp_msg (include/uapi/linux/hyperv.h, pinned in tests/test_abi.py),
+independently of the module's own offset table.
 """
 
 from __future__ import annotations
@@ -60,23 +61,23 @@ def test_status_codes() -> None:
 
 
 def test_registration_messages() -> None:
-    assert kvp.registration_message() == golden((0, b"\x64"))
-    assert sim_kvp.kernel_registration_reply() == golden((0, b"\x64"), (4, b"3.1\0"))
-    req = kvp.decode_request(sim_kvp.kernel_registration_reply())
+    assert kvp.encode_registration() == golden((0, b"\x64"))
+    assert sim_kvp.encode_registration_reply() == golden((0, b"\x64"), (4, b"3.1\0"))
+    req = kvp.decode_request(sim_kvp.encode_registration_reply())
     assert req == kvp.RegisterReply(100, b"3.1")
 
 
 def test_kernel_get() -> None:
     # value_size and value_type stay 0: hv_kvp.c fills only the key.
-    assert sim_kvp.kernel_get(3, "VirtualMachineName") == golden(
+    assert sim_kvp.encode_get_request(3, "VirtualMachineName") == golden(
         (0, b"\x00\x03"), (8, u32(19)), (16, b"VirtualMachineName")
     )
-    req = kvp.decode_request(sim_kvp.kernel_get(3, "VirtualMachineName"))
+    req = kvp.decode_request(sim_kvp.encode_get_request(3, "VirtualMachineName"))
     assert req == kvp.GetRequest(pool=3, key=b"VirtualMachineName", key_size=19, value_size=0)
 
 
 def test_kernel_set_string() -> None:
-    msg = sim_kvp.kernel_set(0, "clé", "värde ✓")
+    msg = sim_kvp.encode_set_request(0, "clé", "värde ✓")
     key, value = "clé".encode(), "värde ✓".encode()
     assert msg == golden(
         (0, b"\x01\x00"),
@@ -91,34 +92,40 @@ def test_kernel_set_string() -> None:
 
 
 def test_kernel_set_numbers_are_unsigned_decimal_text() -> None:
-    assert sim_kvp.kernel_set(1, "n", 4_000_000_000, sim_kvp.RegType.U32) == golden(
+    assert sim_kvp.encode_set_request(1, "n", 4_000_000_000, sim_kvp.RegType.U32) == golden(
         (0, b"\x01\x01"), (8, u32(2)), (12, u32(11)), (16, b"n"), (528, b"4000000000")
     )
-    assert sim_kvp.kernel_set(1, "n", -1, sim_kvp.RegType.U32)[528:539] == b"4294967295\0"
-    big = sim_kvp.kernel_set(1, "n", 2**64 - 1, sim_kvp.RegType.U64)
+    assert sim_kvp.encode_set_request(1, "n", -1, sim_kvp.RegType.U32)[528:539] == b"4294967295\0"
+    big = sim_kvp.encode_set_request(1, "n", 2**64 - 1, sim_kvp.RegType.U64)
     assert big[12:16] == u32(21) and big[528:549] == b"18446744073709551615\0"
 
 
 def test_kernel_set_other_type_has_no_value() -> None:
     # REG_BINARY (3) and the like: the kernel leaves value and value_size 0.
-    assert sim_kvp.kernel_set(0, "k", "ignored", 3) == golden((0, b"\x01"), (8, u32(2)), (16, b"k"))
+    assert sim_kvp.encode_set_request(0, "k", "ignored", 3) == golden(
+        (0, b"\x01"), (8, u32(2)), (16, b"k")
+    )
 
 
 def test_kernel_delete_and_enumerate() -> None:
-    assert sim_kvp.kernel_delete(4, "gone") == golden((0, b"\x02\x04"), (4, u32(5)), (8, b"gone"))
-    assert kvp.decode_request(sim_kvp.kernel_delete(4, "gone")) == kvp.DeleteRequest(4, b"gone", 5)
-    assert sim_kvp.kernel_enumerate(2, 7) == golden((0, b"\x03\x02"), (4, u32(7)))
-    assert kvp.decode_request(sim_kvp.kernel_enumerate(1, 0xFFFFFFFF)) == kvp.EnumerateRequest(
-        1, 0xFFFFFFFF
+    assert sim_kvp.encode_delete_request(4, "gone") == golden(
+        (0, b"\x02\x04"), (4, u32(5)), (8, b"gone")
     )
+    assert kvp.decode_request(sim_kvp.encode_delete_request(4, "gone")) == kvp.DeleteRequest(
+        4, b"gone", 5
+    )
+    assert sim_kvp.encode_enumerate_request(2, 7) == golden((0, b"\x03\x02"), (4, u32(7)))
+    assert kvp.decode_request(
+        sim_kvp.encode_enumerate_request(1, 0xFFFFFFFF)
+    ) == kvp.EnumerateRequest(1, 0xFFFFFFFF)
 
 
 def test_kernel_ip_messages() -> None:
-    assert sim_kvp.kernel_get_ip_info("00:15:5D:01:02:03", 2) == golden(
+    assert sim_kvp.encode_get_ip_info_request("00:15:5D:01:02:03", 2) == golden(
         (0, b"\x04"), (4, b"00:15:5D:01:02:03"), (260, b"\x02")
     )
     assert kvp.decode_request(
-        sim_kvp.kernel_get_ip_info("00:15:5D:01:02:03", 2)
+        sim_kvp.encode_get_ip_info_request("00:15:5D:01:02:03", 2)
     ) == kvp.GetIpInfoRequest("00:15:5D:01:02:03", 2)
     value = kvp.IpValue(
         adapter_id="{f8615163-df3e-46c5-913f-f2d2f965ed0e}",
@@ -129,7 +136,7 @@ def test_kernel_ip_messages() -> None:
         gate_way="10.0.0.1",
         dns_addr="10.0.0.2;10.0.0.3",
     )
-    msg = sim_kvp.kernel_set_ip_info(value)
+    msg = sim_kvp.encode_set_ip_info_request(value)
     assert msg == golden(
         (0, b"\x05"),
         (4, b"{f8615163-df3e-46c5-913f-f2d2f965ed0e}"),
@@ -150,12 +157,12 @@ def test_kernel_utf16_to_utf8_rules() -> None:
     # A character that no longer fits is skipped; a later ASCII one still fits.
     assert conv("ab€c", 3) == b"abc"
     assert conv("abcd", 3) == b"abc"
-    long_key = sim_kvp.kernel_get(0, "k" * 600)
+    long_key = sim_kvp.encode_get_request(0, "k" * 600)
     assert long_key[8:12] == u32(512) and long_key[16:527] == b"k" * 511 and long_key[527] == 0
 
 
 def test_decode_key_is_bounded_by_key_size_and_array() -> None:
-    msg = bytearray(sim_kvp.kernel_get(0, "abcdef"))
+    msg = bytearray(sim_kvp.encode_get_request(0, "abcdef"))
     msg[8:12] = u32(3)  # not a kernel message: key_size cuts the key
     assert kvp.decode_request(bytes(msg)).key == b"abc"  # type: ignore[union-attr]
     msg[8:12] = u32(100000)
@@ -175,44 +182,44 @@ def test_decode_other_and_bad_sizes() -> None:
 
 
 def test_reply_status_overwrites_only_the_header() -> None:
-    msg = sim_kvp.kernel_set(3, "key", "value")
-    reply = kvp.reply_status(msg, HvStatus.S_CONT)
+    msg = sim_kvp.encode_set_request(3, "key", "value")
+    reply = kvp.encode_status_reply(msg, HvStatus.S_CONT)
     assert reply == u32(0x80070103) + msg[4:]
-    assert sim_kvp.status_of(reply) == HvStatus.S_CONT
+    assert sim_kvp.decode_status_reply(reply) == HvStatus.S_CONT
 
 
 def test_reply_status_pads_or_cuts_to_the_message_size() -> None:
-    assert kvp.reply_status(b"\x01\x02\x03", HvStatus.E_FAIL) == golden((0, u32(0x80004005)))
-    assert len(kvp.reply_status(bytes(9000), 0)) == SIZE
+    assert kvp.encode_status_reply(b"\x01\x02\x03", HvStatus.E_FAIL) == golden((0, u32(0x80004005)))
+    assert len(kvp.encode_status_reply(bytes(9000), 0)) == SIZE
 
 
 def test_reply_get_writes_where_the_kernel_reads() -> None:
-    # Deliberate difference from the reference (spec kvp.md 6.2 [rec]): the
+    # Deliberate difference from the reference (docs/protocol.md): the
     # value goes to offset 532 (the ENUMERATE view the kernel reads) and
     # 528-531 are cleared.
-    msg = bytearray(sim_kvp.kernel_get(0, "k"))
+    msg = bytearray(sim_kvp.encode_get_request(0, "k"))
     msg[528:532] = b"JUNK"
-    reply = kvp.reply_get(bytes(msg), b"the value")
+    reply = kvp.encode_get_reply(bytes(msg), b"the value")
     assert reply == golden((0, u32(0)), (8, u32(2)), (16, b"k"), (532, b"the value"))
-    assert sim_kvp.read_reply(kvp.KvpOp.GET, reply) == sim_kvp.HostReply(0, value="the value")
+    assert sim_kvp.decode_reply(kvp.KvpOp.GET, reply) == sim_kvp.HostReply(0, value="the value")
 
 
 def test_reply_enumerate_record_copies_both_arrays() -> None:
     key = b"k\0stale".ljust(512, b"\0")
     value = b"v\0old bytes".ljust(2048, b"\xaa")
-    reply = kvp.reply_enumerate_record(sim_kvp.kernel_enumerate(0, 3), key, value)
+    reply = kvp.encode_enumerate_record_reply(sim_kvp.encode_enumerate_request(0, 3), key, value)
     assert reply == golden((4, u32(3)), (20, key), (532, value))
-    assert sim_kvp.read_reply(kvp.KvpOp.ENUMERATE, reply) == sim_kvp.HostReply(
+    assert sim_kvp.decode_reply(kvp.KvpOp.ENUMERATE, reply) == sim_kvp.HostReply(
         0, key="k", value="v"
     )
     with pytest.raises(ValueError):
-        kvp.reply_enumerate_record(sim_kvp.kernel_enumerate(0, 3), b"short", value)
+        kvp.encode_enumerate_record_reply(sim_kvp.encode_enumerate_request(0, 3), b"short", value)
 
 
 def test_reply_enumerate_strings_is_strcpy() -> None:
-    msg = bytearray(sim_kvp.kernel_enumerate(2, 9))
+    msg = bytearray(sim_kvp.encode_enumerate_request(2, 9))
     msg[20:2580] = b"\xee" * 2560  # not a kernel message: shows what is left alone
-    reply = kvp.reply_enumerate_strings(bytes(msg), b"ProcessorArchitecture", b"x86_64")
+    reply = kvp.encode_enumerate_strings_reply(bytes(msg), b"ProcessorArchitecture", b"x86_64")
     expect = bytearray(msg)
     expect[0:4] = u32(0)
     expect[20:42] = b"ProcessorArchitecture\0"
@@ -230,7 +237,9 @@ def test_reply_ip_info() -> None:
         "10.0.0.1;",
         "10.0.0.2;",
     )
-    reply = kvp.reply_ip_info(sim_kvp.kernel_get_ip_info("00:15:5D:01:02:03"), 0, value)
+    reply = kvp.encode_ip_info_reply(
+        sim_kvp.encode_get_ip_info_request("00:15:5D:01:02:03"), 0, value
+    )
     assert reply == golden(
         (4, b"00:15:5D:01:02:03"),
         (260, b"\x03\x00"),
@@ -239,9 +248,11 @@ def test_reply_ip_info() -> None:
         (4358, b"10.0.0.1;"),
         (5382, b"10.0.0.2;"),
     )
-    assert sim_kvp.read_reply(kvp.KvpOp.GET_IP_INFO, reply) == sim_kvp.HostReply(0, ip=value)
-    failed = kvp.reply_ip_info(sim_kvp.kernel_get_ip_info("X"), HvStatus.E_FAIL, None)
-    assert failed == u32(0x80004005) + sim_kvp.kernel_get_ip_info("X")[4:]
+    assert sim_kvp.decode_reply(kvp.KvpOp.GET_IP_INFO, reply) == sim_kvp.HostReply(0, ip=value)
+    failed = kvp.encode_ip_info_reply(
+        sim_kvp.encode_get_ip_info_request("X"), HvStatus.E_FAIL, None
+    )
+    assert failed == u32(0x80004005) + sim_kvp.encode_get_ip_info_request("X")[4:]
 
 
 def test_ip_strings_are_cut_to_their_arrays() -> None:
@@ -256,46 +267,48 @@ def test_ip_strings_are_cut_to_their_arrays() -> None:
 
 
 def test_read_reply_failure_is_status_only() -> None:
-    reply = kvp.reply_enumerate_record(
-        sim_kvp.kernel_enumerate(0, 0), b"k".ljust(512, b"\0"), bytes(2048)
+    reply = kvp.encode_enumerate_record_reply(
+        sim_kvp.encode_enumerate_request(0, 0), b"k".ljust(512, b"\0"), bytes(2048)
     )
     failed = u32(HvStatus.S_CONT) + reply[4:]
-    assert sim_kvp.read_reply(kvp.KvpOp.ENUMERATE, failed) == sim_kvp.HostReply(HvStatus.S_CONT)
-    assert sim_kvp.read_reply(kvp.KvpOp.SET, kvp.reply_status(reply, 0)) == sim_kvp.HostReply(0)
+    assert sim_kvp.decode_reply(kvp.KvpOp.ENUMERATE, failed) == sim_kvp.HostReply(HvStatus.S_CONT)
+    assert sim_kvp.decode_reply(
+        kvp.KvpOp.SET, kvp.encode_status_reply(reply, 0)
+    ) == sim_kvp.HostReply(0)
 
 
 def test_read_reply_get_ignores_offset_528() -> None:
     # The reference's GET reply: value copied to 528.  The kernel reads 532.
-    reply = bytearray(sim_kvp.kernel_get(0, "k"))
+    reply = bytearray(sim_kvp.encode_get_request(0, "k"))
     reply[528:534] = b"value\0"
-    # The host sees the stored value minus its first 4 bytes (spec 6.2).
-    assert sim_kvp.read_reply(kvp.KvpOp.GET, bytes(reply)) == sim_kvp.HostReply(0, value="e")
+    # The host sees the stored value minus its first 4 bytes (docs/protocol.md).
+    assert sim_kvp.decode_reply(kvp.KvpOp.GET, bytes(reply)) == sim_kvp.HostReply(0, value="e")
     reply[528:534] = bytes(6)
-    assert sim_kvp.read_reply(kvp.KvpOp.GET, bytes(reply)) == sim_kvp.HostReply(0, value="")
+    assert sim_kvp.decode_reply(kvp.KvpOp.GET, bytes(reply)) == sim_kvp.HostReply(0, value="")
 
 
 def test_read_reply_conversion_limits() -> None:
     long_key = ("ä" * 300).encode()
-    reply = kvp.reply_enumerate_record(
-        sim_kvp.kernel_enumerate(0, 0),
+    reply = kvp.encode_enumerate_record_reply(
+        sim_kvp.encode_enumerate_request(0, 0),
         long_key[:511].ljust(512, b"\0"),
         ("😀" * 600).encode()[:2047] + b"\0",
     )
-    got = sim_kvp.read_reply(kvp.KvpOp.ENUMERATE, reply)
+    got = sim_kvp.decode_reply(kvp.KvpOp.ENUMERATE, reply)
     assert got.key == "ä" * 254  # 254 UTF-16 units
     assert got.value == "😀" * 511  # 1022 units: pairs are not split
-    bad = kvp.reply_enumerate_record(
-        sim_kvp.kernel_enumerate(0, 0), b"\xff".ljust(512, b"\0"), bytes(2048)
+    bad = kvp.encode_enumerate_record_reply(
+        sim_kvp.encode_enumerate_request(0, 0), b"\xff".ljust(512, b"\0"), bytes(2048)
     )
-    assert sim_kvp.read_reply(kvp.KvpOp.ENUMERATE, bad) == sim_kvp.HostReply(HvStatus.E_FAIL)
+    assert sim_kvp.decode_reply(kvp.KvpOp.ENUMERATE, bad) == sim_kvp.HostReply(HvStatus.E_FAIL)
     with pytest.raises(ProtocolError):
-        sim_kvp.read_reply(kvp.KvpOp.SET, bytes(100))
+        sim_kvp.decode_reply(kvp.KvpOp.SET, bytes(100))
 
 
 def test_read_reply_key_runs_past_its_array() -> None:
     # strlen() on an unterminated 512-byte key continues into the value array.
-    reply = kvp.reply_enumerate_record(
-        sim_kvp.kernel_enumerate(0, 0), b"k" * 512, b"vv".ljust(2048, b"\0")
+    reply = kvp.encode_enumerate_record_reply(
+        sim_kvp.encode_enumerate_request(0, 0), b"k" * 512, b"vv".ljust(2048, b"\0")
     )
-    got = sim_kvp.read_reply(kvp.KvpOp.ENUMERATE, reply)
+    got = sim_kvp.decode_reply(kvp.KvpOp.ENUMERATE, reply)
     assert got.key == ("k" * 512 + "vv")[:254]

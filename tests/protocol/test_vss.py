@@ -32,33 +32,33 @@ def test_op_codes_are_the_kernel_headers() -> None:
 
 
 def test_registration_is_register1_then_zeros() -> None:
-    msg = vss.registration()
+    msg = vss.encode_registration()
     assert msg == bytes([129]) + bytes(11)
 
 
 def test_registration_reply_is_a_4_byte_version() -> None:
-    assert vss.parse_registration_reply(struct.pack("=I", 129)) == 129
+    assert vss.decode_registration_reply(struct.pack("=I", 129)) == 129
     for bad in (b"", bytes(3), bytes(12)):
         with pytest.raises(ProtocolError, match="invalid version negotiation"):
-            vss.parse_registration_reply(bad)
+            vss.decode_registration_reply(bad)
 
 
 def test_request_parsing_needs_exactly_12_bytes() -> None:
-    req = vss.parse_request(sim_vss.request(vss.VssOp.FREEZE))
+    req = vss.decode_request(sim_vss.encode_request(vss.VssOp.FREEZE))
     assert req.op == vss.VssOp.FREEZE and req.name == "FREEZE"
     for n in (0, 4, 11, 13, 7432):
         with pytest.raises(ProtocolError):
-            vss.parse_request(bytes(n))
+            vss.decode_request(bytes(n))
 
 
 def test_reply_sets_error_and_echoes_the_rest_like_the_reference() -> None:
-    req = sim_vss.request(vss.VssOp.HOT_BACKUP, flags=0x11223344)
-    ok = vss.reply(req, HvStatus.S_OK)
+    req = sim_vss.encode_request(vss.VssOp.HOT_BACKUP, flags=0x11223344)
+    ok = vss.encode_status_reply(req, HvStatus.S_OK)
     assert len(ok) == 12
     assert ok[:4] == bytes(4)
     assert ok[4:] == req[4:]
-    fail = vss.reply(sim_vss.request(vss.VssOp.FREEZE), HvStatus.E_FAIL)
+    fail = vss.encode_status_reply(sim_vss.encode_request(vss.VssOp.FREEZE), HvStatus.E_FAIL)
     assert fail == bytes.fromhex("05400080") + bytes(8)
-    assert sim_vss.reply_status(fail) == HvStatus.E_FAIL
+    assert sim_vss.decode_status_reply(fail) == HvStatus.E_FAIL
     # A short message still gets a 12-byte reply (the kernel takes no other size).
-    assert len(vss.reply(b"\x05", HvStatus.E_FAIL)) == 12
+    assert len(vss.encode_status_reply(b"\x05", HvStatus.E_FAIL)) == 12

@@ -3,7 +3,7 @@
 
 Runs Debian's unmodified hv_kvp_daemon / hv_vss_daemon / hv_fcopy_daemon
 through the LD_PRELOAD shim, with a SOCK_SEQPACKET listener in a temp dir
-standing in for the kernel's hv_utils transport (spec/transport.md), inside a
+standing in for the kernel's hv_utils transport (drivers/hv/hv_utils_transport.c), inside a
 private mount namespace.  Needs root and working `unshare --mount`; if those
 are missing the tests fail rather than skip.
 """

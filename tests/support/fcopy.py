@@ -16,7 +16,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hvdaemons.fcopy.discovery import FCOPY_CLASS_ID
+from hvdaemons.fcopy.discovery import Discovery, UioDevice
+from hvdaemons.vmbus import FCOPY_CLASS_ID
 from hvsim import launch
 from hvsim.chardev import ChardevKernel
 from hvsim.fcopy import FcopyHost
@@ -139,6 +140,15 @@ def vmbus_device(
         drv.mkdir(parents=True, exist_ok=True)
         (dev / "driver").symlink_to(drv)
     return dev
+
+
+def find_uio_device(disc: Discovery) -> UioDevice | None:
+    """The file-copy uio device if one is bound now, as the daemon looks for it."""
+    for vmbus_dir in disc.fcopy_devices():
+        dev = disc.uio_device(vmbus_dir)
+        if dev is not None:
+            return dev
+    return None
 
 
 def wait_for(predicate: object, timeout: float = 10.0, step: float = 0.02) -> bool:

@@ -18,6 +18,8 @@ import pytest
 from hvdaemons.protocol import vss
 from hvdaemons.protocol.status import HvStatus
 from hvsim import launch
+from hvsim.protocol import vss as sim_vss
+from hvsim.protocol.vss import encode_host_message
 from tests.support.vss_sandbox import STACKED, Daemon, need_root, sandbox, wait_until
 
 IMAGES = ["/mnt/a", "/mnt/b", "/mnt/outer", "/mnt/inner"]
@@ -112,10 +114,34 @@ def test_hibernation_fake_thaw_thaws_and_the_daemon_registers_again() -> None:
         assert box.frozen() == []
 
 
-def test_unknown_op_gets_e_fail() -> None:
+def test_ops_the_kernel_answers_never_reach_the_daemon() -> None:
+    """hv_snapshot.c forwards HOT_BACKUP, FREEZE and THAW only, zeroed but for the op."""
     with sandbox(STACKED[:1]) as box, Daemon(box) as d:
-        r = d.host.request(vss.VssOp.GET_DM_INFO)
-        assert r.status == HvStatus.E_FAIL
+        for op in (vss.VssOp.CREATE, vss.VssOp.GET_DM_INFO, vss.VssOp.AUTO_RECOVER, 200):
+            r = d.host.request(op, flags=0xFFFFFFFF)
+            assert (r.by, r.host_status, r.status) == ("kernel", HvStatus.S_OK, None)
+        # A packet too short to hold a message is dropped: no reply at all.
+        r = d.host.send(encode_host_message(vss.VssOp.FREEZE)[:11])
+        assert (r.by, r.host_status) == ("nobody", None)
+        assert box.frozen() == []
+        # Flags, reserved bytes and LUN information stay with the kernel.
+        body = encode_host_message(
+            vss.VssOp.HOT_BACKUP, flags=5, reserved=b"\xff" * 7, lun_info=6000
+        )
+        r = d.host.send(body)
+        assert r.by == "daemon" and r.reply == OK
+        sent = [e.what for e in d.kernel.events]
+        assert d.stop() == 0
+        assert d.log_lines().count("<6>Hyper-V VSS: VSS: op=CHECK HOT BACKUP") == 1
+        assert not [ln for ln in d.log_lines() if "Illegal op" in ln]
+        assert sent.count("open") == 1
+
+
+def test_an_unknown_op_on_the_device_gets_e_fail() -> None:
+    """Defence in depth: the kernel never forwards one, but a daemon does not claim success."""
+    with sandbox(STACKED[:1]) as box, Daemon(box) as d:
+        reply = d.kernel.request(sim_vss.encode_request(vss.VssOp.GET_DM_INFO))
+        assert reply is not None and sim_vss.decode_status_reply(reply) == HvStatus.E_FAIL
         assert d.logs is not None
         d.logs.wait_for("Illegal op:3")
 
@@ -134,7 +160,12 @@ def test_hvsim_cli_drives_a_backup() -> None:
             assert serve.stdout is not None
             assert "serving hv_vss" in serve.stdout.readline().decode()
             daemon = box.popen(
-                [*launch.daemon_argv("hv_vss_daemon"), "-n", "--device", os.path.join(sim, "hv_vss")],
+                [
+                    *launch.daemon_argv("hv_vss_daemon"),
+                    "-n",
+                    "--device",
+                    os.path.join(sim, "hv_vss"),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -144,7 +175,7 @@ def test_hvsim_cli_drives_a_backup() -> None:
                 return subprocess.run(
                     [*launch.python_argv("hvsim.cli"), "vss", "--dir", sim, *args],
                     cwd=launch.NEUTRAL_CWD,
-            env=launch.child_env(),
+                    env=launch.child_env(),
                     capture_output=True,
                     text=True,
                     timeout=60,
@@ -173,7 +204,7 @@ def test_hvsim_demo_vss_runs_safely() -> None:
     res = subprocess.run(
         [*launch.python_argv("hvsim.cli"), "demo", "vss"],
         cwd=launch.NEUTRAL_CWD,
-            env=launch.child_env(),
+        env=launch.child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

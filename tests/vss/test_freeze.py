@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -204,11 +205,11 @@ def test_nothing_is_logged_between_the_first_freeze_and_the_last_thaw(
     f.fail[("freeze", "/mnt/b")] = errno.EOPNOTSUPP  # logs "cannot be frozen" while frozen
     e = engine(planner, f, tmp_path)
     h = VssHandler(e)
-    reply = h.handle(sim_vss.request(vss.VssOp.FREEZE))
-    assert reply is not None and sim_vss.reply_status(reply) == HvStatus.S_OK
+    reply = h.handle(sim_vss.encode_request(vss.VssOp.FREEZE))
+    assert reply is not None and sim_vss.decode_status_reply(reply) == HvStatus.S_OK
     assert calls(events, "log") == []  # held in memory
-    reply = h.handle(sim_vss.request(vss.VssOp.THAW))
-    assert reply is not None and sim_vss.reply_status(reply) == HvStatus.S_OK
+    reply = h.handle(sim_vss.encode_request(vss.VssOp.THAW))
+    assert reply is not None and sim_vss.decode_status_reply(reply) == HvStatus.S_OK
     last_thaw = max(i for i, (k, _) in enumerate(events) if k == "thaw")
     first_freeze = min(i for i, (k, _) in enumerate(events) if k == "freeze")
     assert not [ev for ev in events[first_freeze:last_thaw] if ev[0] == "log"]
@@ -393,24 +394,62 @@ def test_handler_registration_and_replies(
     with pytest.raises(ProtocolError):
         h.registration_reply(bytes(12))
     ok = bytes(12)
-    assert h.handle(sim_vss.request(vss.VssOp.HOT_BACKUP)) == ok
-    assert h.handle(sim_vss.request(vss.VssOp.FREEZE)) == ok
-    assert h.handle(sim_vss.request(vss.VssOp.THAW)) == ok
+    assert h.handle(sim_vss.encode_request(vss.VssOp.HOT_BACKUP)) == ok
+    assert h.handle(sim_vss.encode_request(vss.VssOp.FREEZE)) == ok
+    assert h.handle(sim_vss.encode_request(vss.VssOp.THAW)) == ok
     fail = struct.pack("=I", HvStatus.E_FAIL)
     f.fail[("freeze", "/mnt/a")] = errno.EIO
-    assert h.handle(sim_vss.request(vss.VssOp.FREEZE)) == fail + bytes(8)
+    assert h.handle(sim_vss.encode_request(vss.VssOp.FREEZE)) == fail + bytes(8)
     # Unknown ops: the reference says S_OK; we do not claim what we did not do.
-    assert h.handle(sim_vss.request(vss.VssOp.GET_DM_INFO)) == fail + bytes(8)
+    assert h.handle(sim_vss.encode_request(vss.VssOp.GET_DM_INFO)) == fail + bytes(8)
     assert h.handle(b"\x05\x00") == fail + bytes(8)
-    assert h.failure_reply(sim_vss.request(vss.VssOp.FREEZE)) == fail + bytes(8)
+    assert h.failure_reply(sim_vss.encode_request(vss.VssOp.FREEZE)) == fail + bytes(8)
 
 
 def test_handler_reset_and_stop_thaw(planner: Planner, events: list[Event], tmp_path: Path) -> None:
     f = RecordingFreezer(events)
     h = VssHandler(engine(planner, f, tmp_path))
-    h.handle(sim_vss.request(vss.VssOp.FREEZE))
+    h.handle(sim_vss.encode_request(vss.VssOp.FREEZE))
     h.reset()  # the device went away while frozen
     assert f.frozen == set()
-    h.handle(sim_vss.request(vss.VssOp.FREEZE))
+    h.handle(sim_vss.encode_request(vss.VssOp.FREEZE))
     h.stop()
     assert f.frozen == set()
+
+
+class ManualTimer:
+    """A freeze.Timer that fires only when the test says so (the engine's injected timer)."""
+
+    def __init__(self) -> None:
+        self.fire: Callable[[], None] | None = None
+
+    def arm(self, seconds: float, fire: Callable[[], None]) -> None:
+        self.fire = fire
+
+    def disarm(self) -> None:
+        self.fire = None
+
+
+def test_a_reset_before_the_deferred_release_still_emits_the_held_log(
+    planner: Planner, events: list[Event], tmp_path: Path, logging_to_events: None
+) -> None:
+    """Hibernation: FREEZE, the kernel's fake THAW, then the device is reset at once.
+
+    The THAW's log lines wait for a timer (they are emitted just after the
+    reply is written); the reset disarms that timer.  The lines, and the
+    reset's own, must still come out: nothing is frozen any more.
+    """
+    f = RecordingFreezer(events)
+    timer = ManualTimer()
+    h = VssHandler(engine(planner, f, tmp_path, timer=timer, defer_release=True))
+    h.handle(sim_vss.encode_request(vss.VssOp.FREEZE))
+    h.handle(sim_vss.encode_request(vss.VssOp.THAW))
+    assert f.frozen == set() and timer.fire is not None  # the release is due later
+    assert calls(events, "log") == []
+    h.reset()  # the fake THAW's reply was refused: close, reopen
+    logging.getLogger("hvdaemons.service").error("/dev/vmbus/hv_vss: end of file; reopening")
+    assert calls(events, "log") == [
+        "<6>Hyper-V VSS: VSS: op=FREEZE: succeeded",
+        "<6>Hyper-V VSS: VSS: op=THAW: succeeded",
+        "<3>Hyper-V VSS: /dev/vmbus/hv_vss: end of file; reopening",
+    ]

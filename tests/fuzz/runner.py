@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""The shared runner of the daemons' sequence fuzzers.
+
+Mirrors nothing upstream: test harness.  A daemon's fuzzer is a Hypothesis
+RuleBasedStateMachine (one example = one fresh daemon and a sequence of
+messages and events, every step checked against a model) plus a Rig that
+holds what the examples share (a sandbox, a simulated device) and counts the
+messages sent.  This module runs such a machine for a message budget:
+seeded, reproducible, shrinking on failure (Hypothesis prints the minimal
+failing program), and it reports what it ran.
+
+Knobs, for a person chasing a failure (the defaults are the tests'; tox
+passes HVDAEMONS_* through):
+
+* HVDAEMONS_FUZZ_SEED: the first seed (each further batch uses the next one);
+* HVDAEMONS_FUZZ_MESSAGES: the message budget of the run;
+* HVDAEMONS_FUZZ_REPORT: a file to append the run's summary to, as one JSON line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Callable, Protocol, TypeVar
+
+import hypothesis
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
+
+T = TypeVar("T")
+
+
+def weighted(*choices: tuple[int, st.SearchStrategy[T]]) -> st.SearchStrategy[T]:
+    """One of the strategies, each as often as its weight says.
+
+    Hypothesis picks rules and sampled_from() elements uniformly; repeating
+    a strategy in the list weights it.  Shrinking moves towards the first.
+    """
+    pool = [s for weight, s in choices for _ in range(weight)]
+    return st.sampled_from(pool).flatmap(lambda s: s)
+
+
+class Rig(Protocol):
+    """What the examples of one fuzz run share."""
+
+    name: str
+    messages: int  # host-to-daemon messages sent so far, over all examples
+    examples: int  # examples (fresh daemons) started so far
+
+
+@dataclasses.dataclass
+class Summary:
+    """What one fuzz run did."""
+
+    daemon: str
+    seeds: list[int]
+    messages: int
+    examples: int
+    seconds: float
+    steps_per_example: int
+    extra: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def line(self) -> str:
+        rate = self.messages / self.seconds if self.seconds else 0.0
+        seeds = f"{self.seeds[0]}..{self.seeds[-1]}" if len(self.seeds) > 1 else str(self.seeds[0])
+        extra = "".join(f", {k} {v}" for k, v in sorted(self.extra.items()))
+        return (
+            f"{self.daemon} fuzz: {self.messages} messages in {self.examples} examples, "
+            f"{self.seconds:.1f} s ({rate:.0f}/s), seeds {seeds}{extra}"
+        )
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+def fuzz(
+    rig: Rig,
+    machine: Callable[[], RuleBasedStateMachine],
+    *,
+    messages: int,
+    seed: int,
+    steps: int,
+    examples_per_seed: int = 20,
+    stats: Callable[[], dict[str, int]] = dict,
+) -> Summary:
+    """Run machine's examples until rig has sent at least `messages` messages.
+
+    Each batch of examples_per_seed examples runs under its own seed (seed,
+    seed + 1, ...), so a failure names the one seed that reproduces it.
+    HVDAEMONS_FUZZ_SEED and HVDAEMONS_FUZZ_MESSAGES override seed and messages.
+    """
+    seed = env_int("HVDAEMONS_FUZZ_SEED", seed)
+    messages = env_int("HVDAEMONS_FUZZ_MESSAGES", messages)
+    config = settings(
+        max_examples=examples_per_seed,
+        stateful_step_count=steps,
+        deadline=None,
+        database=None,  # reproduce by seed, not from a directory of old failures
+        derandomize=False,
+        phases=(Phase.generate, Phase.shrink),
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
+    t0 = time.monotonic()
+    used: list[int] = []
+    for current in _seeds(seed):
+        if rig.messages >= messages:
+            break
+        used.append(current)
+
+        def factory() -> RuleBasedStateMachine:
+            return machine()
+
+        try:
+            run_state_machine_as_test(hypothesis.seed(current)(factory), settings=config)
+        except BaseException:
+            # Hypothesis has printed the shrunk program; this says how to get it again.
+            print(
+                f"{rig.name} fuzz: failed under HVDAEMONS_FUZZ_SEED={current} "
+                f"after {rig.messages} messages in {rig.examples} examples",
+                file=sys.stderr,
+            )
+            raise
+    summary = Summary(
+        rig.name, used, rig.messages, rig.examples, time.monotonic() - t0, steps, stats()
+    )
+    path = os.environ.get("HVDAEMONS_FUZZ_REPORT")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(dataclasses.asdict(summary)) + "\n")
+    return summary
+
+
+def _seeds(first: int) -> Iterator[int]:
+    n = first
+    while True:
+        yield n
+        n += 1
