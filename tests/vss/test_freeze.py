@@ -417,19 +417,6 @@ def test_handler_reset_and_stop_thaw(planner: Planner, events: list[Event], tmp_
     assert f.frozen == set()
 
 
-class ManualTimer:
-    """A freeze.Timer that fires only when the test says so (the engine's injected timer)."""
-
-    def __init__(self) -> None:
-        self.fire: Callable[[], None] | None = None
-
-    def arm(self, seconds: float, fire: Callable[[], None]) -> None:
-        self.fire = fire
-
-    def disarm(self) -> None:
-        self.fire = None
-
-
 def test_a_reset_before_the_deferred_release_still_emits_the_held_log(
     planner: Planner, events: list[Event], tmp_path: Path, logging_to_events: None
 ) -> None:
@@ -444,7 +431,7 @@ def test_a_reset_before_the_deferred_release_still_emits_the_held_log(
     h = VssHandler(engine(planner, f, tmp_path, timer=timer, defer_release=True))
     h.handle(sim_vss.encode_request(vss.VssOp.FREEZE))
     h.handle(sim_vss.encode_request(vss.VssOp.THAW))
-    assert f.frozen == set() and timer.fire is not None  # the release is due later
+    assert f.frozen == set() and timer.armed is not None  # the release is due later
     assert calls(events, "log") == []
     h.reset()  # the fake THAW's reply was refused: close, reopen
     logging.getLogger("hvdaemons.service").error("/dev/vmbus/hv_vss: end of file; reopening")
