@@ -152,6 +152,24 @@ def test_duplicate_keys_written_by_others(pool: Pool, state: Path) -> None:
     assert pool.get(b"k") == b"second"
 
 
+def test_dump_shows_bytes_that_are_not_utf8_escaped(
+    pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_pool(state / ".kvp_pool_0", [golden_record(b"caf\xe9", b"\xff!")])
+    with caplog.at_level(logging.DEBUG):
+        pool.dump()
+    assert [r.getMessage() for r in caplog.records] == [
+        "===Start dumping the contents of pool 0 ===",
+        "pool: 0, 1/1 key=caf\\xe9 val=\\xff!",
+    ]
+
+
+def test_empty_key_and_value_read_as_empty(pool: Pool, state: Path) -> None:
+    write_pool(state / ".kvp_pool_0", [golden_record(b"", b"v"), golden_record(b"k", b"")])
+    assert pool.items() == [(b"", b"v"), (b"k", b"")]
+    assert pool.get(b"") == b"v" and pool.get(b"k") == b""
+
+
 def test_unterminated_arrays(pool: Pool, state: Path) -> None:
     rec = b"K" * 512 + b"V" * 2048
     write_pool(state / ".kvp_pool_0", [rec])
@@ -511,6 +529,13 @@ def test_in_place_plan_longer_value_across_the_boundary_writes_the_tail_first() 
         (4096, b"b" * 476),
         (R + 512, b"b" * 1024),
     ]
+
+
+def test_in_place_plan_from_the_first_byte_to_the_last() -> None:
+    # Nothing in common at either end: the whole record, in one piece.
+    old = golden_record(b"a", b"x" * 2048)
+    new = golden_record(b"b", b"y" * 2048)
+    assert in_place_plan(0, old, new, 4096) == [(0, new)]
 
 
 def test_in_place_plan_refuses_when_both_values_straddle_the_boundary() -> None:

@@ -30,6 +30,7 @@ import argparse
 import ast
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -136,11 +137,12 @@ class Mutant:
     end_col: int
     operator: str  # e.g. "Lt->LtE", "const 1->2", "drop call"
     replacement: str  # source text put in place of the node's text
+    scope: str = ""  # the enclosing function or class ("Pool.get"), "" at top level
 
     def key(self, module: str, source: str) -> str:
         """What equivalent.json names it by: stable while the line's text stays."""
         text = source.splitlines()[self.line - 1].strip()
-        return f"{module}:{self.operator}:{text}"
+        return f"{module}:{self.scope}:{self.operator}:{text}"
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -191,6 +193,17 @@ def _alias_rhs(tree: ast.Module) -> set[int]:
 def mutants(source: str) -> Iterator[Mutant]:
     tree = ast.parse(source)
     skip = _docstrings(tree) | _type_checking_only(tree) | _alias_rhs(tree)
+    scopes: dict[int, str] = {}
+
+    def name_scopes(node: ast.AST, scope: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = scope
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                inner = f"{scope}.{child.name}" if scope else child.name
+            scopes[id(child)] = inner
+            name_scopes(child, inner)
+
+    name_scopes(tree, "")
 
     def at(node: ast.AST, operator: str, new: ast.AST | str) -> Mutant:
         text = new if isinstance(new, str) else ast.unparse(new)
@@ -203,6 +216,7 @@ def mutants(source: str) -> Iterator[Mutant]:
             node.end_col_offset,  # type: ignore[attr-defined]
             operator,
             text,
+            scopes.get(id(node), ""),
         )
 
     for node in ast.walk(tree):
@@ -343,7 +357,7 @@ def pytest_run(
         "no:cacheprovider",
         "--no-header",
         "-o",
-        "addopts=-m 'not slow' -rf --import-mode=append",
+        "addopts=-m 'not slow' -rfE --import-mode=append",
         *files,
     ]
     t0 = time.monotonic()
@@ -416,7 +430,13 @@ def coverage(
     return order, lines, took
 
 
-def run_module(scratch: Path, module: str, only_lines: set[int] | None, log: Path) -> list[Result]:
+def run_module(
+    scratch: Path,
+    module: str,
+    only_lines: set[int] | None,
+    log: Path,
+    reuse: dict[tuple[int, str, str], tuple[str, str]] | None = None,
+) -> list[Result]:
     primary, further = TARGETS[module]
     target = scratch / module
     original = target.read_text()
@@ -435,6 +455,12 @@ def run_module(scratch: Path, module: str, only_lines: set[int] | None, log: Pat
             except SyntaxError:
                 results.append(Result(m, "invalid", "", 0.0))
                 continue
+            text_of_line = original.splitlines()[m.line - 1].strip()
+            earlier = (reuse or {}).get((m.line, m.operator, text_of_line))
+            if earlier is not None:
+                # Killed before (tests only get stronger): not run again.
+                results.append(Result(m, earlier[0], earlier[1] + " (earlier run)", 0.0))
+                continue
             runs: set[str] = set()
             for line in range(m.line, m.end_line + 1):
                 runs |= covered.get(line, set())
@@ -446,11 +472,20 @@ def run_module(scratch: Path, module: str, only_lines: set[int] | None, log: Pat
                     f"[{n}/{len(todo)}] uncovered {m.line}: {m.key(module, original)}", flush=True
                 )
                 continue
+            select = scratch / ".hvmut-select"
+            select.write_text("\n".join(tests) + "\n")
             target.write_text(text)
             # An endless loop is what the limit is for; the machine is shared,
-            # so it is generous: four times the traced run, plus a minute.
-            limit = 4 * sum(took.get(t, base) for t in tests) + 60
-            verdict, secs, out = pytest_run(scratch, tests, limit)
+            # so it is generous: twice the traced (slower) run, plus 45 s.
+            limit = 2 * sum(took.get(t, base) for t in tests) + 45
+            verdict, secs, out = pytest_run(
+                scratch,
+                ["-p", "tests.mutation.cover", *primary, *further],
+                limit,
+                {"HVMUT_SELECT": str(select)},
+            )
+            if verdict == "failed" and not re.search(r"\b\d+ (failed|errors?)\b", out):
+                raise SystemExit(f"{module}: a run failed without a failing test:\n{out}")
             final = {"passed": "survived", "failed": "killed", "timeout": "timeout"}[verdict]
             by = f"{len(tests)} tests"
             failed = [
@@ -516,6 +551,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="list the mutants and stop")
     p.add_argument("--report", default=str(HERE / "report.md"), help="where the report goes")
     p.add_argument("--keep", action="store_true", help="keep the scratch copy")
+    p.add_argument(
+        "--reuse",
+        help="a log (.jsonl) of an earlier run: its killed mutants are not run again",
+    )
     args = p.parse_args(argv)
     # SIGTERM unwinds like ^C: the module is restored and the scratch copy removed.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -533,6 +572,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     equivalent = HERE / "equivalent.json"
     reasons: dict[str, str] = json.loads(equivalent.read_text()) if equivalent.exists() else {}
+    # (line, operator, the line's text) -> verdict: only while the line is as it was.
+    reuse: dict[tuple[int, str, str], tuple[str, str]] = {}
+    if args.reuse:
+        for row in Path(args.reuse).read_text().splitlines():
+            entry = json.loads(row)
+            if entry["verdict"] in ("killed", "timeout"):
+                _, _, operator, text = entry["key"].split(":", 3)
+                reuse[(entry["line"], operator, text)] = (entry["verdict"], entry["by"])
     Path(args.report).with_suffix(".jsonl").write_text("")
     scratch = Path(tempfile.mkdtemp(prefix="hvmut-"))
     sections = []
@@ -542,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         check_imports(scratch)
         for module in modules:
             log = Path(args.report).with_suffix(".jsonl")
-            results = run_module(scratch, module, only, log)
+            results = run_module(scratch, module, only, log, reuse)
             source = (REPO / module).read_text()
             sections.append(report(module, source, results, reasons))
             unexplained += sum(
