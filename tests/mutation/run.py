@@ -59,7 +59,7 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "hvdaemons/protocol/kvp.py": (
-        ["tests/protocol/test_kvp.py"],
+        ["tests/protocol/test_kvp.py", "tests/protocol/test_dataclasses.py"],
         [
             "tests/kvp/test_daemon.py",
             "tests/kvp/test_differential.py",
@@ -69,7 +69,11 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "hvdaemons/protocol/fcopy.py": (
-        ["tests/protocol/test_fcopy.py", "tests/protocol/test_fcopy_write.py"],
+        [
+            "tests/protocol/test_fcopy.py",
+            "tests/protocol/test_fcopy_write.py",
+            "tests/protocol/test_dataclasses.py",
+        ],
         [
             "tests/fcopy/test_dispatch.py",
             "tests/fcopy/test_chardev.py",
@@ -78,11 +82,11 @@ TARGETS: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "hvdaemons/protocol/icmsg.py": (
-        ["tests/protocol/test_icmsg.py"],
+        ["tests/protocol/test_icmsg.py", "tests/protocol/test_dataclasses.py"],
         ["tests/fcopy/test_uio.py", "tests/fcopy/test_uio_channel.py", "tests/test_ring.py"],
     ),
     "hvdaemons/protocol/vss.py": (
-        ["tests/protocol/test_vss.py"],
+        ["tests/protocol/test_vss.py", "tests/protocol/test_dataclasses.py"],
         [
             # The end-to-end ones freeze loop-mounted images inside the fsbox sandbox only.
             "tests/vss/test_freeze.py",
@@ -138,6 +142,7 @@ class Mutant:
     operator: str  # e.g. "Lt->LtE", "const 1->2", "drop call"
     replacement: str  # source text put in place of the node's text
     scope: str = ""  # the enclosing function or class ("Pool.get"), "" at top level
+    stmt_line: int = 0  # first line of the statement it is in (where tracing sees it run)
 
     def key(self, module: str, source: str) -> str:
         """What equivalent.json names it by: stable while the line's text stays."""
@@ -182,10 +187,14 @@ def _type_checking_only(tree: ast.AST) -> set[int]:
 
 
 def _alias_rhs(tree: ast.Module) -> set[int]:
-    """Module-level type aliases (X = tuple[int, ...]): not run as code."""
+    """Module-level type aliases (X = tuple[int, ...]), not run as code, and
+    __all__, which only a star import reads (the package has none)."""
     out = set()
     for node in tree.body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Subscript):
+        if isinstance(node, ast.Assign) and (
+            isinstance(node.value, ast.Subscript)
+            or any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+        ):
             out.update(id(n) for n in ast.walk(node.value))
     return out
 
@@ -194,16 +203,19 @@ def mutants(source: str) -> Iterator[Mutant]:
     tree = ast.parse(source)
     skip = _docstrings(tree) | _type_checking_only(tree) | _alias_rhs(tree)
     scopes: dict[int, str] = {}
+    stmts: dict[int, int] = {}
 
-    def name_scopes(node: ast.AST, scope: str) -> None:
+    def name_scopes(node: ast.AST, scope: str, stmt: int) -> None:
         for child in ast.iter_child_nodes(node):
             inner = scope
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 inner = f"{scope}.{child.name}" if scope else child.name
+            line = child.lineno if isinstance(child, ast.stmt) else stmt
             scopes[id(child)] = inner
-            name_scopes(child, inner)
+            stmts[id(child)] = line
+            name_scopes(child, inner, line)
 
-    name_scopes(tree, "")
+    name_scopes(tree, "", 0)
 
     def at(node: ast.AST, operator: str, new: ast.AST | str) -> Mutant:
         text = new if isinstance(new, str) else ast.unparse(new)
@@ -217,6 +229,7 @@ def mutants(source: str) -> Iterator[Mutant]:
             operator,
             text,
             scopes.get(id(node), ""),
+            stmts.get(id(node), 0),
         )
 
     for node in ast.walk(tree):
@@ -462,7 +475,7 @@ def run_module(
                 results.append(Result(m, earlier[0], earlier[1] + " (earlier run)", 0.0))
                 continue
             runs: set[str] = set()
-            for line in range(m.line, m.end_line + 1):
+            for line in {m.stmt_line, *range(m.line, m.end_line + 1)}:
                 runs |= covered.get(line, set())
             # Lines run at import time count for every test.
             tests = order if "" in runs else [t for t in order if t in runs]
