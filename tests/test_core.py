@@ -7,6 +7,8 @@ import logging
 import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from hvdaemons.notify import sd_notify
 from hvdaemons.service import Missing, Service, Stopper, wait_for_device
 from hvdaemons.transport import FdChannel, open_device
 from hvsim.chardev import ChardevKernel
+from hvsim.launch import NEUTRAL_CWD, child_env
 
 
 class EchoVss:
@@ -241,9 +244,14 @@ def test_cli_exit_codes_match_upstream(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_stopper_wakes_a_waiting_loop() -> None:
     stopper = Stopper()
-    threading.Timer(0.1, stopper.request).start()
-    stopper.wait(10)
+    waiting = threading.Thread(target=stopper.wait, args=(3600,))
+    waiting.start()
+    stopper.request()
+    # The wait ends because of the request, long before its hour is up.
+    waiting.join(30)  # a hang guard
+    assert not waiting.is_alive(), "Stopper.wait ignored request()"
     assert stopper.requested
+    stopper.wait(3600)  # once requested, a wait returns at once
 
 
 def test_once_logs_each_kind_once_until_reset(caplog: pytest.LogCaptureFixture) -> None:
@@ -352,11 +360,48 @@ def test_c_errors_become_oserror() -> None:
     assert _ffi.check_neg_errno(7) == 7
 
 
-def test_daemonized_logging_goes_to_syslog_or_nowhere(capfd: pytest.CaptureFixture[str]) -> None:
-    # Without -n the C daemons syslog(); nothing may reach the (closed) stderr.
-    log.setup("KVP", foreground=False)
-    logging.getLogger("hvdaemons.test").error("to syslog")
-    assert capfd.readouterr().err == ""
+# In a private mount namespace with a tmpfs /dev, the child owns /dev/log.
+_SYSLOG_CHILD = r"""
+import logging, os, socket, subprocess, sys
+subprocess.run(["mount", "-t", "tmpfs", "hvtest", "/dev"], check=True)
+from hvdaemons import log
+# No syslog daemon: dropped, as syslog(3) drops it.
+log.setup(sys.argv[1], foreground=False)
+logging.getLogger("hvdaemons.test").error("lost")
+server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+server.bind("/dev/log")
+server.settimeout(30)
+log.setup(sys.argv[1], foreground=False)
+logging.getLogger("hvdaemons.test").error("to syslog")
+logging.getLogger("hvdaemons.test").info("info %s", "too")
+sys.stdout.buffer.write(server.recv(4096) + b"|" + server.recv(4096))
+"""
+
+
+def test_daemonized_logging_goes_to_syslog() -> None:
+    # Without -n the C daemons syslog(): openlog(ident) and LOG_USER, so
+    # LOG_USER|LOG_ERR = <11> and LOG_USER|LOG_INFO = <14>; nothing on stderr,
+    # and without a syslog daemon the lines are dropped.
+    res = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            sys.executable,
+            "-c",
+            _SYSLOG_CHILD,
+            "Hyper-V VSS",
+        ],
+        cwd=NEUTRAL_CWD,
+        env=child_env(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout == b"<11>Hyper-V VSS: to syslog\0|<14>Hyper-V VSS: info too\0"
+    assert res.stderr == b""
 
 
 def test_a_stale_compiled_module_refuses_to_import(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import os
 import signal
 import struct
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from hvdaemons.protocol.status import HvStatus
 from hvsim.launch import NEUTRAL_CWD, python_argv
 from hvsim.protocol import fcopy as sim_fcopy
 from tests.support.fcopy import LegacyRig, daemon_argv, daemon_env, wait_for
+from tests.support.notify import NotifySocket
 
 ALREADY_EXISTS, DISK_FULL, E_FAIL, S_OK = HvStatus.ERROR_ALREADY_EXISTS, HvStatus.ERROR_DISK_FULL, HvStatus.E_FAIL, HvStatus.S_OK
 
@@ -281,12 +281,26 @@ def test_disk_full_on_a_small_loop_mounted_filesystem(tmp_path: Path) -> None:
 
 
 def test_host_without_the_service_does_not_flood_the_log(tmp_path: Path) -> None:
-    with LegacyRig(tmp_path / "dev") as r:
-        r.close_kernel()
-        time.sleep(3.5)
-        errors = [line for line in r.logs.drain(0.5) if line.startswith("<3>")]
-        assert 1 <= len(errors) <= 2, errors
-        assert r.proc.poll() is None  # still waiting for the device
+    # With a watchdog of 0.4 s the daemon pings every 0.2 s, from the retry
+    # loop too (it looks for the device at that pace then): each WATCHDOG=1
+    # after the device went away marks a failed look.
+    notify = NotifySocket(tmp_path / "notify")
+    env = {"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"}
+    try:
+        with LegacyRig(tmp_path / "dev", env=env) as r:
+            r.close_kernel()
+            notify.wait_for("^STATUS=.*waiting for")
+            for _ in range(10):
+                notify.wait_for("^WATCHDOG=1$")
+            # Lines are written before the next look's ping: all are in the pipe.
+            errors = [line for line in r.logs.read_available() if line.startswith("<3>")]
+            # One line for the loss, one for the first failed open: none per retry.
+            assert len(errors) == 2, errors
+            assert errors[0].endswith(": end of file on the device; reopening"), errors
+            assert errors[1].endswith("failed; error: 2 No such file or directory; retrying")
+            assert r.proc.poll() is None  # still waiting for the device
+    finally:
+        notify.close()
 
 
 def test_hvsim_serve_and_client_copy(tmp_path: Path, guest: Path) -> None:

@@ -26,6 +26,7 @@ from hvdaemons.protocol import icmsg
 from hvsim import uio as sim_uio
 from hvsim.protocol import fcopy as sim_fcopy
 from hvsim.protocol import icmsg as sim_icmsg
+from tests.support.inotify import DirOpens
 
 S_OK = 0
 E_FAIL = 0x80004005
@@ -286,8 +287,13 @@ def test_waits_quietly_for_the_device_then_binds(tmp_path: Path, variant: str) -
     sim = sim_uio.UioSim(str(tmp_path / "sim"), variant)
     log = tmp_path / "daemon.log"
     try:
-        with sim_uio.running_daemon(str(tmp_path / "sim"), log_path=str(log)):
-            time.sleep(2.5)  # the host has Guest Services disabled: no device
+        devices = Path(sim.sysfs) / "bus" / "vmbus" / "devices"
+        with DirOpens(devices) as scans, sim_uio.running_daemon(
+            str(tmp_path / "sim"), log_path=str(log)
+        ):
+            # The host has Guest Services disabled: no device.  The events: the
+            # daemon's scans of the VMBus devices, three of them.
+            scans.wait(3)
             waiting = [line for line in log.read_text().splitlines() if "waiting" in line]
             assert len(waiting) == 1, log.read_text()
             sim.offer()

@@ -15,9 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from hvdaemons.kvp import osinfo
-from hvdaemons.kvp.paths import KvpPaths
-from hvdaemons.kvp.pool import record_bytes
 from hvdaemons.protocol import kvp
 from hvdaemons.protocol.status import HvStatus
 from hvsim.chardev import ChardevKernel
@@ -26,7 +23,15 @@ from hvsim.launch import python_argv
 from hvsim.protocol import kvp as sim_kvp
 from hvsim.server import call
 from tests.reference.refdaemons import LogReader
-from tests.support.kvp import NEUTRAL_CWD, R, daemon_argv, daemon_env, spawn_daemon, stop
+from tests.support.kvp import (
+    NEUTRAL_CWD,
+    R,
+    daemon_argv,
+    daemon_env,
+    golden_record,
+    spawn_daemon,
+    stop,
+)
 
 S_OK, S_CONT, E_FAIL = HvStatus.S_OK, HvStatus.S_CONT, HvStatus.E_FAIL
 
@@ -102,9 +107,9 @@ def test_set_get_enumerate_delete(daemon: Running, pool: int) -> None:
     assert host.get(pool, "Key") == sim_kvp.HostReply(S_OK, value="new")
     assert host.get(pool, "Missing").status == S_CONT
     assert host.enumerate_all(pool) == ([("Key", "new"), ("Other", "x")], S_CONT)
-    assert (daemon.state / f".kvp_pool_{pool}").read_bytes() == record_bytes(
+    assert (daemon.state / f".kvp_pool_{pool}").read_bytes() == golden_record(
         b"Key", b"new"
-    ) + record_bytes(b"Other", b"x")
+    ) + golden_record(b"Other", b"x")
     assert host.delete(pool, "Key").status == S_OK
     assert host.delete(pool, "Key").status == S_CONT
     assert host.enumerate_all(pool) == ([("Other", "x")], S_CONT)
@@ -112,31 +117,79 @@ def test_set_get_enumerate_delete(daemon: Running, pool: int) -> None:
     assert all(host.enumerate_all(p) == ([], S_CONT) for p in others)
 
 
-def test_auto_pool(daemon: Running) -> None:
-    from hvdaemons.kvp import ipinfo
+# What the auto pool is made of, under the daemon's control: the host name
+# (a private UTS namespace), /etc/hosts, nsswitch.conf and os-release (bind
+# mounts in a private mount namespace) and the interfaces (a private network
+# namespace: only lo, which the pool leaves out).  The expected values are
+# written out, not taken from hvdaemons.kvp.osinfo.
+_AUTO_FILES = {
+    "hosts": "127.0.1.1 kvp-golden.example.org kvp-golden\n",
+    "nsswitch.conf": "hosts: files\n",
+    "os-release": 'NAME="Golden Linux"\nVERSION_ID="42.7"\nID=golden\n',
+}
+_AUTO_SCRIPT = """set -e
+hostname kvp-golden
+for f in hosts nsswitch.conf os-release; do mount --bind "$0/$f" "/etc/$f"; done
+exec "$@"
+"""
 
-    info = osinfo.collect(KvpPaths())
-    v4, v6 = ipinfo.address_lists()
-    items, end = daemon.host.enumerate_all(2)
-    assert end == S_CONT
-    assert items == [
-        ("FullyQualifiedDomainName", osinfo.resolve_fqdn()),
-        ("IntegrationServicesVersion", "3.1"),
-        ("NetworkAddressIPv4", v4),
-        ("NetworkAddressIPv6", v6),
-        ("OSBuildNumber", os.uname().release),
-        ("OSName", info.os_name),
-        ("OSMajorVersion", info.os_major),
-        ("OSMinorVersion", info.os_minor),
-        ("OSVersion", os.uname().release.split("-")[0]),
-        ("ProcessorArchitecture", os.uname().machine),
-    ]
-    # The auto pool's file is a plain pool for SET/GET, as upstream: ENUMERATE
-    # stays synthesized.
-    assert daemon.host.set(2, "stored", "in the file").status == S_OK
-    assert daemon.host.get(2, "stored").value == "in the file"
-    assert daemon.host.enumerate(2, 0).key == "FullyQualifiedDomainName"
-    assert daemon.host.enumerate(2, 10).status == S_CONT
+
+def test_auto_pool(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    for name, text in _AUTO_FILES.items():
+        (etc / name).write_text(text)
+    kernel = ChardevKernel(str(tmp_path / "hv_kvp"), "hv_kvp", timeout=10)
+    argv = [*daemon_argv(), "-n", "--device", kernel.path, "--state-dir", str(tmp_path / "state")]
+    proc = subprocess.Popen(
+        [
+            "unshare",
+            "--uts",
+            "--net",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            _AUTO_SCRIPT,
+            str(etc),
+            *argv,
+        ],
+        cwd=NEUTRAL_CWD,
+        env=daemon_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    log = LogReader(proc)
+    try:
+        assert kernel.wait_registered(30), "\n".join(log.drain(1))
+        host = KvpHost(kernel)
+        uname = os.uname()
+        items, end = host.enumerate_all(2)
+        assert end == S_CONT
+        assert items == [
+            ("FullyQualifiedDomainName", "kvp-golden.example.org"),
+            ("IntegrationServicesVersion", "3.1"),
+            ("NetworkAddressIPv4", ""),
+            ("NetworkAddressIPv6", ""),
+            ("OSBuildNumber", uname.release),
+            ("OSName", "Golden Linux"),
+            ("OSMajorVersion", "42.7"),
+            ("OSMinorVersion", ""),
+            ("OSVersion", uname.release.split("-")[0]),  # the C daemon cuts at the first '-'
+            ("ProcessorArchitecture", uname.machine),
+        ]
+        # The auto pool's file is a plain pool for SET/GET, as upstream: ENUMERATE
+        # stays synthesized.
+        assert host.set(2, "stored", "in the file").status == S_OK
+        assert host.get(2, "stored").value == "in the file"
+        assert host.enumerate(2, 0).key == "FullyQualifiedDomainName"
+        assert host.enumerate(2, 10).status == S_CONT
+    finally:
+        stop(proc)
+        kernel.close()
 
 
 def test_value_types(daemon: Running) -> None:
@@ -168,7 +221,7 @@ def test_enumerate_reply_bytes(daemon: Running) -> None:
     daemon.host.set(0, "k", "v")
     msg = sim_kvp.encode_enumerate_request(0, 0)
     reply = daemon.host.exchange(msg)
-    assert reply == bytes(4) + msg[4:20] + record_bytes(b"k", b"v") + msg[20 + R :]
+    assert reply == bytes(4) + msg[4:20] + golden_record(b"k", b"v") + msg[20 + R :]
 
 
 def _raw(run: Running, msg: bytes) -> bytes | None:
@@ -265,12 +318,12 @@ def test_pool_changed_by_others_between_requests(daemon: Running) -> None:
     # cloud-init's reporting handler appends under flock.
     with open(path, "ab") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        f.write(record_bytes(b"cloud-init", b"report"))
+        f.write(golden_record(b"cloud-init", b"report"))
     assert daemon.host.enumerate_all(1) == ([("ours", "1"), ("cloud-init", "report")], S_CONT)
     # A same-size rewrite in place, right after our read.
     with open(path, "r+b") as f:
         fcntl.lockf(f, fcntl.LOCK_EX)
-        f.write(record_bytes(b"ours", b"2"))
+        f.write(golden_record(b"ours", b"2"))
     assert daemon.host.get(1, "ours").value == "2"
     assert daemon.host.set(1, "third", "3").status == S_OK
     assert [k for k, _ in daemon.host.enumerate_all(1)[0]] == ["ours", "cloud-init", "third"]
@@ -299,7 +352,7 @@ def test_sigterm_ends_cleanly(daemon: Running) -> None:
 def test_debug_logging(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    (state / ".kvp_pool_0").write_bytes(record_bytes(b"seeded", b"value"))
+    (state / ".kvp_pool_0").write_bytes(golden_record(b"seeded", b"value"))
     run = start(tmp_path, "-d")
     try:
         run.log.wait_for("Logging debug info in syslog(debug)")

@@ -76,10 +76,26 @@ NAMES = [
 
 @pytest.mark.parametrize("name", NAMES)
 def test_names_in_many_scripts_decode_in_both_forms(name: str) -> None:
-    host = sim_fcopy.encode_start(name, "/dir/" + name, 0, 0, utf16=True)
-    assert P.decode_message(host, utf16=True) == P.StartCopy(name, "/dir/" + name)
-    # What the legacy kernel makes of the host's message decodes to the same names.
-    assert P.decode_message(kernel_start(host), utf16=False) == P.StartCopy(name, "/dir/" + name)
+    # The expected bytes: the struct layout filled by the codecs, not by the
+    # code under test (the host writes UTF-16LE, the legacy kernel UTF-8).
+    path = "/dir/" + name
+    host = golden_start(name.encode("utf-16-le"), path.encode("utf-16-le"), 0, 0)
+    kernel = golden_start(name.encode(), path.encode(), 0, 0)
+    assert sim_fcopy.encode_start(name, path, 0, 0, utf16=True) == host
+    assert sim_fcopy.encode_start(name, path, 0, 0, utf16=False) == kernel
+    assert P.decode_message(host, utf16=True) == P.StartCopy(name, path)
+    assert P.decode_message(kernel, utf16=False) == P.StartCopy(name, path)
+    # What the legacy kernel makes of the host's message is the UTF-8 form.
+    assert kernel_start(host) == kernel
+
+
+def test_name_units_written_out() -> None:
+    # "e" U+0301 and U+1F680 (surrogates D83D DE80) in both forms, byte by byte.
+    host = golden_start(bytes.fromhex("6500 0103 3dd8 80de"), b"/\0", 1, 9)
+    kernel = golden_start(bytes.fromhex("65 cc81 f09f9a80"), b"/", 1, 9)
+    assert P.decode_message(host, utf16=True) == P.StartCopy("e\u0301\U0001f680", "/", 1, 9)
+    assert P.decode_message(kernel, utf16=False) == P.StartCopy("e\u0301\U0001f680", "/", 1, 9)
+    assert kernel_start(host) == kernel
 
 
 def test_surrogate_pair_bytes() -> None:

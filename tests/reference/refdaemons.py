@@ -313,6 +313,14 @@ class LogReader:
                                       "\n".join(lines)))
             self._fill(left)
 
+    def read_available(self) -> list[str]:
+        """Read what the pipe holds now, without waiting; return all lines."""
+        before = -1
+        while not self._eof and len(self._buf) != before:
+            before = len(self._buf)
+            self._fill(0)
+        return self.lines
+
     def drain(self, timeout: float = 5.0) -> list[str]:
         """Read until EOF (the daemon has exited) or *timeout*; return all lines."""
         deadline = time.monotonic() + timeout

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pathlib
 import socket
+import stat
 import struct
 import subprocess
 import time
@@ -42,6 +43,20 @@ Spawn = Callable[..., "subprocess.Popen[bytes]"]
 
 def _cstr(buf: bytes, offset: int) -> bytes:
     return buf[offset:buf.index(b"\0", offset)]
+
+
+def _files_open_for_writing(pid: int) -> dict[str, int]:
+    """Path (as the process sees it) -> st_dev of each regular file pid has open for writing."""
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            flags = int(next(line for line in f if line.startswith("flags:")).split()[1], 8)
+        if flags & os.O_ACCMODE == os.O_RDONLY:
+            continue
+        st = os.stat(f"/proc/{pid}/fd/{fd}")
+        if stat.S_ISREG(st.st_mode):
+            out[os.readlink(f"/proc/{pid}/fd/{fd}")] = st.st_dev
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -160,12 +175,18 @@ def test_kvp_register_and_enumerate(spawn: Spawn, simdir: pathlib.Path, release:
         assert _cstr(ans, KVP_KEY_OFFSET) == b"IntegrationServicesVersion"
         assert _cstr(ans, KVP_VALUE_OFFSET) == b"3.1"
 
-        # The pool files went to the sandbox's tmpfs, not the host.
-        inside = subprocess.run(
-            ["nsenter", "-t", str(proc.pid), "-m", "ls", "-A", "/var/lib/hyperv"],
+        # The pool files went to the sandbox's own tmpfs: every file the
+        # daemon holds open for writing lives on it.  Only the daemon's own
+        # /proc entries are read, never the host's /var/lib/hyperv.
+        mount = subprocess.run(
+            ["nsenter", "-t", str(proc.pid), "-m", "findmnt", "-no", "FSTYPE,SOURCE",
+             "--mountpoint", "/var/lib/hyperv"],
             stdout=subprocess.PIPE, text=True, check=True).stdout.split()
-        assert ".kvp_pool_0" in inside
-        assert not any(n.startswith(".kvp_pool") for n in os.listdir("/var/lib/hyperv"))
+        assert mount == ["tmpfs", "hvsandbox"]
+        state_dev = os.stat(f"/proc/{proc.pid}/root/var/lib/hyperv").st_dev
+        written = _files_open_for_writing(proc.pid)
+        assert sorted(written) == [f"/var/lib/hyperv/.kvp_pool_{n}" for n in range(5)]
+        assert {dev for dev in written.values()} == {state_dev}
     assert any(line.startswith("<6>KVP: KVP starting") for line in log.lines)
 
 

@@ -41,7 +41,8 @@ class LegacyRig:
     reference=True runs bookworm's hv_fcopy_daemon through the LD_PRELOAD shim;
     otherwise our hv_fcopy_daemon with --device.  Both run in a private mount
     namespace when tmpfs mounts are asked for (e.g. "DIR:size=64k" for a
-    full disk); `view(path)` then shows a path as the daemon sees it.
+    full disk); `view(path)` then shows a path as the daemon sees it.  env
+    adds to the daemon's environment (e.g. NOTIFY_SOCKET).
     """
 
     def __init__(
@@ -65,7 +66,7 @@ class LegacyRig:
                     "hv_fcopy_daemon",
                     str(dev),
                     tmpfs=(*refdaemons.DEFAULT_TMPFS, *tmpfs),
-                    env=daemon_env(),
+                    env=daemon_env(env),
                 )
             else:
                 argv = [*daemon_argv(), "-n", "--device", self.kernel.path]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import struct
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -56,6 +57,27 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+# struct kvp_record of tools/hv/hv_kvp_daemon.c: char key[512]; char value[2048];
+# the pool files are arrays of it.  Built with struct, independent of
+# hvdaemons.kvp.pool, so tests can hold the pool code to it.
+_KVP_RECORD = struct.Struct("512s2048s")
+
+
+def golden_record(key: bytes, value: bytes) -> bytes:
+    """A record as the kernel layout has it, zero-filled after key and value."""
+    assert len(key) <= 512 and len(value) <= 2048
+    return _KVP_RECORD.pack(key, value)
+
+
+def golden_parse(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(key, value) of every complete record: each array up to its first NUL."""
+    whole = len(data) - len(data) % R
+    return [
+        (key.split(b"\0", 1)[0], value.split(b"\0", 1)[0])
+        for key, value in _KVP_RECORD.iter_unpack(data[:whole])
+    ]
 
 
 def reference_record(key: bytes, value: bytes, junk: bytes = b"") -> bytes:

@@ -42,8 +42,9 @@ STACKED = (
 
 
 def need_root() -> None:
+    # A missing prerequisite is a failure, never a skip counted as a pass.
     if os.geteuid() != 0:
-        pytest.skip("needs root: mount namespaces, loop devices, FIFREEZE")
+        pytest.fail("needs root: mount namespaces, loop devices, FIFREEZE")
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ fails the test if it had to.
 from __future__ import annotations
 
 import signal
-import time
 
 from hvdaemons.protocol.status import HvStatus
 from hvsim import launch
@@ -80,13 +79,13 @@ def test_thaw_option_thaws_even_without_a_state_file() -> None:
 
 def test_a_host_that_never_thaws_is_overridden_by_the_deadline() -> None:
     with sandbox(STACKED) as box, Daemon(box, extra=["--thaw-deadline", "1"]) as d:
-        t0 = time.monotonic()
         assert [r.ok for r in d.host.freeze_no_thaw()] == [True]
+        # Still frozen after FREEZE was answered: the deadline has not fired yet.
         assert len(box.frozen()) == 4
-        assert wait_until(lambda: box.frozen() == [], 20, 0.1)
-        assert time.monotonic() - t0 >= 0.9
         assert d.logs is not None
-        d.logs.wait_for("no THAW from the host 1 s after FREEZE: thawed 4 filesystem(s)")
+        # The event: the daemon says it thawed at the deadline (the wait is a hang guard).
+        d.logs.wait_for("no THAW from the host 1 s after FREEZE: thawed 4 filesystem(s)", 30)
+        assert box.frozen() == []
         # The late THAW learns that the freeze did not hold.
         r = d.host.thaw()
         assert r.status == HvStatus.E_FAIL

@@ -17,9 +17,8 @@ import signal
 import struct
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -313,33 +312,72 @@ def test_a_state_file_with_unknown_mount_points_is_still_thawed(
     assert f.frozen == set()
 
 
+class ManualTimer:
+    """A Timer the test fires itself: the deadline becomes an event, not a wait."""
+
+    def __init__(self) -> None:
+        self.armed: float | None = None
+        self._fire: Callable[[], None] | None = None
+
+    def arm(self, seconds: float, fire: Callable[[], None]) -> None:
+        self.armed, self._fire = seconds, fire
+
+    def disarm(self) -> None:
+        self.armed, self._fire = None, None
+
+    def fire(self) -> None:
+        fire, self._fire, self.armed = self._fire, None, None
+        assert fire is not None, "the timer was not armed"
+        fire()
+
+
 def test_deadline_thaws_if_the_host_never_does_and_thaw_then_fails(
-    planner: Planner, events: list[Event], tmp_path: Path, alarm: None
+    planner: Planner, events: list[Event], tmp_path: Path
 ) -> None:
     f = RecordingFreezer(events)
-    e = engine(planner, f, tmp_path, thaw_deadline=0.2)
+    timer = ManualTimer()
+    e = engine(planner, f, tmp_path, thaw_deadline=0.2, timer=timer)
     assert e.freeze().ok
-    t0 = time.monotonic()
-    while f.frozen and time.monotonic() - t0 < 5:
-        time.sleep(0.05)  # SIGALRM runs the thaw in this (main) thread
+    assert timer.armed == 0.2 and f.frozen == set(ORDER)
+    timer.fire()
     assert f.frozen == set()
-    assert time.monotonic() - t0 >= 0.15
+    assert calls(events, "thaw") == list(reversed(ORDER))
     out = e.thaw()
     assert not out.ok  # the snapshot was not held until THAW
 
 
 def test_deadline_is_disarmed_by_thaw(
+    planner: Planner, events: list[Event], tmp_path: Path
+) -> None:
+    f = RecordingFreezer(events)
+    timer = ManualTimer()
+    e = engine(planner, f, tmp_path, thaw_deadline=0.2, timer=timer)
+    for _ in range(2):
+        e.freeze()
+        assert timer.armed == 0.2
+        assert e.thaw().ok
+        assert timer.armed is None
+    assert calls(events, "thaw") == list(reversed(ORDER)) * 2
+
+
+def test_the_real_deadline_is_a_one_shot_sigalrm(
     planner: Planner, events: list[Event], tmp_path: Path, alarm: None
 ) -> None:
     f = RecordingFreezer(events)
-    e = engine(planner, f, tmp_path, thaw_deadline=0.2)
-    e.freeze()
+    e = engine(planner, f, tmp_path, thaw_deadline=30)
+    assert e.freeze().ok
+    left, interval = signal.getitimer(signal.ITIMER_REAL)
+    assert 0 < left <= 30 and interval == 0
     assert e.thaw().ok
-    e.freeze()
-    time.sleep(0.05)
-    assert e.thaw().ok
-    time.sleep(0.3)
-    assert calls(events, "thaw") == list(reversed(ORDER)) * 2
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    # Armed again and left to expire: SIGALRM runs the thaw in this (main) thread.
+    e = engine(planner, f, tmp_path, thaw_deadline=0.05)
+    assert e.freeze().ok
+    deadline = time.monotonic() + 30  # a hang guard
+    while f.frozen:
+        assert time.monotonic() < deadline, "the deadline never thawed"
+        time.sleep(0.05)
+    assert not e.thaw().ok
 
 
 # -- the handler ----------------------------------------------------------------------
@@ -378,19 +416,6 @@ def test_handler_reset_and_stop_thaw(planner: Planner, events: list[Event], tmp_
     assert f.frozen == set()
 
 
-class ManualTimer:
-    """A freeze.Timer that fires only when the test says so (the engine's injected timer)."""
-
-    def __init__(self) -> None:
-        self.fire: Callable[[], None] | None = None
-
-    def arm(self, seconds: float, fire: Callable[[], None]) -> None:
-        self.fire = fire
-
-    def disarm(self) -> None:
-        self.fire = None
-
-
 def test_a_reset_before_the_deferred_release_still_emits_the_held_log(
     planner: Planner, events: list[Event], tmp_path: Path, logging_to_events: None
 ) -> None:
@@ -405,7 +430,7 @@ def test_a_reset_before_the_deferred_release_still_emits_the_held_log(
     h = VssHandler(engine(planner, f, tmp_path, timer=timer, defer_release=True))
     h.handle(sim_vss.encode_request(vss.VssOp.FREEZE))
     h.handle(sim_vss.encode_request(vss.VssOp.THAW))
-    assert f.frozen == set() and timer.fire is not None  # the release is due later
+    assert f.frozen == set() and timer.armed is not None  # the release is due later
     assert calls(events, "log") == []
     h.reset()  # the fake THAW's reply was refused: close, reopen
     logging.getLogger("hvdaemons.service").error("/dev/vmbus/hv_vss: end of file; reopening")
