@@ -1,0 +1,72 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""hv_vss_daemon under faults, ours beside Debian's reference C daemons (bookworm, trixie).
+
+SIGKILL after each step of a backup.
+VSS DANGER: everything runs in an FsBox sandbox (hvsim/fsbox.py) holding only
+loop-mounted test images; frozen state is probed with a second FIFREEZE,
+never by writing, and the sandbox thaws and fails the test if anything was
+left frozen.  Other VSS faults: tests/vss/test_faults.py.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from hvsim.vss import VssHost
+from tests.reference import refdaemons
+from tests.soak.targets import VssTarget
+from tests.support.vss_sandbox import STACKED, sandbox
+
+KINDS = ["ours", *refdaemons.RELEASES]
+IMAGES = 4  # STACKED's filesystems a FREEZE freezes (the bind shares a superblock)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _reference() -> None:
+    try:
+        refdaemons.ensure_reference()
+        refdaemons.build_shim()
+    except (RuntimeError, OSError) as e:
+        pytest.fail(f"the reference daemons are a prerequisite of these tests: {e}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("step", ["hot_backup", "freeze", "thaw"])
+def test_sigkill_after_each_step_of_a_backup(kind: str, step: str) -> None:
+    with sandbox(STACKED) as box:
+        target = VssTarget(box, kind)
+        try:
+            host = VssHost(target.kernel)
+            assert host.hot_backup().ok
+            if step in ("freeze", "thaw"):
+                assert host.freeze().ok
+            if step == "thaw":
+                assert host.thaw().ok
+            assert target.proc is not None
+            target.proc.send_signal(signal.SIGKILL)
+            target.proc.wait(10)
+            frozen_after_kill = len(box.frozen())
+            target.kernel.hangup()
+            target.start()
+            frozen_after_restart = len(box.frozen())
+            # The host's next backup, whatever was left.
+            assert [r.ok for r in host.backup(hold_ms=5)] == [True, True, True]
+            assert box.frozen() == []
+        finally:
+            target.close()
+    if kind != "ours":
+        # The C daemons skip loop-backed filesystems (tests/vss/test_reference.py), and
+        # the sandbox has nothing else: their FREEZE froze nothing to leave behind.
+        # Their source keeps no record of a freeze, so a restart cannot thaw either.
+        assert frozen_after_kill == frozen_after_restart == 0
+        return
+    assert frozen_after_kill == (IMAGES if step == "freeze" else 0)
+    if step == "freeze":
+        # The state file in /run tells the next start what to thaw.
+        assert frozen_after_restart == 0
+        assert target.log is not None
+        assert target.log.wait_for("may have been killed while frozen", 0, 5) is not None
+    else:
+        assert frozen_after_restart == 0
