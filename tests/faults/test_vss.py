@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """hv_vss_daemon under faults, ours beside Debian's reference C daemons (bookworm, trixie).
 
-SIGKILL after each step of a backup.
+SIGKILL after each step of a backup, and a full disk under our state file.
 VSS DANGER: everything runs in an FsBox sandbox (hvsim/fsbox.py) holding only
 loop-mounted test images; frozen state is probed with a second FIFREEZE,
 never by writing, and the sandbox thaws and fails the test if anything was
@@ -70,3 +70,33 @@ def test_sigkill_after_each_step_of_a_backup(kind: str, step: str) -> None:
         assert target.log.wait_for("may have been killed while frozen", 0, 5) is not None
     else:
         assert frozen_after_restart == 0
+
+
+def test_full_disk_under_the_state_file() -> None:
+    """ENOSPC on the state file (a full /run): logged at start and at each FREEZE; the backups
+    go on (the file only helps a restart after SIGKILL, and `--thaw` thaws every eligible
+    filesystem without it)."""
+    with sandbox(STACKED) as box:
+        state = "/dev/shm/hv_vss_daemon.frozen"  # the box's 1 MiB tmpfs
+        fill = box.run(["sh", "-c", "cat /dev/zero > /dev/shm/fill"])
+        assert "No space left on device" in fill.stderr, fill.stderr
+        target = VssTarget(box, extra=["--state-file", state])
+        try:
+            host = VssHost(target.kernel)
+            assert target.log is not None
+            assert target.log.wait_for(f"cannot create {state}: No space left on device", 0, 5)
+            for _ in range(2):
+                mark = target.log.mark()
+                assert [r.ok for r in host.backup(hold_ms=5)] == [True, True, True]
+                assert target.log.wait_for(
+                    f"cannot write {state}: No space left on device", mark, 5
+                )
+                assert box.frozen() == []
+                assert target.alive()
+            # Room again: the next backup records its freeze again, silently.
+            box.run(["rm", "/dev/shm/fill"])
+            mark = target.log.mark()
+            assert [r.ok for r in host.backup(hold_ms=5)] == [True, True, True]
+            assert target.log.wait_for("cannot", mark, 1) is None
+        finally:
+            target.close()
