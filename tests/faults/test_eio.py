@@ -32,15 +32,6 @@ S_OK, E_FAIL = HvStatus.S_OK, HvStatus.E_FAIL
 DISK = "/mnt/x"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _reference() -> None:
-    try:
-        refdaemons.ensure_reference()
-        refdaemons.build_shim()
-    except (RuntimeError, OSError) as e:
-        pytest.fail(f"the reference daemons are a prerequisite of these tests: {e}")
-
-
 @contextmanager
 def boxed(
     service: str, kind: str

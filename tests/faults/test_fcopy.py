@@ -20,21 +20,11 @@ import pytest
 
 from hvdaemons.protocol.fcopy import CREATE_PATH, DATA_FRAGMENT, S_OK
 from hvsim.fcopy import FcopyHost
-from tests.reference import refdaemons
 from tests.soak.targets import ChardevTarget
 from tests.support.fcopy import wait_for
 
 KINDS = ["ours", "bookworm"]
 DATA = bytes(range(256)) * (3 * DATA_FRAGMENT // 256)  # three fragments
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _reference() -> None:
-    try:
-        refdaemons.ensure_reference()
-        refdaemons.build_shim()
-    except (RuntimeError, OSError) as e:
-        pytest.fail(f"the reference daemons are a prerequisite of these tests: {e}")
 
 
 @contextmanager

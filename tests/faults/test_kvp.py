@@ -33,15 +33,6 @@ S_OK, S_CONT, E_FAIL = HvStatus.S_OK, HvStatus.S_CONT, HvStatus.E_FAIL
 KINDS = ["ours", *refdaemons.RELEASES]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _reference() -> None:
-    try:
-        refdaemons.ensure_reference()
-        refdaemons.build_shim()
-    except (RuntimeError, OSError) as e:
-        pytest.fail(f"the reference daemons are a prerequisite of these tests: {e}")
-
-
 @contextmanager
 def daemon(
     tmp: Path, kind: str, timeout: float = 5.0, **kw: object

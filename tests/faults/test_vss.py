@@ -23,15 +23,6 @@ KINDS = ["ours", *refdaemons.RELEASES]
 IMAGES = 4  # STACKED's filesystems a FREEZE freezes (the bind shares a superblock)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _reference() -> None:
-    try:
-        refdaemons.ensure_reference()
-        refdaemons.build_shim()
-    except (RuntimeError, OSError) as e:
-        pytest.fail(f"the reference daemons are a prerequisite of these tests: {e}")
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("step", ["hot_backup", "freeze", "thaw"])
 def test_sigkill_after_each_step_of_a_backup(kind: str, step: str) -> None:

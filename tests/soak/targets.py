@@ -24,6 +24,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pytest
+
 from hvsim import launch
 from hvsim import uio as sim_uio
 from hvsim.chardev import ChardevKernel
@@ -121,7 +123,67 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
             proc.wait()
 
 
-class ChardevTarget:
+def require_reference() -> None:
+    """Debian's reference daemons and the shim: a prerequisite, so a loud failure, never a skip."""
+    try:
+        refdaemons.ensure_reference()
+        refdaemons.build_shim()
+    except (RuntimeError, OSError) as e:
+        pytest.fail(f"the reference daemons are a prerequisite of this test: {e}")
+
+
+class _Daemon:
+    """One daemon process, its drained log, and how a soak looks at it."""
+
+    label: str
+    proc: subprocess.Popen[bytes] | None = None
+    log: LogTail | None = None
+
+    def _spawn(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.log = LogTail(proc)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 20) -> list[str]:
+        return self.log.tail(n) if self.log else []
+
+    def _stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+
+
+class _OnChardev(_Daemon):
+    """A daemon on a simulated hv_utils device (ChardevKernel)."""
+
+    kernel: ChardevKernel
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def _registered(self) -> None:
+        if not self.kernel.wait_registered(30):
+            raise AssertionError(f"{self.label} did not register: {self.log_tail(20)}")
+
+    def restart(self) -> None:
+        self._stop()
+        # The kernel's release() resets the transport at once; the simulator
+        # only notices at the next request.
+        self.kernel.hangup()
+        self.start()
+
+    def close(self) -> None:
+        self._stop()
+        self.kernel.close()
+
+
+class ChardevTarget(_OnChardev):
     """A daemon on a ChardevKernel: hv_kvp or hv_fcopy, ours or a reference release."""
 
     def __init__(
@@ -152,8 +214,6 @@ class ChardevTarget:
         self.kernel = ChardevKernel(
             str(self.sim_dir / f"hv_{service}"), f"hv_{service}", timeout=timeout
         )
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log: LogTail | None = None
         self.start()
 
     def _argv_env(self) -> tuple[list[str], Mapping[str, str]]:
@@ -191,7 +251,7 @@ class ChardevTarget:
 
     def start(self) -> None:
         argv, env = self._argv_env()
-        self.proc = subprocess.Popen(
+        proc = subprocess.Popen(
             argv,
             cwd=launch.NEUTRAL_CWD,
             env=dict(env),
@@ -199,25 +259,8 @@ class ChardevTarget:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        self.log = LogTail(self.proc)
-        if not self.kernel.wait_registered(30):
-            raise AssertionError(f"{self.label} did not register: {self.log_tail(20)}")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def restart(self) -> None:
-        assert self.proc is not None
-        _stop(self.proc)
-        # The kernel's release() resets the transport at once; the simulator
-        # only notices at the next request.
-        self.kernel.hangup()
-        self.start()
+        self._spawn(proc)
+        self._registered()
 
     def pool_dir(self) -> Path:
         """The KVP pool directory as the daemon sees it (through its mount namespace)."""
@@ -229,16 +272,8 @@ class ChardevTarget:
         self.kernel.hangup()
         return self.kernel.wait_registered(timeout)
 
-    def log_tail(self, n: int = 20) -> list[str]:
-        return self.log.tail(n) if self.log else []
 
-    def close(self) -> None:
-        if self.proc is not None:
-            _stop(self.proc)
-        self.kernel.close()
-
-
-class VssTarget:
+class VssTarget(_OnChardev):
     """hv_vss_daemon, ours or a reference release, in an FsBox (see hvsim/fsbox.py).
 
     Every freeze happens inside the box's private mount namespace, whose
@@ -254,8 +289,6 @@ class VssTarget:
         os.makedirs(self.dir, exist_ok=True)
         self.kernel = ChardevKernel(os.path.join(self.dir, "hv_vss"), "hv_vss")
         self.extra = list(extra)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log: LogTail | None = None
         self.start()
 
     def start(self) -> None:
@@ -270,41 +303,18 @@ class VssTarget:
                 "HVSHIM_DIR": self.dir,
                 "HVSHIM_NO_SYSLOG": "1",
             }
-        self.proc = self.box.popen(
+        proc = self.box.popen(
             [*argv, *self.extra],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        self.log = LogTail(self.proc)
-        if not self.kernel.wait_registered(30):
-            raise AssertionError(f"{self.label} did not register: {self.log_tail(20)}")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def restart(self) -> None:
-        assert self.proc is not None
-        _stop(self.proc)
-        self.kernel.hangup()
-        self.start()
-
-    def log_tail(self, n: int = 20) -> list[str]:
-        return self.log.tail(n) if self.log else []
-
-    def close(self) -> None:
-        if self.proc is not None:
-            _stop(self.proc)
-        self.kernel.close()
+        self._spawn(proc)
+        self._registered()
 
 
-class UioTarget:
+class UioTarget(_Daemon):
     """Our hv_fcopy_daemon on the simulated uio_hv_generic device (no reference has one)."""
 
     label = "fcopy-uio/ours"
@@ -314,19 +324,17 @@ class UioTarget:
         self.root = str(work / "sim")
         self.sim = sim_uio.UioSim(self.root, variant)
         self.sim.offer()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log: LogTail | None = None
         self.host = sim_uio.UioHost(self.sim, timeout=20)
         self.start()
 
     def start(self) -> None:
-        self.proc = launch.popen(
+        proc: subprocess.Popen[bytes] = launch.popen(
             sim_uio.daemon_command(self.root),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        self.log = LogTail(self.proc)
+        self._spawn(proc)
         self.connect()
 
     def connect(self) -> None:
@@ -337,24 +345,11 @@ class UioTarget:
         if status != 0:
             raise AssertionError(f"negotiation failed: 0x{status:08x}: {self.log_tail(20)}")
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def restart(self) -> None:
-        assert self.proc is not None
-        _stop(self.proc)
+        self._stop()
         self.sim.wait_closed(10)
         self.start()
 
-    def log_tail(self, n: int = 20) -> list[str]:
-        return self.log.tail(n) if self.log else []
-
     def close(self) -> None:
-        if self.proc is not None:
-            _stop(self.proc)
+        self._stop()
         self.sim.close()

@@ -20,14 +20,13 @@ from pathlib import Path
 import pytest
 
 from hvsim.fcopy import FcopyHost
-from tests.reference import refdaemons
 from tests.support.vss_sandbox import STACKED, sandbox
 
 from . import harness
 from .fcopy import FcopyTraffic
 from .harness import ProcStat, Result, Sample, Timing, judge
 from .kvp import KvpTraffic
-from .targets import ChardevTarget, UioTarget, VssTarget
+from .targets import ChardevTarget, UioTarget, VssTarget, require_reference
 from .vss import DEADLINE, VssTraffic
 
 BOUNDED = 20.0
@@ -35,14 +34,6 @@ LONG = 20 * 60.0
 LONG_REFERENCE = 10 * 60.0
 # Long runs look less often; the criterion's windows are fractions of the run.
 LONG_PACE = {"sample_every": 2.0, "print_every": 60.0, "disrupt_every": 20.0}
-
-
-def _reference_available() -> None:
-    try:
-        refdaemons.ensure_reference()
-        refdaemons.build_shim()
-    except (RuntimeError, OSError) as e:
-        pytest.fail(f"the reference daemons are a prerequisite of this test: {e}")
 
 
 @contextmanager
@@ -221,7 +212,7 @@ def test_reference_soak(tmp_path: Path, daemon: str, release: str) -> None:
     figures (HVDAEMONS_SOAK_REPORT) and printed, not failed: only a soak that
     could not run at all fails here.
     """
-    _reference_available()
+    require_reference()
     seconds = harness.seconds_from_env(LONG_REFERENCE)
     if daemon == "kvp":
         with kvp_soak(tmp_path, release) as (target, traffic):
