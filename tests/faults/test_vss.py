@@ -17,6 +17,7 @@ import pytest
 from hvsim.vss import VssHost
 from tests.reference import refdaemons
 from tests.soak.targets import VssTarget
+from tests.soak.vss import REFERENCE_BOX
 from tests.support.vss_sandbox import STACKED, sandbox
 
 KINDS = ["ours", *refdaemons.RELEASES]
@@ -26,7 +27,8 @@ IMAGES = 4  # STACKED's filesystems a FREEZE freezes (the bind shares a superblo
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("step", ["hot_backup", "freeze", "thaw"])
 def test_sigkill_after_each_step_of_a_backup(kind: str, step: str) -> None:
-    with sandbox(STACKED) as box:
+    ours = kind == "ours"
+    with sandbox(STACKED if ours else REFERENCE_BOX, sysfs=ours) as box:
         target = VssTarget(box, kind)
         try:
             host = VssHost(target.kernel)
@@ -47,20 +49,20 @@ def test_sigkill_after_each_step_of_a_backup(kind: str, step: str) -> None:
             assert box.frozen() == []
         finally:
             target.close()
-    if kind != "ours":
-        # The C daemons skip loop-backed filesystems (tests/vss/test_reference.py), and
-        # the sandbox has nothing else: their FREEZE froze nothing to leave behind.
-        # Their source keeps no record of a freeze, so a restart cannot thaw either.
-        assert frozen_after_kill == frozen_after_restart == 0
-        return
-    assert frozen_after_kill == (IMAGES if step == "freeze" else 0)
-    if step == "freeze":
+    frozen = IMAGES if ours else 2  # the C daemons' box: two images, one bind
+    assert frozen_after_kill == (frozen if step == "freeze" else 0)
+    if step != "freeze":
+        assert frozen_after_restart == 0
+    elif ours:
         # The state file in /run tells the next start what to thaw.
         assert frozen_after_restart == 0
         assert target.log is not None
         assert target.log.wait_for("may have been killed while frozen", 0, 5) is not None
     else:
-        assert frozen_after_restart == 0
+        # The C daemons keep no record: frozen until the host's next THAW (their
+        # FREEZE counts EBUSY as frozen); a host that gave up leaves every writer
+        # of those filesystems blocked.
+        assert frozen_after_restart == frozen
 
 
 def test_full_disk_under_the_state_file() -> None:
@@ -91,3 +93,24 @@ def test_full_disk_under_the_state_file() -> None:
             assert target.log.wait_for("cannot", mark, 1) is None
         finally:
             target.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_channel_lost_while_frozen(kind: str) -> None:
+    """The device goes away between FREEZE and THAW and comes back: every daemon thaws
+    when its read fails, reopens, and serves the host's late THAW."""
+    ours = kind == "ours"
+    with sandbox(STACKED if ours else REFERENCE_BOX, sysfs=ours) as box:
+        target = VssTarget(box, kind)
+        try:
+            host = VssHost(target.kernel)
+            assert host.freeze().ok
+            target.kernel.hangup()
+            assert target.kernel.wait_registered(10)
+            frozen_after_reopen = len(box.frozen())
+            assert host.thaw().ok
+            assert box.frozen() == []
+            assert target.alive()
+        finally:
+            target.close()
+    assert frozen_after_reopen == 0

@@ -27,7 +27,7 @@ from .fcopy import FcopyTraffic
 from .harness import ProcStat, Result, Sample, Timing, judge
 from .kvp import KvpTraffic
 from .targets import ChardevTarget, UioTarget, VssTarget, require_reference
-from .vss import DEADLINE, VssTraffic
+from .vss import DEADLINE, REFERENCE_BOX, VssTraffic
 
 BOUNDED = 20.0
 LONG = 20 * 60.0
@@ -75,8 +75,9 @@ def uio_soak(tmp: Path) -> Iterator[tuple[UioTarget, FcopyTraffic]]:
 
 @contextmanager
 def vss_soak(kind: str = "ours") -> Iterator[tuple[VssTarget, VssTraffic]]:
-    with sandbox(STACKED) as box:
-        extra = ["--thaw-deadline", str(DEADLINE)] if kind == "ours" else []
+    ours = kind == "ours"
+    with sandbox(STACKED if ours else REFERENCE_BOX, sysfs=ours) as box:
+        extra = ["--thaw-deadline", str(DEADLINE)] if ours else []
         target = VssTarget(box, kind, extra=extra)
         try:
             yield target, VssTraffic(target, box)

@@ -20,13 +20,18 @@ import random
 import time
 
 from hvdaemons.protocol.status import HvStatus
-from hvsim.fsbox import FsBox
+from hvsim.fsbox import FsBox, FsSpec
 from hvsim.vss import VssHost, VssResult
 
 from .harness import Soak
 from .targets import VssTarget
 
 DEADLINE = 1.0  # s: our daemon's --thaw-deadline in the soak
+
+# The C daemons skip loop-backed filesystems when sysfs shows them as such:
+# they get a box without sysfs and without stacking (freezing an image's
+# holder before the image would hang them), so that they do freeze.
+REFERENCE_BOX = (FsSpec("a", "ext4"), FsSpec("b", "xfs"), FsSpec("abind", bind_of="a"))
 
 
 class VssTraffic:
@@ -90,9 +95,5 @@ class VssTraffic:
         soak.expect(freeze.ok, "FREEZE failed", freeze.describe())
         self.target.kernel.hangup()
         soak.expect(self.target.kernel.wait_registered(30), "no registration after a device loss")
-        if not self.ours:
-            # The C daemons keep the filesystems frozen over a lost channel; a
-            # host that comes back thaws them (FREEZE+THAW: EBUSY counts as frozen).
-            late = self._req(soak, "thaw", self.host.thaw)
-            soak.expect(late.ok, "THAW after a device loss failed", late.describe())
+        # Every daemon thaws when its read fails (tests/faults/test_vss.py).
         self._nothing_frozen(soak)
