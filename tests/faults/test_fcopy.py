@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hvdaemons.protocol.fcopy import CREATE_PATH, DATA_FRAGMENT, S_OK
+from hvdaemons.protocol.fcopy import CREATE_PATH, DATA_FRAGMENT, OVER_WRITE, S_OK
 from hvsim.fcopy import FcopyHost
 from tests.soak.targets import ChardevTarget
 from tests.support.fcopy import wait_for
@@ -101,3 +101,21 @@ def test_sigkill_after_each_step_of_a_copy(tmp_path: Path, kind: str, step: str)
         size = 0 if step == "start" else DATA_FRAGMENT
         assert (dest / "f.bin").read_bytes() == DATA[:size]
         assert after == ["f.bin", "g.bin"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cancelled_overwrite(tmp_path: Path, kind: str) -> None:
+    """The host cancels a copy that replaces an existing file (OVER_WRITE)."""
+    dest = tmp_path / "dest"
+    with daemon(tmp_path, kind) as (_target, host):
+        assert host.start("f.bin", f"{dest}/", CREATE_PATH, 3) == S_OK
+        assert host.write(0, b"old") == S_OK and host.complete() == S_OK
+        assert host.start("f.bin", f"{dest}/", CREATE_PATH | OVER_WRITE, len(DATA)) == S_OK
+        assert host.write(0, DATA[:DATA_FRAGMENT]) == S_OK
+        assert host.cancel() == S_OK
+    if kind == "ours":
+        # The copy went to a temporary file: the old one is untouched.
+        assert _names(dest) == ["f.bin"] and (dest / "f.bin").read_bytes() == b"old"
+    else:
+        # The C daemon truncated the old file at START and removes it at CANCEL.
+        assert _names(dest) == []

@@ -5,7 +5,8 @@ Mirrors nothing upstream: test harness.  Many small copies and a few large
 ones into a handful of directories (created on demand, CREATE_PATH),
 some onto names that exist (refused without OVER_WRITE, replaced with it),
 some cancelled part-way, some failing (a directory that does not exist,
-without CREATE_PATH); now and then the guest cleans the directories up, so
+without CREATE_PATH; the host's paths end in "/", as CREATE_PATH in the C
+daemon creates directories up to the last "/" only); now and then the guest cleans the directories up, so
 the disk use stays bounded.  A disruption is the host vanishing mid-copy
 (the char device hung up, the uio channel rescinded and offered again).
 Every file is checked against what the host sent.
@@ -105,7 +106,7 @@ class FcopyTraffic:
         before = self.model.get(path)
         flags = CREATE_PATH | (OVER_WRITE if overwrite else 0)
         status = self._op(
-            soak, "start", lambda: self.host.start(name, str(directory), flags, len(data))
+            soak, "start", lambda: self.host.start(name, f"{directory}/", flags, len(data))
         )
         if before is not None and not overwrite:
             soak.expect(status == ALREADY_EXISTS, "START onto an existing file", hex(status))
@@ -152,7 +153,7 @@ class FcopyTraffic:
         name = f"cut{rng.randrange(1000)}.bin"
         path = directory / name
         status = self._op(
-            soak, "start", lambda: self.host.start(name, str(directory), CREATE_PATH, 1 << 20)
+            soak, "start", lambda: self.host.start(name, f"{directory}/", CREATE_PATH, 1 << 20)
         )
         if soak.expect(status == S_OK, "START failed", hex(status)):
             for offset in range(0, 3 * DATA_FRAGMENT, DATA_FRAGMENT):

@@ -253,7 +253,10 @@ class Soak:
         """Count an unexpected answer (the reference daemons' runs report them, ours fail)."""
         if not ok:
             self.errors[what] += 1
-            self.error_examples.setdefault(what, f"{detail} at {self.now():.1f} s")
+            if what not in self.error_examples:
+                # The daemon's last lines, for the first of each kind (the run goes on).
+                tail = "\n    ".join(self.target.log_tail(12))
+                self.error_examples[what] = f"{detail} at {self.now():.1f} s; log:\n    {tail}"
         return ok
 
     def sample(self) -> None:
