@@ -367,8 +367,7 @@ class FreezeEngine:
             if not self._frozen:
                 # Nothing frozen (all skipped, or rolled back): nothing to hold logs for.
                 self._release()
-                if self.marker is not None:
-                    self.marker.clear()
+                self._clear_marker()
             return out
 
     def _freeze_all(self, targets: list[Target], out: Outcome) -> tuple[Target, OSError] | None:
@@ -397,8 +396,8 @@ class FreezeEngine:
         target, err = failed
         thawed = self._thaw_list(list(reversed(self._frozen)))
         self._set_frozen([])
-        if not thawed.errors and self.marker is not None:
-            self.marker.clear()
+        if not thawed.errors:
+            self._clear_marker()
         self._release()
         out.ok = False
         if isinstance(err, OSError) and err.errno is not None:
@@ -543,8 +542,8 @@ class FreezeEngine:
     def _finish_thaw(self, targets: list[Target], *, host: bool = False) -> Outcome:
         out = self._thaw_list(targets)
         self._set_frozen([t for t, _ in out.errors])
-        if out.ok and self.marker is not None:
-            self.marker.clear()
+        if out.ok:
+            self._clear_marker()
         if host and self._defer_release and self._deadline is not None and not self._frozen:
             # The host waits for this THAW's reply: emit the held log lines
             # just after it is written (the alarm fires in the poll loop).
@@ -553,6 +552,16 @@ class FreezeEngine:
             self._release()
         self._log_thaw_errors(out)
         return out
+
+    def _clear_marker(self) -> None:
+        """Everything thawed: say so in the state file.  A failed write (a full /run)
+        is logged and fails nothing: the thaw itself has happened."""
+        if self.marker is None:
+            return
+        try:
+            self.marker.clear()
+        except OSError as e:
+            log.error("cannot write %s: %s", self.marker.path, e.strerror)
 
     def _release_later(self) -> None:
         if self._frozen:
