@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from hvdaemons.protocol.fcopy import CREATE_PATH, DATA_FRAGMENT, OVER_WRITE, S_OK
+from hvdaemons.protocol.fcopy import CREATE_PATH, DATA_FRAGMENT, OVER_WRITE
+from hvdaemons.protocol.status import HvStatus
 from hvsim.fcopy import FcopyHost
 from tests.soak.targets import ChardevTarget
 from tests.support.fcopy import wait_for
@@ -39,8 +40,8 @@ def daemon(tmp: Path, kind: str) -> Iterator[tuple[ChardevTarget, FcopyHost]]:
 
 
 def _half_copy(host: FcopyHost, dest: Path) -> None:
-    assert host.start("f.bin", str(dest), CREATE_PATH, len(DATA)) == S_OK
-    assert host.write(0, DATA[:DATA_FRAGMENT]) == S_OK
+    assert host.start("f.bin", str(dest), CREATE_PATH, len(DATA)) == HvStatus.S_OK
+    assert host.write(0, DATA[:DATA_FRAGMENT]) == HvStatus.S_OK
 
 
 def _names(dest: Path) -> list[str]:
@@ -62,7 +63,7 @@ def test_host_vanishes_mid_copy(tmp_path: Path, kind: str) -> None:
         # 0-byte read and reports the failed write of a reply nobody asked for.
         said = "; reopening" if kind == "ours" else "pwrite failed: Broken pipe"
         assert target.log.wait_for(said, 0, 5) is not None, target.log_tail()
-        assert host.start("g.bin", str(dest), CREATE_PATH, 1) == S_OK
+        assert host.start("g.bin", str(dest), CREATE_PATH, 1) == HvStatus.S_OK
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -71,22 +72,22 @@ def test_sigkill_after_each_step_of_a_copy(tmp_path: Path, kind: str, step: str)
     """kill -9 after START, after a WRITE, after COMPLETE; then a new daemon and a new copy."""
     dest = tmp_path / "dest"
     with daemon(tmp_path, kind) as (target, host):
-        assert host.start("f.bin", str(dest), CREATE_PATH, len(DATA)) == S_OK
+        assert host.start("f.bin", str(dest), CREATE_PATH, len(DATA)) == HvStatus.S_OK
         if step != "start":
             for off in range(0, len(DATA), DATA_FRAGMENT):
-                assert host.write(off, DATA[off : off + DATA_FRAGMENT]) == S_OK
+                assert host.write(off, DATA[off : off + DATA_FRAGMENT]) == HvStatus.S_OK
                 if step == "write":
                     break
         if step == "complete":
-            assert host.complete() == S_OK
+            assert host.complete() == HvStatus.S_OK
         assert target.proc is not None
         target.proc.send_signal(signal.SIGKILL)
         target.proc.wait(10)
         left = _names(dest)
         target.kernel.hangup()
         target.start()
-        assert host.start("g.bin", str(dest), CREATE_PATH, 3) == S_OK
-        assert host.write(0, b"new") == S_OK and host.complete() == S_OK
+        assert host.start("g.bin", str(dest), CREATE_PATH, 3) == HvStatus.S_OK
+        assert host.write(0, b"new") == HvStatus.S_OK and host.complete() == HvStatus.S_OK
         after = _names(dest)
     if step == "complete":
         assert left == ["f.bin"] and (dest / "f.bin").read_bytes() == DATA
@@ -108,11 +109,11 @@ def test_cancelled_overwrite(tmp_path: Path, kind: str) -> None:
     """The host cancels a copy that replaces an existing file (OVER_WRITE)."""
     dest = tmp_path / "dest"
     with daemon(tmp_path, kind) as (_target, host):
-        assert host.start("f.bin", f"{dest}/", CREATE_PATH, 3) == S_OK
-        assert host.write(0, b"old") == S_OK and host.complete() == S_OK
-        assert host.start("f.bin", f"{dest}/", CREATE_PATH | OVER_WRITE, len(DATA)) == S_OK
-        assert host.write(0, DATA[:DATA_FRAGMENT]) == S_OK
-        assert host.cancel() == S_OK
+        assert host.start("f.bin", f"{dest}/", CREATE_PATH, 3) == HvStatus.S_OK
+        assert host.write(0, b"old") == HvStatus.S_OK and host.complete() == HvStatus.S_OK
+        assert host.start("f.bin", f"{dest}/", CREATE_PATH | OVER_WRITE, len(DATA)) == HvStatus.S_OK
+        assert host.write(0, DATA[:DATA_FRAGMENT]) == HvStatus.S_OK
+        assert host.cancel() == HvStatus.S_OK
     if kind == "ours":
         # The copy went to a temporary file: the old one is untouched.
         assert _names(dest) == ["f.bin"] and (dest / "f.bin").read_bytes() == b"old"

@@ -20,7 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Callable, Protocol
 
-from hvdaemons.protocol.fcopy import ALREADY_EXISTS, CREATE_PATH, DATA_FRAGMENT, OVER_WRITE, S_OK
+from hvdaemons.protocol.fcopy import CREATE_PATH, DATA_FRAGMENT, OVER_WRITE
+from hvdaemons.protocol.status import HvStatus
 
 from .harness import Soak
 
@@ -83,7 +84,8 @@ class FcopyTraffic:
                 lambda: self.host.start(name, str(self.dest / "missing" / "x"), 0, 10),
             )
             soak.expect(
-                status != S_OK, "START into a missing directory without CREATE_PATH succeeded"
+                status != HvStatus.S_OK,
+                "START into a missing directory without CREATE_PATH succeeded",
             )
             return
         size = self.large if r < 0.10 else rng.randrange(SMALL)
@@ -109,23 +111,25 @@ class FcopyTraffic:
             soak, "start", lambda: self.host.start(name, f"{directory}/", flags, len(data))
         )
         if before is not None and not overwrite:
-            soak.expect(status == ALREADY_EXISTS, "START onto an existing file", hex(status))
+            soak.expect(
+                status == HvStatus.ERROR_ALREADY_EXISTS, "START onto an existing file", hex(status)
+            )
             self._check(soak, path, before)
             return
-        if not soak.expect(status == S_OK, "START failed", hex(status)):
+        if not soak.expect(status == HvStatus.S_OK, "START failed", hex(status)):
             return
         for n, offset in enumerate(range(0, len(data), DATA_FRAGMENT)):
             if cancel_at is not None and n >= cancel_at:
                 break
             chunk = data[offset : offset + DATA_FRAGMENT]
             status = self._op(soak, "write", functools.partial(self.host.write, offset, chunk))
-            if not soak.expect(status == S_OK, "WRITE failed", hex(status)):
+            if not soak.expect(status == HvStatus.S_OK, "WRITE failed", hex(status)):
                 cancel_at = n
                 break
         if cancel_at is not None:
             soak.counts["cancelled copy"] += 1
             status = self._op(soak, "cancel", self.host.cancel)
-            soak.expect(status == S_OK, "CANCEL failed", hex(status))
+            soak.expect(status == HvStatus.S_OK, "CANCEL failed", hex(status))
             # Ours copies through a temporary file: a cancelled overwrite keeps the old file.
             if before is not None and not self.ours and not path.exists():
                 soak.expect(False, "a cancelled overwrite deleted the existing file", path.name)
@@ -134,7 +138,7 @@ class FcopyTraffic:
             self._check(soak, path, before)
             return
         status = self._op(soak, "complete", self.host.complete)
-        if soak.expect(status == S_OK, "COMPLETE failed", hex(status)):
+        if soak.expect(status == HvStatus.S_OK, "COMPLETE failed", hex(status)):
             self.model[path] = data
             self._check(soak, path, data)
 
@@ -155,7 +159,7 @@ class FcopyTraffic:
         status = self._op(
             soak, "start", lambda: self.host.start(name, f"{directory}/", CREATE_PATH, 1 << 20)
         )
-        if soak.expect(status == S_OK, "START failed", hex(status)):
+        if soak.expect(status == HvStatus.S_OK, "START failed", hex(status)):
             for offset in range(0, 3 * DATA_FRAGMENT, DATA_FRAGMENT):
                 self._op(
                     soak, "write", functools.partial(self.host.write, offset, b"c" * DATA_FRAGMENT)

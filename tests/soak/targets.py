@@ -10,7 +10,10 @@ mount namespace, see tests/reference/refdaemons.py), keeps its log drained
 `plant` names a leak injected into our daemon for the harness's own tests:
 a sitecustomize.py on the daemon's PYTHONPATH (as tests/hvsim/test_demo.py
 injects a start-up failure) wraps os.read, through which the char-device
-daemons read every message: "fd" keeps a descriptor per message, "mem" 2 KiB.
+daemons read every message: "fd" keeps a descriptor every 64th message (slow
+enough that an idle machine's request rate stays far from RLIMIT_NOFILE in a
+bounded run, where the daemon's own failures would hide the leak), "mem" 2 KiB
+per message.
 """
 
 from __future__ import annotations
@@ -43,13 +46,18 @@ import sys
 if sys.argv[:1] == ["-m"] and os.environ.get("HVSOAK_PLANT") in ("fd", "mem"):
     _kind = os.environ["HVSOAK_PLANT"]
     _kept = []
+    _seen = [0]
     _read = os.read
     _size = 2048  # a name, not a literal: a constant product would be one shared object
 
     def read(fd, n):
         data = _read(fd, n)
         if n == 16384:  # hvdaemons.transport.READ_SIZE: one device message
-            _kept.append(os.open("/dev/null", os.O_RDONLY) if _kind == "fd" else b"\\xa5" * _size)
+            _seen[0] += 1
+            if _kind == "mem":
+                _kept.append(b"\\xa5" * _size)
+            elif _seen[0] % 64 == 0:
+                _kept.append(os.open("/dev/null", os.O_RDONLY))
         return data
 
     os.read = read
