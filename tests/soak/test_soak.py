@@ -33,7 +33,16 @@ BOUNDED = 20.0
 LONG = 20 * 60.0
 LONG_REFERENCE = 10 * 60.0
 # Long runs look less often; the criterion's windows are fractions of the run.
-LONG_PACE = {"sample_every": 2.0, "print_every": 60.0, "disrupt_every": 20.0}
+
+
+def long_pace(seconds: float) -> dict[str, float]:
+    """The long soak's pace, kept to 100 samples and 5 disruptions or more in a
+    shortened run (HVDAEMONS_SOAK_SECONDS), so that its windows can still be judged."""
+    return {
+        "sample_every": min(2.0, seconds / 100),
+        "print_every": min(60.0, seconds / 10),
+        "disrupt_every": min(20.0, seconds / 5),
+    }
 
 
 @contextmanager
@@ -182,16 +191,16 @@ def test_long_soak(tmp_path: Path, daemon: str) -> None:
     seconds = harness.seconds_from_env(LONG)
     if daemon == "kvp":
         with kvp_soak(tmp_path) as (target, traffic):
-            result = soak(target, traffic, seconds, **LONG_PACE)
+            result = soak(target, traffic, seconds, **long_pace(seconds))
     elif daemon == "vss":
         with vss_soak() as (vtarget, vtraffic):
-            result = soak(vtarget, vtraffic, seconds, **LONG_PACE)
+            result = soak(vtarget, vtraffic, seconds, **long_pace(seconds))
     elif daemon == "fcopy-chardev":
         with fcopy_soak(tmp_path) as (target, ftraffic):
-            result = soak(target, ftraffic, seconds, **LONG_PACE)
+            result = soak(target, ftraffic, seconds, **long_pace(seconds))
     else:
         with uio_soak(tmp_path) as (utarget, utraffic):
-            result = soak(utarget, utraffic, seconds, **LONG_PACE)
+            result = soak(utarget, utraffic, seconds, **long_pace(seconds))
     assert_flat(result)
 
 
@@ -217,12 +226,12 @@ def test_reference_soak(tmp_path: Path, daemon: str, release: str) -> None:
     seconds = harness.seconds_from_env(LONG_REFERENCE)
     if daemon == "kvp":
         with kvp_soak(tmp_path, release) as (target, traffic):
-            result = soak(target, traffic, seconds, **LONG_PACE)
+            result = soak(target, traffic, seconds, **long_pace(seconds))
     elif daemon == "vss":
         with vss_soak(release) as (vtarget, vtraffic):
-            result = soak(vtarget, vtraffic, seconds, **LONG_PACE)
+            result = soak(vtarget, vtraffic, seconds, **long_pace(seconds))
     else:
         with fcopy_soak(tmp_path, release) as (target, ftraffic):
-            result = soak(target, ftraffic, seconds, **LONG_PACE)
+            result = soak(target, ftraffic, seconds, **long_pace(seconds))
     print(f"{result.label}: problems {judge(result)}; unexpected answers {result.error_examples}")
     assert result.samples or result.died, "the reference daemon was never sampled"
