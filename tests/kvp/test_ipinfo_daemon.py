@@ -221,20 +221,23 @@ def test_set_ip_info_configures_networkd(guest: Guest) -> None:
     # then reconfigure): wait until the host sees it all.  networkd also
     # gives eth0 its EUI-64 link-local address.
     link_local = "fe80::215:5dff:fe00:20"
-    reports(
-        guest,
-        host,
-        IpValue(
-            MAC.upper(),
-            3,
-            False,
-            f"192.0.2.20;2001:db8::20;{link_local}",
-            "255.255.255.0;/64;/64",
-            "192.0.2.1;2001:db8::1;",
-            "192.0.2.53;2001:db8::53;",
-        ),
+    static_seen = IpValue(
+        MAC.upper(),
+        3,
+        False,
+        f"192.0.2.20;2001:db8::20;{link_local}",
+        "255.255.255.0;/64;/64",
+        "192.0.2.1;2001:db8::1;",
+        "192.0.2.53;2001:db8::53;",
     )
-    assert guest.addresses("eth0") == ["192.0.2.20/24", "2001:db8::20/64", f"{link_local}/64"]
+    reports(guest, host, static_seen)
+    # A second networkd pass may flush and re-add the addresses just after the
+    # host saw them: wait for the link to settle, then ask the host again.
+    want = ["192.0.2.20/24", "2001:db8::20/64", f"{link_local}/64"]
+    guest.wait_until(
+        "eth0 settled with the injected addresses", lambda: guest.addresses("eth0") == want
+    )
+    reports(guest, host, static_seen)
 
     # Now DHCP and one static address: networkd drops the others, and
     # hv_get_dhcp_info finds DHCP=ipv4 in the file networkd uses.
