@@ -56,20 +56,12 @@ def boxed(
                 "HVSHIM_NO_SYSLOG": "1",
             }
             # Its pool directory is built in: bind the test disk there, in a
-            # namespace of its own inside the box.
-            script = 'mount --bind "$0" /var/lib/hyperv && exec "$@"'
-            argv = [
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-c",
-                script,
-                f"{DISK}/state",
-                *argv,
-            ]
+            # namespace of its own inside the box.  The box's root is read-only
+            # and a fresh machine has no /var/lib/hyperv: the mount point is
+            # made in a tmpfs over /var/lib, seen only by this daemon.
+            argv = refdaemons.sandbox_argv(
+                argv, tmpfs=("/var/lib",), binds={f"{DISK}/state": "/var/lib/hyperv"}
+            )
         proc = box.popen(
             argv,
             env=env,
