@@ -14,12 +14,15 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any, Callable, NoReturn
 
 from . import _ffi, log
 from .daemonize import daemonize
 from .service import Stopper
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Callable, NoReturn
 
 logger = logging.getLogger(__name__)
 

@@ -12,11 +12,14 @@ import logging
 import os
 import subprocess
 import time
-from typing import Callable
 
 from ..log import Once
 from ..vmbus import FCOPY_CLASS_ID, UIO_DRIVER
 from .discovery import driver_name
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Callable
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
 
 from .. import cli
 from .. import log as hvlog
@@ -34,8 +33,14 @@ from ..service import Missing, Stopper, wait_for_device
 from ..vmbus import FCOPY_CLASS_ID, HV_UTILS_DRIVER
 from . import chardev, uio
 from .binding import Binder, run_modprobe
-from .discovery import Discovery, driver_name, make_discovery
+from .discovery import driver_name, make_discovery
 from .writer import FileCopier
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .discovery import Discovery
 
 log = logging.getLogger(__name__)
 

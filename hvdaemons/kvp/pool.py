@@ -80,13 +80,16 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
 
 from ..errors import HvError
 from ..log import Once
 from ..protocol.kvp import MAX_KEY_SIZE, MAX_VALUE_SIZE, POOL_COUNT, RECORD_SIZE
+from ..value import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +155,14 @@ def _sig(st: os.stat_result) -> _Sig:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-class Piece(NamedTuple):
-    offset: int
-    data: bytes
+class Piece(Value):
+    """data, to be written at offset."""
+
+    __slots__ = ("offset", "data")
+
+    def __init__(self, offset: int, data: bytes) -> None:
+        self.offset = offset
+        self.data = data
 
 
 def split_pages(offset: int, data: bytes, page: int = PAGE) -> list[Piece]:
