@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import subprocess
 import time
 
 from ..log import Once
@@ -39,6 +38,9 @@ def write_attribute(path: str, data: bytes) -> None:
 
 
 def run_modprobe(module: str) -> None:
+    # Imported here: only an unbound device on an older kernel gets this far.
+    import subprocess
+
     subprocess.run(
         ["modprobe", module], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -49,7 +49,6 @@ import errno
 import logging
 import os
 import re
-import secrets
 import stat
 import time
 
@@ -158,7 +157,9 @@ def _pid_alive(pid: int) -> bool:
 
 def temp_name(name: bytes, pid: int) -> bytes:
     """A fresh temporary name for name, within NAME_MAX."""
-    suffix = b"%s%d-%s" % (TEMP_TAG.encode(), pid, secrets.token_hex(4).encode())
+    # os.urandom() as secrets.token_hex() does; secrets itself would bring
+    # hashlib, and with it OpenSSL's libcrypto, into memory (some 4 MiB).
+    suffix = b"%s%d-%s" % (TEMP_TAG.encode(), pid, os.urandom(4).hex().encode())
     stem = name[: NAME_MAX - 1 - len(suffix)]
     # Never cut a UTF-8 sequence in half: the name stays valid UTF-8.
     stem = stem.decode("utf-8", "ignore").encode("utf-8")
