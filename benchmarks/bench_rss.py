@@ -24,8 +24,10 @@ LD_PRELOAD shim.  Each daemon is measured alone, after:
   copies of 8 MiB through the simulated ring, the host's interrupt-driven
   and its polling mode.
 
---imports prints what each module costs when imported into a bare
-interpreter and on top of each daemon's own imports (median of 3 runs).
+Columns: VmRSS after the workload, split into RssAnon and RssFile, the
+peak (VmHWM) and VmRSS once registered ("start").  --imports prints what
+each module costs when imported into a bare interpreter and on top of each
+daemon's own imports (median of 3 runs).
 
     python3 benchmarks/bench_rss.py [--python /usr/bin/python3] [--imports]
 """
@@ -270,8 +272,9 @@ def kvp_run(who: str, inst: Install, work: Path, ns: NetNs, big: bool) -> dict[s
     try:
         if not kernel.wait_registered(60):
             raise RuntimeError(f"KVP {who} did not register; see {work / f'{tag}.log'}")
+        started = status(proc.pid)["VmRSS"]
         kvp_workload(KvpHost(kernel), big)
-        return status(proc.pid)
+        return {**status(proc.pid), "Started": started}
     finally:
         stop(proc)
         kernel.close()
@@ -299,6 +302,7 @@ def vss_run(who: str, inst: Install, box: FsBox, work: Path) -> dict[str, int]:
     try:
         if not kernel.wait_registered(60):
             raise RuntimeError(f"VSS {who} did not register; see {work / f'vss-{who}.log'}")
+        started = status(proc.pid)["VmRSS"]
         host = VssHost(kernel)
         mps = box.image_mount_points()
         for _ in range(10):
@@ -307,7 +311,7 @@ def vss_run(who: str, inst: Install, box: FsBox, work: Path) -> dict[str, int]:
                 raise RuntimeError(f"VSS {who}: backup failed: {results}")
             if box.frozen(mps):
                 raise RuntimeError(f"VSS {who}: left frozen")
-            return status(proc.pid)
+        return {**status(proc.pid), "Started": started}
     finally:
         stop(proc)
         if box.frozen(box.image_mount_points()):
@@ -345,6 +349,7 @@ def fcopy_legacy_run(who: str, inst: Install, work: Path, payload: bytes) -> dic
     try:
         if not kernel.wait_registered(60):
             raise RuntimeError(f"file copy {who} did not register; see {work / f'fcopy-{who}.log'}")
+        started = status(proc.pid)["VmRSS"]
         host = FcopyHost(kernel)
         for i in range(3):
             statuses = host.copy_file(payload, str(target), f"big{i}.bin", fcopy_proto.OVER_WRITE)
@@ -354,7 +359,7 @@ def fcopy_legacy_run(who: str, inst: Install, work: Path, payload: bytes) -> dic
             statuses = host.copy_file(b"small file %d\n" % i, str(target), f"small{i}.txt")
             if set(statuses) != {HvStatus.S_OK}:
                 raise RuntimeError(f"file copy {who}: {statuses}")
-        return status(proc.pid)
+        return {**status(proc.pid), "Started": started}
     finally:
         stop(proc)
         kernel.close()
@@ -390,11 +395,12 @@ def fcopy_uio_run(inst: Install, work: Path, payload: bytes) -> dict[str, int]:
             st, _ = host.negotiate()
             if st != 0:
                 raise RuntimeError(f"uio negotiation: status {st:#x}")
+            started = status(proc.pid)["VmRSS"]
             for i, fast in enumerate((False, False, True)):
                 result = host.copy_file(str(src), str(dest), f"copy{i}.bin", fast=fast)
                 if not result.ok:
                     raise RuntimeError(f"uio copy {i}: {result}")
-                return status(proc.pid)
+            return {**status(proc.pid), "Started": started}
         finally:
             stop(proc)
     finally:
@@ -404,29 +410,61 @@ def fcopy_uio_run(inst: Install, work: Path, payload: bytes) -> dict[str, int]:
 
 # -- what each import costs -----------------------------------------------------------
 
-IMPORTS = (
-    "_cffi_backend",
-    "enum",
-    "re",
-    "struct",
-    "select",
-    "socket",
-    "threading",
-    "logging",
-    "argparse",
-    "json",
-    "subprocess",
-    "typing",
-    "dataclasses",
-    "secrets",
-    "pyudev",
-    "hvdaemons._ffi",
+IMPORTS = {
+    name: f"import {name}"
+    for name in (
+        "_cffi_backend",
+        "enum",
+        "re",
+        "struct",
+        "select",
+        "socket",
+        "threading",
+        "logging",
+        "argparse",
+        "json",
+        "subprocess",
+        "typing",
+        "dataclasses",
+        "secrets",
+        "shutil",
+        "pyudev",
+        "hvdaemons._ffi",
+    )
+}
+# A parser built: argparse's own asks shutil for the terminal width, the
+# daemons' (cli._Parser) does not; both call gettext, which brings locale.
+# pyudev as the file-copy daemon uses it on the real /sys (libudev, a monitor).
+IMPORTS["argparse's parser"] = "import argparse; argparse.ArgumentParser()"
+IMPORTS["cli.parser()"] = "from hvdaemons import cli; cli.parser('p', 'd', None)"
+IMPORTS["pyudev, as used"] = (
+    "from hvdaemons.fcopy.discovery import PyudevDiscovery; PyudevDiscovery().fcopy_devices()"
 )
 DAEMON_IMPORTS = {
     "kvp": "hvdaemons.kvp.daemon",
     "vss": "hvdaemons.vss.daemon",
     "fcopy": "hvdaemons.fcopy.daemon",
 }
+# The standard library modules the daemons import themselves (the rest comes
+# with these); --imports says what each costs imported last, on top of the others.
+DAEMON_STDLIB = (
+    "argparse",
+    "logging",
+    "enum",
+    "re",
+    "socket",
+    "select",
+    "signal",
+    "struct",
+    "threading",
+    "fcntl",
+    "zlib",
+    "mmap",
+    "json",
+    "contextlib",
+    "_cffi_backend",
+)
+
 _PROBE = """
 import sys
 sys.path.insert(0, {private!r})
@@ -459,14 +497,19 @@ def import_costs(inst: Install) -> None:
     base = {k: probe(inst, f"import {m}") for k, m in DAEMON_IMPORTS.items()}
     for k, (kib, n) in base.items():
         print(f"  import {DAEMON_IMPORTS[k]}: {mib(kib)} MiB, {n} modules")
-    head = f"  {'module':18} {'alone':>7}" + "".join(f" {'+' + k:>7}" for k in base)
+    head = f"  {'import':18} {'alone':>7}" + "".join(f" {'+' + k:>7}" for k in base)
     print(head)
-    for m in IMPORTS:
-        alone = probe(inst, f"import {m}")[0] - bare
-        row = f"  {m:18} {alone:7d}"
+    for name, code in IMPORTS.items():
+        alone = probe(inst, code)[0] - bare
+        row = f"  {name:18} {alone:7d}"
         for k, (kib, _n) in base.items():
-            row += f" {probe(inst, f'import {DAEMON_IMPORTS[k]}; import {m}')[0] - kib:7d}"
+            row += f" {probe(inst, f'import {DAEMON_IMPORTS[k]}; {code}')[0] - kib:7d}"
         print(row)
+    print("  imported last, on top of the daemons' other standard library imports:")
+    for m in ("logging", "argparse", "json", "enum", "socket", "threading", "re"):
+        others = "import " + ", ".join(x for x in DAEMON_STDLIB if x != m)
+        without = probe(inst, others)[0]
+        print(f"  {m:18} {probe(inst, f'{others}; import {m}')[0] - without:7d}")
 
 
 # -- main -----------------------------------------------------------------------------
@@ -516,7 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\nVmRSS after the workload, MiB (ours: {args.python} -I; reference: Debian {RELEASE})"
         )
         print(
-            f"  {'':24} {'reference':>9} {'ours':>6} {'(anon':>6} {'file)':>6} {'peak':>6} {'goal':>6}"
+            f"  {'':24} {'reference':>9} {'ours':>6} {'(anon':>6} {'file)':>6} {'peak':>6}"
+            f" {'start':>6} {'goal':>6}"
         )
         misses = []
         for row, res in results.items():
@@ -526,6 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"  {labels[row]:24} {mib(ref['VmRSS']) if ref else '    -':>9} {mib(ours['VmRSS']):>6}"
                 f" {mib(ours['RssAnon']):>6} {mib(ours['RssFile']):>6} {mib(ours['VmHWM']):>6}"
+                f" {mib(ours['Started']):>6}"
                 f" {goal if goal and row != 'kvp-big' else '':>6}"
             )
             if goal and row != "kvp-big" and ours["VmRSS"] > goal * 1024:
