@@ -80,12 +80,12 @@ import os
 import struct
 import time
 import zlib
+from collections import namedtuple
 from contextlib import contextmanager
 
 from ..errors import HvError
 from ..log import Once
 from ..protocol.kvp import MAX_KEY_SIZE, MAX_VALUE_SIZE, POOL_COUNT, RECORD_SIZE
-from ..value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
@@ -155,14 +155,12 @@ def _sig(st: os.stat_result) -> _Sig:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-class Piece(Value):
-    """data, to be written at offset."""
+class Piece(namedtuple("Piece", ("offset", "data"))):
+    """data (bytes), to be written at offset (int): a pair, as typing.NamedTuple made it."""
 
-    __slots__ = ("offset", "data")
-
-    def __init__(self, offset: int, data: bytes) -> None:
-        self.offset = offset
-        self.data = data
+    __slots__ = ()
+    offset: int
+    data: bytes
 
 
 def split_pages(offset: int, data: bytes, page: int = PAGE) -> list[Piece]:
