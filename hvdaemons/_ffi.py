@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
 
 from . import __version__
 from ._hv import ffi, lib  # type: ignore[import-not-found,unused-ignore]
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 _built = ffi.string(lib.hvd_version).decode()
 if _built != __version__:

@@ -14,17 +14,39 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any, Callable, NoReturn
 
 from . import _ffi, log
 from .daemonize import daemonize
 from .service import Stopper
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Callable, NoReturn
+
 logger = logging.getLogger(__name__)
 
 
 class _Parser(argparse.ArgumentParser):
+    # argparse builds a formatter for every add_argument() (to check the
+    # option), and a formatter asks shutil for the terminal's width: shutil
+    # brings bz2 and lzma, 0.5 MiB that would stay in every daemon's memory
+    # for its life.  Only usage and help text need the width.
+    _text = False
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        if self._text:
+            return super()._get_formatter()
+        return argparse.HelpFormatter(self.prog, width=80)
+
+    def format_usage(self) -> str:
+        self._text = True
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._text = True
+        return super().format_help()
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(1, f"{self.prog}: {message}\n")

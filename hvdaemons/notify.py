@@ -12,8 +12,11 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Mapping
-from typing import Callable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Callable
 
 # STATUS= lines from one daemon at most this often (seconds); state changes
 # that must not be lost (a thaw, the end of a copy) are sent at once.

@@ -20,13 +20,19 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass
-from typing import Callable, Protocol, TypeVar
 
 from .errors import ChannelReset, ProtocolError
 from .log import Once
 from .notify import NEVER, StatusLine, Watchdog, clock_text, sd_notify, watchdog_interval
-from .transport import Channel
+from .value import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Callable, Protocol, TypeVar
+
+    from .transport import Channel
+
+    T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -39,43 +45,45 @@ _POLL_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 WATCHDOG_FROM_ENV = -1.0
 
 
-class Handler(Protocol):
-    """What a daemon plugs into the loop."""
+if TYPE_CHECKING:
+    # For the type checker only: a Protocol defined at run time needs typing.
 
-    def registration(self) -> bytes | None:
-        """The message that registers the daemon after open(), or None if there is none."""
+    class Handler(Protocol):
+        """What a daemon plugs into the loop."""
 
-    def registration_reply(self, msg: bytes) -> bool:
-        """Take the kernel's registration reply.
+        def registration(self) -> bytes | None:
+            """The message that registers the daemon after open(), or None if there is none."""
 
-        Return False if msg is not one (it is then handled as a request, as
-        the KVP reference does); raise ProtocolError if it is unusable.
-        """
+        def registration_reply(self, msg: bytes) -> bool:
+            """Take the kernel's registration reply.
 
-    def handle(self, msg: bytes) -> bytes | None:
-        """Handle one request; return the reply to write, or None for none."""
+            Return False if msg is not one (it is then handled as a request, as
+            the KVP reference does); raise ProtocolError if it is unusable.
+            """
 
-    def failure_reply(self, msg: bytes) -> bytes | None:
-        """The reply for a request whose handling raised."""
+        def handle(self, msg: bytes) -> bytes | None:
+            """Handle one request; return the reply to write, or None for none."""
 
-    def reset(self) -> None:
-        """The channel was lost: undo per-connection state (VSS thaws, fcopy cancels)."""
+        def failure_reply(self, msg: bytes) -> bytes | None:
+            """The reply for a request whose handling raised."""
 
-    def stop(self) -> None:
-        """The daemon is stopping."""
+        def reset(self) -> None:
+            """The channel was lost: undo per-connection state (VSS thaws, fcopy cancels)."""
 
-    # Optional: describe(msg) -> str, a short name of a request ("GET pool 1")
-    # for the STATUS= line; without it the line shows no last request.
+        def stop(self) -> None:
+            """The daemon is stopping."""
 
+        # Optional: describe(msg) -> str, a short name of a request ("GET pool 1")
+        # for the STATUS= line; without it the line shows no last request.
 
-class Wakeup(Protocol):
-    """Besides a stop request, what ends a wait for a device early (a udev monitor)."""
+    class Wakeup(Protocol):
+        """Besides a stop request, what ends a wait for a device early (a udev monitor)."""
 
-    def wake_fd(self) -> int | None:
-        """A descriptor readable when devices change, or None to look again by timer only."""
+        def wake_fd(self) -> int | None:
+            """A descriptor readable when devices change, or None to look again by timer only."""
 
-    def drain_events(self) -> None:
-        """Consume what made wake_fd() readable."""
+        def drain_events(self) -> None:
+            """Consume what made wake_fd() readable."""
 
 
 class Stopper:
@@ -129,22 +137,28 @@ class Stopper:
         self.drain()
 
 
-@dataclass(frozen=True)
-class Missing:
+class Missing(Value):
     """Why the device cannot be used yet (a log line: level, message, args), and when to look again.
 
     key: the kind of trouble, for saying it once (see wait_for_device()); by
     default every reason is one kind, "the device is missing".
     """
 
-    level: int
-    message: str
-    args: tuple[object, ...] = ()
-    retry: float = REOPEN_INTERVAL
-    key: object = None
+    __slots__ = ("level", "message", "args", "retry", "key")
 
-
-T = TypeVar("T")
+    def __init__(
+        self,
+        level: int,
+        message: str,
+        args: tuple[object, ...] = (),
+        retry: float = REOPEN_INTERVAL,
+        key: object = None,
+    ) -> None:
+        self.level = level
+        self.message = message
+        self.args = args
+        self.retry = retry
+        self.key = key
 
 
 def wait_for_device(

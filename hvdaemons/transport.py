@@ -13,9 +13,12 @@ import errno
 import os
 import socket
 import stat
-from typing import Protocol
 
 from .errors import ChannelReset
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Protocol
 
 # Larger than any message the hv_utils transport delivers (KVP 7432 bytes;
 # a file-copy COMPLETE or CANCEL comes with stale bytes of a 2 x 4 KiB
@@ -23,21 +26,24 @@ from .errors import ChannelReset
 READ_SIZE = 16384
 
 
-class Channel(Protocol):
-    """One message per read()/write(), pollable, reopenable."""
+if TYPE_CHECKING:
+    # For the type checker only: a Protocol defined at run time needs typing.
 
-    def fileno(self) -> int: ...
+    class Channel(Protocol):
+        """One message per read()/write(), pollable, reopenable."""
 
-    def read(self) -> bytes: ...
+        def fileno(self) -> int: ...
 
-    def write(self, data: bytes) -> None: ...
+        def read(self) -> bytes: ...
 
-    def reopen(self) -> None: ...
+        def write(self, data: bytes) -> None: ...
 
-    def close(self) -> None: ...
+        def reopen(self) -> None: ...
 
-    @property
-    def closed(self) -> bool: ...
+        def close(self) -> None: ...
+
+        @property
+        def closed(self) -> bool: ...
 
 
 def open_device(path: str) -> int:

@@ -93,6 +93,7 @@ FOUNDATION = {
     "hvdaemons.notify",
     "hvdaemons.daemonize",
     "hvdaemons.vmbus",
+    "hvdaemons.value",
 }
 CORE = {"hvdaemons.transport", "hvdaemons.service", "hvdaemons.cli"}
 DAEMONS = ("hvdaemons.kvp", "hvdaemons.vss", "hvdaemons.fcopy")
@@ -176,10 +177,15 @@ def test_the_foundation_imports_nothing_of_hvdaemons() -> None:
     assert offenders(allowed) == {}
 
 
-def test_protocol_code_imports_only_ffi_errors_and_status() -> None:
+def test_protocol_code_imports_only_ffi_errors_value_and_status() -> None:
     def allowed(importer: str, name: str) -> bool | None:
         if within(importer, "hvdaemons.protocol"):
-            return name in ("hvdaemons._ffi", "hvdaemons.errors", "hvdaemons.protocol.status")
+            return name in (
+                "hvdaemons._ffi",
+                "hvdaemons.errors",
+                "hvdaemons.value",
+                "hvdaemons.protocol.status",
+            )
         if within(importer, "hvsim.protocol"):
             return name in ("hvdaemons._ffi", "hvdaemons.errors") or within(
                 name, "hvdaemons.protocol"

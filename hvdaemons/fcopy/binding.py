@@ -10,13 +10,15 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import subprocess
 import time
-from typing import Callable
 
 from ..log import Once
 from ..vmbus import FCOPY_CLASS_ID, UIO_DRIVER
 from .discovery import driver_name
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,9 @@ def write_attribute(path: str, data: bytes) -> None:
 
 
 def run_modprobe(module: str) -> None:
+    # Imported here: only an unbound device on an older kernel gets this far.
+    import subprocess
+
     subprocess.run(
         ["modprobe", module], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

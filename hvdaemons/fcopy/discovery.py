@@ -12,44 +12,57 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any, Protocol
 
+from ..value import Value
 from ..vmbus import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class UioDevice:
-    """A file-copy VMBus device bound to uio_hv_generic."""
+class UioDevice(Value):
+    """A file-copy VMBus device bound to uio_hv_generic.
 
-    vmbus_dir: str  # sysfs directory of the VMBus device
-    name: str  # "uioN"
-    node: str  # device node (or the simulator's socket)
-    map_size: int  # size of map0 (txrx_rings): 2 x ring size
+    vmbus_dir: the VMBus device's sysfs directory; name: "uioN"; node: its
+    device node (or the simulator's socket); map_size: the size of map0
+    (txrx_rings), twice the ring size.
+    """
+
+    __slots__ = ("vmbus_dir", "name", "node", "map_size")
+
+    def __init__(self, vmbus_dir: str, name: str, node: str, map_size: int) -> None:
+        self.vmbus_dir = vmbus_dir
+        self.name = name
+        self.node = node
+        self.map_size = map_size
 
     @property
     def ring_size(self) -> int:
         return self.map_size // 2
 
 
-class Discovery(Protocol):
-    """Where the file-copy device is; production uses pyudev, the simulator a sysfs tree."""
+if TYPE_CHECKING:
+    # For the type checker only: a Protocol defined at run time needs typing.
 
-    sysfs_root: str
+    class Discovery(Protocol):
+        """Where the file-copy device is; production uses pyudev, the simulator a sysfs tree."""
 
-    def fcopy_devices(self) -> list[str]:
-        """sysfs directories of the VMBus devices of the file-copy class."""
+        sysfs_root: str
 
-    def uio_device(self, vmbus_dir: str) -> UioDevice | None:
-        """The uio device bound to a VMBus device, if any."""
+        def fcopy_devices(self) -> list[str]:
+            """sysfs directories of the VMBus devices of the file-copy class."""
 
-    def wake_fd(self) -> int | None:
-        """A descriptor readable when devices change, or None to rescan by timer."""
+        def uio_device(self, vmbus_dir: str) -> UioDevice | None:
+            """The uio device bound to a VMBus device, if any."""
 
-    def drain_events(self) -> None:
-        """Consume what made wake_fd() readable."""
+        def wake_fd(self) -> int | None:
+            """A descriptor readable when devices change, or None to rescan by timer."""
+
+        def drain_events(self) -> None:
+            """Consume what made wake_fd() readable."""
 
 
 def _read_text(path: str) -> str | None:

@@ -21,7 +21,6 @@ import logging
 import os
 import select
 import time
-from typing import Callable
 
 from .. import _ffi
 from ..errors import ChannelReset, ProtocolError
@@ -30,11 +29,16 @@ from ..protocol import icmsg
 from ..protocol.status import HvStatus
 from ..service import Missing, Stopper, wait_for_device
 from ..vmbus import UIO_DRIVER
-from .binding import Binder
-from .discovery import Discovery, UioDevice
 from .dispatch import Dispatch
 from .uio_channel import UioChannel
-from .writer import FileCopier
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Callable
+
+    from .binding import Binder
+    from .discovery import Discovery, UioDevice
+    from .writer import FileCopier
 
 log = logging.getLogger(__name__)
 

@@ -49,17 +49,24 @@ import errno
 import logging
 import os
 import re
-import secrets
 import stat
 import time
-from dataclasses import dataclass, field
-from typing import Callable
 
 from ..errors import HvError
 from ..log import Once
 from ..notify import StatusLine, clock_text
-from ..protocol.fcopy import StartCopy
 from ..protocol.status import HvStatus
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Callable
+
+    from ..protocol.fcopy import StartCopy
+
+    # progress(event, target, received bytes, announced size); event is one of
+    # "copying" (start, then during the copy), "copied", "failed", "cancelled",
+    # "abandoned".
+    CopyProgress = Callable[[str, str, int, int], None]
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +157,9 @@ def _pid_alive(pid: int) -> bool:
 
 def temp_name(name: bytes, pid: int) -> bytes:
     """A fresh temporary name for name, within NAME_MAX."""
-    suffix = b"%s%d-%s" % (TEMP_TAG.encode(), pid, secrets.token_hex(4).encode())
+    # os.urandom() as secrets.token_hex() does; secrets itself would bring
+    # hashlib, and with it OpenSSL's libcrypto, into memory (some 4 MiB).
+    suffix = b"%s%d-%s" % (TEMP_TAG.encode(), pid, os.urandom(4).hex().encode())
     stem = name[: NAME_MAX - 1 - len(suffix)]
     # Never cut a UTF-8 sequence in half: the name stays valid UTF-8.
     stem = stem.decode("utf-8", "ignore").encode("utf-8")
@@ -186,34 +195,55 @@ def remove_stale_temps(dir_fd: int) -> list[bytes]:
     return removed
 
 
-@dataclass
 class _Copy:
-    dir_fd: int
-    name: bytes
-    temp: bytes
-    fd: int
-    target: str
-    overwrite: bool
-    file_size: int
-    failed: int = HvStatus.S_OK  # set by a failed WRITE; the temporary file is gone then
-    received: int = 0  # end of the furthest WRITE seen here (progress)
+    """The copy in progress."""
+
+    __slots__ = (
+        "dir_fd",
+        "name",
+        "temp",
+        "fd",
+        "target",
+        "overwrite",
+        "file_size",
+        "failed",
+        "received",
+    )
+
+    def __init__(
+        self,
+        dir_fd: int,
+        name: bytes,
+        temp: bytes,
+        fd: int,
+        target: str,
+        overwrite: bool,
+        file_size: int,
+    ) -> None:
+        self.dir_fd = dir_fd
+        self.name = name
+        self.temp = temp
+        self.fd = fd
+        self.target = target
+        self.overwrite = overwrite
+        self.file_size = file_size
+        # Set by a failed WRITE; the temporary file is gone then.
+        self.failed: int = HvStatus.S_OK
+        # The end of the furthest WRITE seen here (progress).
+        self.received = 0
 
 
-@dataclass
 class _Walk:
     """State of one path resolution (for messages and the symlink budget)."""
 
-    root_fd: int
-    root_id: tuple[int, int]
-    target: str
-    hops: int = 0
-    created: list[str] = field(default_factory=list)
+    __slots__ = ("root_fd", "root_id", "target", "hops", "created")
 
-
-# progress(event, target, received bytes, announced size); event is one of
-# "copying" (start, then during the copy), "copied", "failed", "cancelled",
-# "abandoned".
-CopyProgress = Callable[[str, str, int, int], None]
+    def __init__(self, root_fd: int, root_id: tuple[int, int], target: str) -> None:
+        self.root_fd = root_fd
+        self.root_id = root_id
+        self.target = target
+        self.hops = 0
+        self.created: list[str] = []
 
 
 def _size(n: int) -> str:

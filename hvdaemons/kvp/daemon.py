@@ -33,9 +33,6 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Sequence
-from types import ModuleType
-from typing import Callable
 
 from .. import cli
 from ..errors import ProtocolError
@@ -47,6 +44,12 @@ from ..transport import FdChannel
 from . import osinfo
 from .paths import KvpPaths
 from .pool import Pool, PoolSet, PoolUnavailable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import ModuleType
+    from typing import Callable
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,13 @@ import selectors
 import shlex
 import signal
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 
+from ..value import Value
 from .paths import KvpPaths
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 # Under systemd PATH may be unset; the scripts call nmcli, ip, awk, etc.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -31,15 +34,19 @@ OUTPUT_MAX = 64 * 1024
 _DRAIN = 0.2
 
 
-@dataclass(frozen=True)
-class HelperResult:
-    # Exit status; None if the helper could not be started or was killed
-    # for running too long.
-    returncode: int | None
-    stdout: bytes
-    stderr: bytes
-    # Why it did not succeed, for a log line; None after exit status 0.
-    failure: str | None = None
+class HelperResult(Value):
+    # returncode: the exit status; None if the helper could not be started or
+    # was killed for running too long.  failure: why it did not succeed, for a
+    # log line; None after exit status 0.
+    __slots__ = ("returncode", "stdout", "stderr", "failure")
+
+    def __init__(
+        self, returncode: int | None, stdout: bytes, stderr: bytes, failure: str | None = None
+    ) -> None:
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        self.failure = failure
 
 
 def script(paths: KvpPaths, name: str) -> str:

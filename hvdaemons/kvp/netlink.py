@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""A small rtnetlink client: links, addresses and routes as dataclasses.
+"""A small rtnetlink client: links, addresses and routes as values (hvdaemons.value).
 
 Replaces what tools/hv/hv_kvp_daemon.c gets from getifaddrs() and from
 running `ip route show` through popen(): the same kernel data, read
 directly over NETLINK_ROUTE without a fork.  Parsing is pure (bytes in,
-dataclasses out); RtnlSocket is the only part doing I/O.
+values out); RtnlSocket is the only part doing I/O.
 
 Only what KVP needs is decoded.  Malformed or truncated messages and
 attributes are skipped rather than trusted: the kernel never sends them,
@@ -17,10 +17,13 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 from .. import _ffi
+from ..value import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 # Message types, flags and attribute numbers, from the kernel's headers
 # (bindings/rtnetlink.cdef.h).
@@ -77,63 +80,105 @@ def _align(n: int) -> int:
     return (n + 3) & ~3
 
 
-@dataclass(frozen=True)
-class NlMessage:
-    type: int
-    flags: int
-    seq: int
-    pid: int
-    payload: bytes
+class NlMessage(Value):
+    __slots__ = ("type", "flags", "seq", "pid", "payload")
+
+    def __init__(self, type: int, flags: int, seq: int, pid: int, payload: bytes) -> None:
+        self.type = type
+        self.flags = flags
+        self.seq = seq
+        self.pid = pid
+        self.payload = payload
 
 
-@dataclass(frozen=True)
-class Link:
-    index: int
-    name: str
-    flags: int
-    # Hardware address as the kernel reports it; empty for links without one.
-    mac: bytes
+class Link(Value):
+    # mac: the hardware address as the kernel reports it; empty for links without one.
+    __slots__ = ("index", "name", "flags", "mac")
+
+    def __init__(self, index: int, name: str, flags: int, mac: bytes) -> None:
+        self.index = index
+        self.name = name
+        self.flags = flags
+        self.mac = mac
 
     @property
     def is_loopback(self) -> bool:
         return bool(self.flags & IFF_LOOPBACK)
 
 
-@dataclass(frozen=True)
-class Address:
-    family: int
-    prefixlen: int
-    index: int
-    # The interface's own address: IFA_LOCAL when present, else IFA_ADDRESS,
-    # which is what getifaddrs() reports as ifa_addr.
-    address: str
-    # IFA_ADDRESS when it differs from IFA_LOCAL (the peer of a point-to-point link).
-    peer: str | None = None
-    flags: int = 0
+class Address(Value):
+    # address: the interface's own address: IFA_LOCAL when present, else
+    # IFA_ADDRESS, which is what getifaddrs() reports as ifa_addr.
+    # peer: IFA_ADDRESS when it differs from IFA_LOCAL (the peer of a
+    # point-to-point link).
+    __slots__ = ("family", "prefixlen", "index", "address", "peer", "flags")
+
+    def __init__(
+        self,
+        family: int,
+        prefixlen: int,
+        index: int,
+        address: str,
+        peer: str | None = None,
+        flags: int = 0,
+    ) -> None:
+        self.family = family
+        self.prefixlen = prefixlen
+        self.index = index
+        self.address = address
+        self.peer = peer
+        self.flags = flags
 
 
-@dataclass(frozen=True)
-class NextHop:
-    # Gateway address (RTA_GATEWAY, or RTA_VIA which may be of the other family).
-    gateway: str | None
-    gateway_family: int
-    # Output interface index; 0 if the route did not name one.
-    oif: int
+class NextHop(Value):
+    # gateway: the gateway address (RTA_GATEWAY, or RTA_VIA which may be of the
+    # other family); oif: the output interface index, 0 if the route names none.
+    __slots__ = ("gateway", "gateway_family", "oif")
+
+    def __init__(self, gateway: str | None, gateway_family: int, oif: int) -> None:
+        self.gateway = gateway
+        self.gateway_family = gateway_family
+        self.oif = oif
 
 
-@dataclass(frozen=True)
-class Route:
-    family: int
-    dst_len: int
-    dst: str | None
-    table: int
-    type: int
-    protocol: int
-    scope: int
-    priority: int | None
-    # One entry for an ordinary route, one per path for RTA_MULTIPATH.
-    nexthops: tuple[NextHop, ...]
-    multipath: bool = False
+class Route(Value):
+    # nexthops: one for an ordinary route, one per path for RTA_MULTIPATH.
+    __slots__ = (
+        "family",
+        "dst_len",
+        "dst",
+        "table",
+        "type",
+        "protocol",
+        "scope",
+        "priority",
+        "nexthops",
+        "multipath",
+    )
+
+    def __init__(
+        self,
+        family: int,
+        dst_len: int,
+        dst: str | None,
+        table: int,
+        type: int,
+        protocol: int,
+        scope: int,
+        priority: int | None,
+        nexthops: tuple[NextHop, ...],
+        multipath: bool = False,
+    ) -> None:
+        self.family = family
+        self.dst_len = dst_len
+        self.dst = dst
+        self.table = table
+        self.type = type
+        self.protocol = protocol
+        self.scope = scope
+        self.priority = priority
+        self.nexthops = nexthops
+        self.multipath = multipath
 
     @property
     def is_default(self) -> bool:
@@ -399,13 +444,20 @@ class RtnlSocket:
         return [x for m in msgs if m.type == RTM_NEWROUTE if (x := parse_route(m.payload))]
 
 
-@dataclass(frozen=True)
-class NetState:
+class NetState(Value):
     """One read of the kernel's links, addresses and (optionally) routes."""
 
-    links: tuple[Link, ...]
-    addresses: tuple[Address, ...]
-    routes: tuple[Route, ...] = ()
+    __slots__ = ("links", "addresses", "routes")
+
+    def __init__(
+        self,
+        links: tuple[Link, ...],
+        addresses: tuple[Address, ...],
+        routes: tuple[Route, ...] = (),
+    ) -> None:
+        self.links = links
+        self.addresses = addresses
+        self.routes = routes
 
     def link_by_name(self, name: str) -> Link | None:
         for link in self.links:

@@ -23,10 +23,10 @@ import logging
 import os
 import socket
 import threading
-from dataclasses import dataclass
 
 from ..log import Once
 from ..protocol.kvp import MAX_VALUE_SIZE
+from ..value import Value
 from .paths import KvpPaths
 
 log = logging.getLogger(__name__)
@@ -58,16 +58,26 @@ _LINE_MAX = 511
 _FQDN_MAX = MAX_VALUE_SIZE - 1
 
 
-@dataclass(frozen=True)
-class OsInfo:
+class OsInfo(Value):
     """What kvp_get_os_info() computes (all text; bytes decoded with surrogateescape)."""
 
-    os_name: str
-    os_major: str
-    os_minor: str
-    os_build: str
-    os_version: str
-    processor_arch: str
+    __slots__ = ("os_name", "os_major", "os_minor", "os_build", "os_version", "processor_arch")
+
+    def __init__(
+        self,
+        os_name: str,
+        os_major: str,
+        os_minor: str,
+        os_build: str,
+        os_version: str,
+        processor_arch: str,
+    ) -> None:
+        self.os_name = os_name
+        self.os_major = os_major
+        self.os_minor = os_minor
+        self.os_build = os_build
+        self.os_version = os_version
+        self.processor_arch = processor_arch
 
 
 def _fgets_chunks(data: bytes) -> list[bytes]:

@@ -80,13 +80,16 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections import namedtuple
 from contextlib import contextmanager
-from typing import NamedTuple
 
 from ..errors import HvError
 from ..log import Once
 from ..protocol.kvp import MAX_KEY_SIZE, MAX_VALUE_SIZE, POOL_COUNT, RECORD_SIZE
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +155,10 @@ def _sig(st: os.stat_result) -> _Sig:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-class Piece(NamedTuple):
+class Piece(namedtuple("Piece", ("offset", "data"))):
+    """data (bytes), to be written at offset (int): a pair, as typing.NamedTuple made it."""
+
+    __slots__ = ()
     offset: int
     data: bytes
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""File-copy (FCopy) messages: bytes in, frozen dataclasses out, and back.
+"""File-copy (FCopy) messages: bytes in, values (hvdaemons.value) out, and back.
 
 Mirrors the message handling of tools/hv/hv_fcopy_daemon.c (legacy
 /dev/vmbus/hv_fcopy, where the kernel has already turned the names into
@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
-from typing import Union
 
 from .. import _ffi
 from ..errors import ProtocolError
+from ..value import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Union
 
 START_SIZE = _ffi.sizeof("struct hv_start_fcopy")  # 1088
 WRITE_SIZE = _ffi.sizeof("struct hv_do_fcopy")  # 6196
@@ -70,14 +73,16 @@ class UnknownOperation(FcopyDecodeError):
         self.op = op
 
 
-@dataclass(frozen=True)
-class StartCopy:
+class StartCopy(Value):
     """START_FILE_COPY: create path_name/file_name."""
 
-    file_name: str
-    path_name: str
-    flags: int = 0
-    file_size: int = 0
+    __slots__ = ("file_name", "path_name", "flags", "file_size")
+
+    def __init__(self, file_name: str, path_name: str, flags: int = 0, file_size: int = 0) -> None:
+        self.file_name = file_name
+        self.path_name = path_name
+        self.flags = flags
+        self.file_size = file_size
 
     @property
     def overwrite(self) -> bool:
@@ -88,25 +93,30 @@ class StartCopy:
         return bool(self.flags & CREATE_PATH)
 
 
-@dataclass(frozen=True)
-class WriteData:
+class WriteData(Value):
     """WRITE_TO_FILE: data (at most one fragment) at a file offset."""
 
-    offset: int
-    data: bytes
+    __slots__ = ("offset", "data")
+
+    def __init__(self, offset: int, data: bytes) -> None:
+        self.offset = offset
+        self.data = data
 
 
-@dataclass(frozen=True)
-class CompleteCopy:
+class CompleteCopy(Value):
     """COMPLETE_FCOPY: the host has sent every fragment."""
 
+    __slots__ = ()
 
-@dataclass(frozen=True)
-class CancelCopy:
+
+class CancelCopy(Value):
     """CANCEL_FCOPY: the host gave up (or the guest hibernates)."""
 
+    __slots__ = ()
 
-FcopyMessage = Union[StartCopy, WriteData, CompleteCopy, CancelCopy]
+
+if TYPE_CHECKING:
+    FcopyMessage = Union[StartCopy, WriteData, CompleteCopy, CancelCopy]
 
 
 # -- decoding ---------------------------------------------------------------

@@ -8,7 +8,7 @@ which tools/hv/hv_fcopy_uio_daemon.c copies.  The layouts are
 bindings/vmbus.cdef.h's, through _ffi; docs/protocol.md describes the
 messages.
 
-Pure: bytes in, dataclasses and bytes out.  A response is the request's
+Pure: bytes in, values (hvdaemons.value) and bytes out.  A response is the request's
 payload with status and icflags changed, never longer or shorter.  The
 host's side (requests, packets) is the simulator's: hvsim.protocol.icmsg.
 """
@@ -16,12 +16,15 @@ host's side (requests, packets) is the simulator's: hvsim.protocol.icmsg.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 from .. import _ffi
 from ..errors import ProtocolError
+from ..value import Value
 from .status import HvStatus
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 # struct vmpacket_descriptor: type, offset8, len8, flags, trans_id.
 DESC = struct.Struct("<HHHHQ")
@@ -67,14 +70,16 @@ FCOPY_FW_VERSIONS: tuple[Version, ...] = ((_UTIL_FW_VERSION >> 16, _UTIL_FW_VERS
 FCOPY_SVC_VERSIONS: tuple[Version, ...] = ((1, 1),)
 
 
-@dataclass(frozen=True)
-class Packet:
+class Packet(Value):
     """One VMBus packet as read from a ring (trailer excluded)."""
 
-    type: int
-    flags: int
-    trans_id: int
-    payload: bytes
+    __slots__ = ("type", "flags", "trans_id", "payload")
+
+    def __init__(self, type: int, flags: int, trans_id: int, payload: bytes) -> None:
+        self.type = type
+        self.flags = flags
+        self.trans_id = trans_id
+        self.payload = payload
 
 
 def decode_packet(raw: bytes) -> Packet:
@@ -88,19 +93,42 @@ def decode_packet(raw: bytes) -> Packet:
     return Packet(ptype, flags, trans_id, raw[start:end])
 
 
-@dataclass(frozen=True)
-class IcHeader:
+class IcHeader(Value):
     """vmbuspipe_hdr + icmsg_hdr of an IC message."""
 
-    pipe_flags: int
-    pipe_msgsize: int
-    framework: Version
-    msgtype: int
-    msg_version: Version
-    msgsize: int
-    status: int
-    transaction_id: int
-    icflags: int
+    __slots__ = (
+        "pipe_flags",
+        "pipe_msgsize",
+        "framework",
+        "msgtype",
+        "msg_version",
+        "msgsize",
+        "status",
+        "transaction_id",
+        "icflags",
+    )
+
+    def __init__(
+        self,
+        pipe_flags: int,
+        pipe_msgsize: int,
+        framework: Version,
+        msgtype: int,
+        msg_version: Version,
+        msgsize: int,
+        status: int,
+        transaction_id: int,
+        icflags: int,
+    ) -> None:
+        self.pipe_flags = pipe_flags
+        self.pipe_msgsize = pipe_msgsize
+        self.framework = framework
+        self.msgtype = msgtype
+        self.msg_version = msg_version
+        self.msgsize = msgsize
+        self.status = status
+        self.transaction_id = transaction_id
+        self.icflags = icflags
 
     @property
     def is_response(self) -> bool:
@@ -132,11 +160,15 @@ def encode_status_reply(payload: bytes, status: int) -> bytes:
     return bytes(out)
 
 
-@dataclass(frozen=True)
-class Negotiated:
-    reply: bytes
-    framework: Version | None  # None: no common version
-    service: Version | None
+class Negotiated(Value):
+    """The reply to a negotiate request, and the versions chosen (None: no common version)."""
+
+    __slots__ = ("reply", "framework", "service")
+
+    def __init__(self, reply: bytes, framework: Version | None, service: Version | None) -> None:
+        self.reply = reply
+        self.framework = framework
+        self.service = service
 
     @property
     def ok(self) -> bool:

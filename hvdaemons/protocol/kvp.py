@@ -4,7 +4,7 @@
 Mirrors the message handling of tools/hv/hv_kvp_daemon.c: every offset and
 constant comes from <linux/hyperv.h> through _ffi.
 
-decode_request() turns a message into a frozen dataclass; the
+decode_request() turns a message into a Value (hvdaemons.value); the
 encode_*_reply functions build the reply the way the reference does, from the message *as
 received*: the status overwrites bytes 0-3 (the error field overlays the
 header) and everything else stays as the kernel sent it, except the fields
@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
-from typing import Union
 
 from .. import _ffi
 from ..errors import ProtocolError
+from ..value import Value
 from .status import HvStatus
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Union
 
 _M = "struct hv_kvp_msg"
 
@@ -152,103 +155,141 @@ def _put_str(buf: bytearray, off: int, limit: int, data: bytes) -> None:
 # -- daemon side: requests ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GetRequest:
+class GetRequest(Value):
     """KVP_OP_GET.  key: the key's bytes up to its NUL (within key_size)."""
 
-    pool: int
-    key: bytes
-    key_size: int
-    value_size: int
+    __slots__ = ("pool", "key", "key_size", "value_size")
+
+    def __init__(self, pool: int, key: bytes, key_size: int, value_size: int) -> None:
+        self.pool = pool
+        self.key = key
+        self.key_size = key_size
+        self.value_size = value_size
 
 
-@dataclass(frozen=True)
-class SetRequest:
+class SetRequest(Value):
     """KVP_OP_SET.  key/value: bytes up to the NUL within key_size/value_size."""
 
-    pool: int
-    key: bytes
-    value: bytes
-    key_size: int
-    value_size: int
-    value_type: int
+    __slots__ = ("pool", "key", "value", "key_size", "value_size", "value_type")
+
+    def __init__(
+        self, pool: int, key: bytes, value: bytes, key_size: int, value_size: int, value_type: int
+    ) -> None:
+        self.pool = pool
+        self.key = key
+        self.value = value
+        self.key_size = key_size
+        self.value_size = value_size
+        self.value_type = value_type
 
 
-@dataclass(frozen=True)
-class DeleteRequest:
+class DeleteRequest(Value):
     """KVP_OP_DELETE."""
 
-    pool: int
-    key: bytes
-    key_size: int
+    __slots__ = ("pool", "key", "key_size")
+
+    def __init__(self, pool: int, key: bytes, key_size: int) -> None:
+        self.pool = pool
+        self.key = key
+        self.key_size = key_size
 
 
-@dataclass(frozen=True)
-class EnumerateRequest:
+class EnumerateRequest(Value):
     """KVP_OP_ENUMERATE: the index-th record of pool (u32 from the host)."""
 
-    pool: int
-    index: int
+    __slots__ = ("pool", "index")
+
+    def __init__(self, pool: int, index: int) -> None:
+        self.pool = pool
+        self.index = index
 
 
-@dataclass(frozen=True)
-class IpValue:
+class IpValue(Value):
     """struct hv_kvp_ipaddr_value as kernel and daemon exchange it (UTF-8 strings).
 
     The address fields are ';'-separated lists.  hvdaemons.kvp.ipinfo uses
     it as its IpInfo.
     """
 
-    adapter_id: str
-    addr_family: int
-    dhcp_enabled: bool
-    ip_addr: str = ""
-    sub_net: str = ""
-    gate_way: str = ""
-    dns_addr: str = ""
+    __slots__ = (
+        "adapter_id",
+        "addr_family",
+        "dhcp_enabled",
+        "ip_addr",
+        "sub_net",
+        "gate_way",
+        "dns_addr",
+    )
+
+    def __init__(
+        self,
+        adapter_id: str,
+        addr_family: int,
+        dhcp_enabled: bool,
+        ip_addr: str = "",
+        sub_net: str = "",
+        gate_way: str = "",
+        dns_addr: str = "",
+    ) -> None:
+        self.adapter_id = adapter_id
+        self.addr_family = addr_family
+        self.dhcp_enabled = dhcp_enabled
+        self.ip_addr = ip_addr
+        self.sub_net = sub_net
+        self.gate_way = gate_way
+        self.dns_addr = dns_addr
 
 
-@dataclass(frozen=True)
-class GetIpInfoRequest:
+class GetIpInfoRequest(Value):
     """KVP_OP_GET_IP_INFO: adapter_id is the MAC address the host asks about."""
 
-    adapter_id: str
-    addr_family: int
+    __slots__ = ("adapter_id", "addr_family")
+
+    def __init__(self, adapter_id: str, addr_family: int) -> None:
+        self.adapter_id = adapter_id
+        self.addr_family = addr_family
 
 
-@dataclass(frozen=True)
-class SetIpInfoRequest:
+class SetIpInfoRequest(Value):
     """KVP_OP_SET_IP_INFO: adapter_id is the NIC's device GUID."""
 
-    value: IpValue
+    __slots__ = ("value",)
+
+    def __init__(self, value: IpValue) -> None:
+        self.value = value
 
 
-@dataclass(frozen=True)
-class RegisterReply:
+class RegisterReply(Value):
     """The kernel's answer to our registration (op 100, or a second one)."""
 
-    op: int
-    version: bytes
+    __slots__ = ("op", "version")
+
+    def __init__(self, op: int, version: bytes) -> None:
+        self.op = op
+        self.version = version
 
 
-@dataclass(frozen=True)
-class OtherRequest:
+class OtherRequest(Value):
     """An operation the daemon does not know."""
 
-    op: int
-    pool: int
+    __slots__ = ("op", "pool")
+
+    def __init__(self, op: int, pool: int) -> None:
+        self.op = op
+        self.pool = pool
 
 
-Request = Union[
-    GetRequest,
-    SetRequest,
-    DeleteRequest,
-    EnumerateRequest,
-    GetIpInfoRequest,
-    SetIpInfoRequest,
-    RegisterReply,
-    OtherRequest,
-]
+if TYPE_CHECKING:
+    Request = Union[
+        GetRequest,
+        SetRequest,
+        DeleteRequest,
+        EnumerateRequest,
+        GetIpInfoRequest,
+        SetIpInfoRequest,
+        RegisterReply,
+        OtherRequest,
+    ]
 
 
 def _ip_str(msg: bytes, field: tuple[int, int]) -> str:

@@ -8,17 +8,17 @@ registration with VSS_OP_REGISTER1, a 4-byte u32 kernel reply, then 12-byte
 requests answered by 12-byte replies whose first four bytes (the `error`
 union member) carry the status.
 
-Pure: bytes in, dataclasses and bytes out.
+Pure: bytes in, values (hvdaemons.value) and bytes out.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
 
 from .. import _ffi
 from ..errors import ProtocolError
+from ..value import Value
 from .status import HvStatus
 
 MSG_SIZE = _ffi.sizeof("struct hv_vss_msg")  # 12
@@ -47,12 +47,14 @@ class VssOp(enum.IntEnum):
     REGISTER1 = _ffi.const("VSS_OP_REGISTER1")
 
 
-@dataclass(frozen=True)
-class VssRequest:
+class VssRequest(Value):
     """One kernel -> daemon request."""
 
-    op: int
-    raw: bytes
+    __slots__ = ("op", "raw")
+
+    def __init__(self, op: int, raw: bytes) -> None:
+        self.op = op
+        self.raw = raw
 
     @property
     def name(self) -> str:

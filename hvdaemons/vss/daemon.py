@@ -24,8 +24,11 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import Callable
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Callable
 
 # Filesystems may be frozen while this process runs: nothing may be
 # imported or compiled lazily later, so every module is imported here and

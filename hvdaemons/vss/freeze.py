@@ -33,14 +33,18 @@ import os
 import signal
 import stat
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Callable, Protocol
 
 from .. import _ffi
 from .. import log as hvlog
 from ..errors import HvError
-from .mounts import Dev, Plan, Planner, Target
+from .mounts import Target
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Callable, Protocol
+
+    from .mounts import Dev, Plan, Planner
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +68,22 @@ class NotReached(HvError):
     """The mount point no longer leads to the filesystem planned (mount table changed)."""
 
 
-class Freezer(Protocol):
-    """FIFREEZE/FITHAW one filesystem; raises OSError with the kernel's errno."""
+if TYPE_CHECKING:
+    # For the type checker only: a Protocol defined at run time needs typing.
 
-    def freeze(self, target: Target) -> None: ...
+    class Freezer(Protocol):
+        """FIFREEZE/FITHAW one filesystem; raises OSError with the kernel's errno."""
 
-    def thaw(self, target: Target) -> None: ...
+        def freeze(self, target: Target) -> None: ...
+
+        def thaw(self, target: Target) -> None: ...
+
+    class Timer(Protocol):
+        """Calls a function once, some time later, in the daemon's main thread."""
+
+        def arm(self, seconds: float, fire: Callable[[], None]) -> None: ...
+
+        def disarm(self) -> None: ...
 
 
 class IoctlFreezer:
@@ -222,23 +236,17 @@ class Marker:
             return []
 
 
-@dataclass
 class Outcome:
     """What one freeze or thaw pass did."""
 
-    ok: bool = True
-    done: list[Target] = field(default_factory=list)
-    unsupported: list[tuple[Target, OSError]] = field(default_factory=list)
-    unreachable: list[tuple[Target, str]] = field(default_factory=list)
-    errors: list[tuple[Target, OSError]] = field(default_factory=list)
+    __slots__ = ("ok", "done", "unsupported", "unreachable", "errors")
 
-
-class Timer(Protocol):
-    """Calls a function once, some time later, in the daemon's main thread."""
-
-    def arm(self, seconds: float, fire: Callable[[], None]) -> None: ...
-
-    def disarm(self) -> None: ...
+    def __init__(self) -> None:
+        self.ok = True
+        self.done: list[Target] = []
+        self.unsupported: list[tuple[Target, OSError]] = []
+        self.unreachable: list[tuple[Target, str]] = []
+        self.errors: list[tuple[Target, OSError]] = []
 
 
 class AlarmTimer:

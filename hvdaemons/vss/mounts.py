@@ -25,11 +25,14 @@ import os
 import re
 import select
 import stat
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Callable
 
 from ..errors import HvError
+from ..value import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Callable
 
 MOUNTINFO = "/proc/self/mountinfo"
 SYSFS = "/sys"
@@ -45,21 +48,48 @@ def _unescape(field: bytes) -> str:
     return os.fsdecode(raw)
 
 
-@dataclass(frozen=True)
-class Mount:
-    """One line of /proc/self/mountinfo."""
+class Mount(Value):
+    """One line of /proc/self/mountinfo; index: its position in the file (mount order)."""
 
-    index: int  # position in the file: mount order
-    mount_id: int
-    parent_id: int
-    major: int
-    minor: int
-    root: str
-    mount_point: str
-    mount_options: tuple[str, ...]
-    fstype: str
-    source: str
-    super_options: tuple[str, ...]
+    __slots__ = (
+        "index",
+        "mount_id",
+        "parent_id",
+        "major",
+        "minor",
+        "root",
+        "mount_point",
+        "mount_options",
+        "fstype",
+        "source",
+        "super_options",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        mount_id: int,
+        parent_id: int,
+        major: int,
+        minor: int,
+        root: str,
+        mount_point: str,
+        mount_options: tuple[str, ...],
+        fstype: str,
+        source: str,
+        super_options: tuple[str, ...],
+    ) -> None:
+        self.index = index
+        self.mount_id = mount_id
+        self.parent_id = parent_id
+        self.major = major
+        self.minor = minor
+        self.root = root
+        self.mount_point = mount_point
+        self.mount_options = mount_options
+        self.fstype = fstype
+        self.source = source
+        self.super_options = super_options
 
     @property
     def dev(self) -> Dev:
@@ -103,35 +133,59 @@ def parse_mountinfo(data: bytes) -> list[Mount]:
     return mounts
 
 
-@dataclass(frozen=True)
-class Target:
-    """One filesystem (superblock) to freeze, reached through mount_point."""
+class Target(Value):
+    """One filesystem (superblock) to freeze, reached through mount_point.
 
-    mount_point: str
-    dev: Dev
-    fstype: str = ""
-    source: str = ""
-    # Every mount of this superblock: the freezer checks that the opened path
-    # still leads to one of them (None: don't check).
-    mount_ids: frozenset[int] | None = None
-    is_root: bool = False
+    mount_ids: every mount of this superblock; the freezer checks that the
+    opened path still leads to one of them (None: don't check).
+    """
+
+    __slots__ = ("mount_point", "dev", "fstype", "source", "mount_ids", "is_root")
+
+    def __init__(
+        self,
+        mount_point: str,
+        dev: Dev,
+        fstype: str = "",
+        source: str = "",
+        mount_ids: frozenset[int] | None = None,
+        is_root: bool = False,
+    ) -> None:
+        self.mount_point = mount_point
+        self.dev = dev
+        self.fstype = fstype
+        self.source = source
+        self.mount_ids = mount_ids
+        self.is_root = is_root
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What happens to one mount, and why (what --list prints)."""
+class Decision(Value):
+    """What happens to one mount, and why (what --list prints).
 
-    mount: Mount
-    freeze: bool
-    reason: str
-    order: int = 0  # 1-based position in the freeze order for frozen ones
+    order: the 1-based position in the freeze order of a frozen one.
+    """
+
+    __slots__ = ("mount", "freeze", "reason", "order")
+
+    def __init__(self, mount: Mount, freeze: bool, reason: str, order: int = 0) -> None:
+        self.mount = mount
+        self.freeze = freeze
+        self.reason = reason
+        self.order = order
 
 
-@dataclass(frozen=True)
-class Plan:
-    targets: tuple[Target, ...]
-    decisions: tuple[Decision, ...]
-    notes: tuple[str, ...] = ()
+class Plan(Value):
+    __slots__ = ("targets", "decisions", "notes")
+
+    def __init__(
+        self,
+        targets: tuple[Target, ...],
+        decisions: tuple[Decision, ...],
+        notes: tuple[str, ...] = (),
+    ) -> None:
+        self.targets = targets
+        self.decisions = decisions
+        self.notes = notes
 
     def describe(self) -> str:
         """Human-readable dry run: freeze order, then every other mount with its reason."""
@@ -155,25 +209,33 @@ class Plan:
         return "\n".join(out)
 
 
-@dataclass(frozen=True)
-class LoopDevice:
+class LoopDevice(Value):
     """A loop device found under a block device, as sysfs describes it."""
 
-    name: str
-    backing_file: str
-    offset: int
-    sizelimit: int
-    sectors: int
+    __slots__ = ("name", "backing_file", "offset", "sizelimit", "sectors")
+
+    def __init__(
+        self, name: str, backing_file: str, offset: int, sizelimit: int, sectors: int
+    ) -> None:
+        self.name = name
+        self.backing_file = backing_file
+        self.offset = offset
+        self.sizelimit = sizelimit
+        self.sectors = sectors
 
 
 class _Unresolved(HvError):
     """The storage under a filesystem cannot be pinned down: leave it alone."""
 
 
-@dataclass
 class _Group:
-    dev: Dev
-    mounts: list[Mount] = field(default_factory=list)
+    """The mounts of one superblock."""
+
+    __slots__ = ("dev", "mounts")
+
+    def __init__(self, dev: Dev) -> None:
+        self.dev = dev
+        self.mounts: list[Mount] = []
 
     @property
     def primary(self) -> Mount:

@@ -115,14 +115,15 @@ def helpers(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 GET_CODE = """
-import dataclasses, json
+import json
 from hvdaemons.kvp import ipinfo
 from hvdaemons.kvp.paths import KvpPaths
 args = json.loads(ARGS)
 status, info = ipinfo.get_ip_info(
     args["mac"], args["family"], KvpPaths(scripts_dir=args["scripts"]), timeout=args["timeout"]
 )
-print(json.dumps([status, dataclasses.asdict(info) if info else None]))
+fields = {name: getattr(info, name) for name in info.__slots__} if info else None
+print(json.dumps([status, fields]))
 """
 
 

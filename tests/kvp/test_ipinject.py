@@ -8,7 +8,6 @@ same through the daemon executable, against real sysfs and networkd.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
 import stat
@@ -160,8 +159,14 @@ def test_invalid_argument(
     sysfs: pathlib.Path, state_dir: pathlib.Path, tmp_path: pathlib.Path, field: str, value: str
 ) -> None:
     scripts = recorder(tmp_path / "s")
-    info = IpValue(GUID, 3, False, "192.0.2.10;2001:db8::5", "255.255.255.0;64")
-    info = dataclasses.replace(info, **{field: value})
+    fields = {
+        "adapter_id": GUID,
+        "addr_family": 3,
+        "dhcp_enabled": False,
+        "ip_addr": "192.0.2.10;2001:db8::5",
+        "sub_net": "255.255.255.0;64",
+    }
+    info = IpValue(**{**fields, field: value})
     status = ipinject.set_ip_info(info, paths_for(sysfs, state_dir, scripts), environ={})
     assert status == HvStatus.INVALIDARG
     assert files(state_dir) == []  # nothing half-written

@@ -229,13 +229,19 @@ def test_parse_route_table_and_type_decide_default() -> None:
 
 
 DUMP_CODE = """
-import dataclasses, json
+import json
 from hvdaemons.kvp import netlink
+def asdict(v):
+    if isinstance(v, tuple):
+        return [asdict(x) for x in v]
+    if hasattr(v, "__slots__"):
+        return {name: asdict(getattr(v, name)) for name in v.__slots__}
+    return v
 s = netlink.snapshot()
 print(json.dumps({
-    "links": [dict(dataclasses.asdict(l), mac=l.mac.hex(":"), lo=l.is_loopback) for l in s.links],
-    "addrs": [dataclasses.asdict(a) for a in s.addresses],
-    "routes": [dict(dataclasses.asdict(r), default=r.is_default) for r in s.routes],
+    "links": [dict(asdict(l), mac=l.mac.hex(":"), lo=l.is_loopback) for l in s.links],
+    "addrs": [asdict(a) for a in s.addresses],
+    "routes": [dict(asdict(r), default=r.is_default) for r in s.routes],
 }))
 """
 

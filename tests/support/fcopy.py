@@ -15,14 +15,17 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hvdaemons.fcopy.discovery import Discovery, UioDevice
 from hvdaemons.vmbus import FCOPY_CLASS_ID
 from hvsim import launch
 from hvsim.chardev import ChardevKernel
 from hvsim.fcopy import FcopyHost
 from hvsim.launch import NEUTRAL_CWD
 from tests.reference import refdaemons
+
+if TYPE_CHECKING:
+    from hvdaemons.fcopy.discovery import Discovery, UioDevice
 
 
 def daemon_argv() -> list[str]:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from hvdaemons.errors import HvError
@@ -12,7 +10,14 @@ from hvdaemons.kvp.renderers.model import Address, InvalidArgument, parse
 from hvdaemons.protocol.kvp import IpValue
 from tests.kvp.renderers.cases import GUID
 
-BASE = IpValue(GUID, 3, False, "192.0.2.10;2001:db8::5", "255.255.255.0;64")
+BASE_FIELDS = {
+    "adapter_id": GUID,
+    "addr_family": 3,
+    "dhcp_enabled": False,
+    "ip_addr": "192.0.2.10;2001:db8::5",
+    "sub_net": "255.255.255.0;64",
+}
+BASE = IpValue(**BASE_FIELDS)
 
 
 def test_pairs_and_prefixes() -> None:
@@ -56,7 +61,7 @@ def test_pairs_and_prefixes() -> None:
 )
 def test_invalid(field: str, value: str) -> None:
     with pytest.raises(InvalidArgument):
-        parse("eth0", "00:15:5D:00:00:01", dataclasses.replace(BASE, **{field: value}))
+        parse("eth0", "00:15:5D:00:00:01", IpValue(**{**BASE_FIELDS, field: value}))
 
 
 def test_invalid_argument_is_an_hv_error() -> None:
