@@ -233,6 +233,19 @@ def test_log_priorities_and_hold(
     assert capfd.readouterr().err == "<4>w\n<7>d\n"
 
 
+def test_a_line_break_in_a_message_cannot_forge_a_log_record(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the KVP sequence fuzzer: a SET whose key holds "\n" logged
+    # "Too long key or value: key=a" and a second line "b, val=..." without a
+    # priority, which journald takes as a record of its own.
+    monkeypatch.setenv("JOURNAL_STREAM", "8:123")
+    log.setup("KVP", foreground=True)
+    logger = logging.getLogger("hvdaemons.test")
+    logger.error("Too long key or value: key=%s, val=%s", "a\n<2>forged", "v\r\n")
+    assert capfd.readouterr().err == "<3>Too long key or value: key=a\\n<2>forged, val=v\\r\\n\n"
+
+
 def test_capfd_sees_held_records_only_after_release(capfd: pytest.CaptureFixture[str]) -> None:
     log.setup("Hyper-V VSS", foreground=True)
     logger = logging.getLogger("hvdaemons.test")
