@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import select
 import sys
 import time
 from collections.abc import Iterator
@@ -33,6 +34,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 T = TypeVar("T")
+
+# Time a daemon gets to do what it must do by itself (register, reopen, exit):
+# a hang guard, generous for a loaded 2-core machine; never a measurement.
+GUARD = 30.0
 
 
 def weighted(*choices: tuple[int, st.SearchStrategy[T]]) -> st.SearchStrategy[T]:
@@ -143,3 +148,56 @@ def _seeds(first: int) -> Iterator[int]:
     while True:
         yield n
         n += 1
+
+
+class LogTail:
+    """A daemon's stderr, read without blocking, split into lines."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        os.set_blocking(fd, False)
+        self._partial = b""
+        self.lines: list[str] = []
+        self.eof = False
+
+    def poll(self, timeout: float = 0.0) -> None:
+        if self.eof:
+            return
+        if timeout > 0:
+            select.select([self._fd], [], [], timeout)
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self.eof = True
+                return
+            data = self._partial + chunk
+            *done, self._partial = data.split(b"\n")
+            self.lines.extend(x.decode(errors="replace") for x in done)
+
+    def count(self, needle: str) -> int:
+        return sum(needle in x for x in self.lines)
+
+    def wait_count(self, needle: str, n: int, timeout: float = GUARD) -> bool:
+        """Wait until n lines contain needle; False at the hang guard."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll()
+            if self.count(needle) >= n:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0 or self.eof:
+                return False
+            self.poll(min(left, 0.5))
+
+
+def until(predicate: Callable[[], bool], timeout: float = GUARD) -> bool:
+    """Poll predicate (a cheap look at /proc or the simulator) until true; False at the guard."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.001)
+    return True
