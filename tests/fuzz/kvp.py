@@ -56,7 +56,6 @@ import platform
 import re
 import signal
 import struct
-import subprocess
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -69,7 +68,7 @@ from hvdaemons.protocol.status import HvStatus
 from hvsim import launch
 from hvsim.chardev import HV_UTIL_TIMEOUT, ChardevKernel
 from hvsim.protocol import kvp as sim_kvp
-from tests.fuzz.runner import GUARD, LogTail, until, weighted
+from tests.fuzz.runner import GUARD, DaemonProcess, LogTail, until, weighted
 
 MSG = kvp.KVP_MSG_SIZE
 R = kvp.RECORD_SIZE
@@ -554,51 +553,6 @@ def steps(restarts: int = 3, hvctl: int = 2) -> st.SearchStrategy[object]:
 # -- the daemon seen from outside ------------------------------------------------------
 
 
-class DaemonProcess:
-    def __init__(self, device: str, state_dir: str) -> None:
-        argv = [
-            *launch.daemon_argv("hv_kvp_daemon"),
-            "-n",
-            "--device",
-            device,
-            "--state-dir",
-            state_dir,
-            # No helper scripts: GET_IP_INFO for a known NIC would run them.
-            "--scripts-dir",
-            os.path.join(state_dir, "no-scripts"),
-        ]
-        self.proc = launch.popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        assert self.proc.stderr is not None
-        self.log = LogTail(self.proc.stderr.fileno())
-
-    def fds(self) -> list[str]:
-        base = f"/proc/{self.proc.pid}/fd"
-        out = []
-        for name in os.listdir(base):
-            with contextlib.suppress(FileNotFoundError):
-                out.append(os.readlink(f"{base}/{name}"))
-        return out
-
-    def wait(self, timeout: float = GUARD) -> int | None:
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        self.log.poll(0.2)
-        while not self.log.eof:
-            self.log.poll(0.2)
-        return rc
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-
 class KvpRig:
     """What the examples of one KVP fuzz run share: a scratch directory and the counts."""
 
@@ -653,7 +607,19 @@ class KvpFuzz(RuleBasedStateMachine):
 
     def _spawn(self) -> None:
         assert self.kernel is not None
-        self.daemon = DaemonProcess(self.device, self.state_dir)
+        self.daemon = DaemonProcess(
+            [
+                *launch.daemon_argv("hv_kvp_daemon"),
+                "-n",
+                "--device",
+                self.device,
+                "--state-dir",
+                self.state_dir,
+                # No helper scripts: GET_IP_INFO for a known NIC would run them.
+                "--scripts-dir",
+                os.path.join(self.state_dir, "no-scripts"),
+            ]
+        )
         self.opens += 1
         self.reopens = 0
         self._expect(

@@ -19,10 +19,12 @@ passes HVDAEMONS_* through):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import select
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -32,6 +34,8 @@ import hypothesis
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
+
+from hvsim import launch
 
 T = TypeVar("T")
 
@@ -201,3 +205,40 @@ def until(predicate: Callable[[], bool], timeout: float = GUARD) -> bool:
             return False
         time.sleep(0.001)
     return True
+
+
+class DaemonProcess:
+    """One daemon (argv from hvsim.launch), its stderr tailed, its descriptors visible."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = launch.popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        assert self.proc.stderr is not None
+        self.log = LogTail(self.proc.stderr.fileno())
+
+    def fds(self) -> list[str]:
+        base = f"/proc/{self.proc.pid}/fd"
+        out = []
+        for name in os.listdir(base):
+            with contextlib.suppress(FileNotFoundError):
+                out.append(os.readlink(f"{base}/{name}"))
+        return out
+
+    def wait(self, timeout: float = GUARD) -> int | None:
+        """The exit status once the process is gone and its log read; None at the guard."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self.log.poll(0.2)
+        while not self.log.eof:
+            self.log.poll(0.2)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
