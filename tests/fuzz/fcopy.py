@@ -49,6 +49,7 @@ import dataclasses
 import os
 import re
 import signal
+import struct
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -57,6 +58,7 @@ from pathlib import Path
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
+from hvdaemons.protocol import icmsg
 from hvdaemons.protocol.fcopy import (
     CREATE_PATH,
     DATA_FRAGMENT,
@@ -66,6 +68,7 @@ from hvdaemons.protocol.fcopy import (
 )
 from hvdaemons.protocol.status import HvStatus
 from hvsim import launch
+from hvsim import uio as sim_uio
 from hvsim.chardev import HV_UTIL_TIMEOUT, ChardevKernel
 from hvsim.fcopy import FcopyHost, utf16s_to_utf8s
 from hvsim.protocol import fcopy as sim_fcopy
@@ -77,7 +80,7 @@ EXISTS = int(HvStatus.ERROR_ALREADY_EXISTS)
 NAME_MAX = 255  # a file name's bytes (Linux NAME_MAX)
 # The temporary file of a copy, as hvdaemons/fcopy/writer.py documents it.
 _TEMP = re.compile(r"\..*\.hvfcopy-[0-9]{1,10}-[0-9a-f]{8}", re.DOTALL)
-_LINE = re.compile(r"<([0-7])>HV_FCOPY: (.*)", re.DOTALL)
+_LINE = re.compile(r"<([0-7])>HV_(?:UIO_)?FCOPY: (.*)", re.DOTALL)
 # Lines that say the daemon itself failed (log.exception, a crash).
 _BUG = ("request failed", "Traceback", "exception")
 _BAD_EVENTS = (
@@ -90,6 +93,8 @@ _BAD_EVENTS = (
     "daemon-closed",
     "bad-reply-size",
 )
+# struct vmpacket_descriptor: type, offset8, len8, flags, trans_id.
+_DESC = struct.Struct("<HHHHQ")
 VICTIM = b"must not change\n"
 PLAIN = b"a guest file\n"
 
@@ -172,6 +177,30 @@ class Hangup:
 @dataclasses.dataclass(frozen=True)
 class Unplug:
     """The device goes away until the daemon has let go of it (open() fails with ENOENT)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rescind:
+    """uio: the host withdraws the channel and offers it again (the daemon reopens)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Spurious:
+    """uio: an interrupt with nothing new in the receive ring."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Corrupt:
+    """uio: a packet descriptor the ring must refuse, at the host's write index.
+
+    offset8 below the descriptor, len8 below offset8, or len8 beyond what was
+    published (bindings/ring.c, recv: EBADMSG); the daemon drops what is
+    readable, answers nothing, and the copy in progress goes on.
+    """
+
+    offset8: int
+    len8: int
+    size: int  # bytes published
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,8 +313,36 @@ _BURST = st.builds(
 )
 
 
-def steps(restarts: int = 5) -> st.SearchStrategy[object]:
-    """Steps, per mille, the simplest first (shrinking tends towards it)."""
+def steps(restarts: int = 5, uio: bool = False) -> st.SearchStrategy[object]:
+    """Steps, per mille, the simplest first (shrinking tends towards it).
+
+    uio=True: the channel's events are a rescind and spurious interrupts
+    instead of the char device's hibernation, hang-up and unplug.
+    """
+    if uio:
+        device = [
+            (20, st.just(Rescind())),
+            (10, st.just(Spurious())),
+            (
+                20,
+                st.sampled_from(
+                    [
+                        Corrupt(1, 4, 32),
+                        Corrupt(0, 4, 32),
+                        Corrupt(4, 2, 32),
+                        Corrupt(2, 200, 32),
+                        Corrupt(2, 4, 32),
+                        Corrupt(2, 0xFFFF, 64),
+                    ]
+                ),
+            ),
+        ]
+    else:
+        device = [
+            (10, st.just(Hibernate())),
+            (10, st.just(Hangup())),
+            (restarts, st.just(Unplug())),
+        ]
     return weighted(
         (300, _WRITE),
         (150, _BURST),
@@ -296,9 +353,7 @@ def steps(restarts: int = 5) -> st.SearchStrategy[object]:
         (5, st.builds(Short, st.sampled_from([0, 4, 35]))),
         (60 - 2 * restarts, _PLANT),
         (10, st.just(PlantPubLink())),
-        (10, st.just(Hibernate())),
-        (10, st.just(Hangup())),
-        (restarts, st.just(Unplug())),
+        *device,
         (restarts, st.builds(Restart, st.sampled_from([signal.SIGTERM, signal.SIGKILL]))),
     )
 
@@ -309,10 +364,9 @@ def steps(restarts: int = 5) -> st.SearchStrategy[object]:
 class FcopyRig:
     """What the examples of one file-copy fuzz run share: a scratch directory and the counts."""
 
-    name = "hv_fcopy_daemon"
-
-    def __init__(self, tmp: str) -> None:
+    def __init__(self, tmp: str, name: str) -> None:
         self.tmp = tmp
+        self.name = name
         self.messages = 0
         self.examples = 0
         self.stats: Counter[str] = Counter()
@@ -358,11 +412,52 @@ class FcopyFuzz(RuleBasedStateMachine):
         self._put("outside/victim", VICTIM)
         self._put("dest/plain", PLAIN)
         self.model = tree(Path(self.box))
+        self._plug_in(base)
+        self._spawn()
+        self.check()
+
+    # -- the transport (the uio fuzzer overrides these) -------------------------------
+
+    def _plug_in(self, base: str) -> None:
+        """The simulated device and host."""
         self.device = os.path.join(base, "hv_fcopy")
         self.kernel = ChardevKernel(self.device, "hv_fcopy", timeout=HV_UTIL_TIMEOUT)
         self.host = FcopyHost(self.kernel)
-        self._spawn()
-        self.check()
+
+    def _unplug_all(self) -> None:
+        if self.kernel is not None:
+            self.kernel.close()
+
+    def _send(self, body: bytes) -> int:
+        """One host message; the status the host gets."""
+        assert self.host is not None
+        return self.host.send(body)
+
+    def _name(self, name: str) -> str | None:
+        """The file name the daemon decodes from the host's (None: it refuses it).
+
+        hv_fcopy.c converts with utf16s_to_utf8s() (at most 259 bytes, lone
+        surrogates dropped): the daemon gets valid UTF-8.
+        """
+        raw = utf16s_to_utf8s(name.encode("utf-16-le", "surrogatepass"), W_MAX_PATH - 1)
+        return raw.decode()
+
+    def _short(self) -> int:
+        """A packet too short for an FCopy header: hv_fcopy.c drops it, the host gets E_FAIL."""
+        return FAIL
+
+    def _check_transport(self) -> None:
+        """The simulated kernel's view: no timeout, no refused reply, no unexpected open."""
+        assert self.kernel is not None
+        bad = [e for e in self.kernel.events if e.what in _BAD_EVENTS]
+        self._expect(not bad, f"kernel saw {[(e.what, e.detail) for e in bad]}")
+        opens = _count(self.kernel, "open")
+        self._expect(
+            opens == self.opens, f"the device was opened {opens} times, model {self.opens}"
+        )
+
+    def _events(self) -> list[str]:
+        return [f"{e.what} {e.detail}" for e in (self.kernel.events if self.kernel else [])]
 
     def _put(self, rel: str, data: bytes) -> None:
         with open(os.path.join(self.box, rel), "wb") as f:
@@ -388,8 +483,7 @@ class FcopyFuzz(RuleBasedStateMachine):
         finally:
             if self.daemon is not None:
                 self.daemon.kill()
-            if self.kernel is not None:
-                self.kernel.close()
+            self._unplug_all()
 
     # -- steps -------------------------------------------------------------------------
 
@@ -416,7 +510,7 @@ class FcopyFuzz(RuleBasedStateMachine):
         elif isinstance(step, Unknown):
             self._reply(sim_fcopy.encode_header(step.op), self._reject())
         elif isinstance(step, Short):
-            self._reply(bytes(step.size), FAIL)  # the kernel's answer; the daemon sees nothing
+            self._reply(bytes(step.size), self._short())
         elif isinstance(step, Hibernate):
             self._hibernate()
         elif isinstance(step, Hangup):
@@ -426,6 +520,12 @@ class FcopyFuzz(RuleBasedStateMachine):
             self._reopened("hang-up")
         elif isinstance(step, Unplug):
             self._unplug()
+        elif isinstance(step, Rescind):
+            self._rescind()
+        elif isinstance(step, Spurious):
+            self._spurious()
+        elif isinstance(step, Corrupt):
+            self._corrupt(step)
         elif isinstance(step, Restart):
             self._restart(step.signum)
         elif isinstance(step, Plant):
@@ -441,9 +541,8 @@ class FcopyFuzz(RuleBasedStateMachine):
     # -- host requests and the model's answers -------------------------------------------
 
     def _reply(self, body: bytes, want: int) -> None:
-        assert self.host is not None
         self.rig.messages += 1
-        got = self.host.send(body)
+        got = self._send(body)
         self.rig.stats[f"status {got:#x}"] += 1
         self._expect(got == want, f"status {got:#x}, model {want:#x}")
 
@@ -455,11 +554,11 @@ class FcopyFuzz(RuleBasedStateMachine):
         self._reply(body, self._start_model(step))
 
     def _start_model(self, step: Start) -> int:
+        name = self._name(step.name)
+        if name is None:
+            return self._reject()  # refused before the copier: the copy in progress fails
         self.copy = None  # a START discards the copy in progress
-        # The name as hv_fcopy.c hands it over (utf16s_to_utf8s(), at most 259 bytes).
-        raw = utf16s_to_utf8s(step.name.encode("utf-16-le", "surrogatepass"), W_MAX_PATH - 1)
-        name = raw.decode()
-        bad_name = name in ("", ".", "..") or "/" in name or len(raw) > NAME_MAX
+        bad_name = name in ("", ".", "..") or "/" in name or len(name.encode()) > NAME_MAX
         comps = [c for c in step.path.split("/") if c]
         if bad_name or any(c in (".", "..") for c in comps):
             return FAIL
@@ -575,6 +674,15 @@ class FcopyFuzz(RuleBasedStateMachine):
         self.copy = None
         self._reopened("unplug")
 
+    def _rescind(self) -> None:
+        raise AssertionError("no rescind on the char device")
+
+    def _spurious(self) -> None:
+        raise AssertionError("no interrupts on the char device")
+
+    def _corrupt(self, step: Corrupt) -> None:
+        raise AssertionError("no ring on the char device")
+
     def _restart(self, signum: int) -> None:
         assert self.daemon is not None
         if signum == signal.SIGKILL:
@@ -610,7 +718,7 @@ class FcopyFuzz(RuleBasedStateMachine):
 
     def _context(self) -> str:
         lines = self.daemon.log.lines[-15:] if self.daemon is not None else []
-        events = [f"{e.what} {e.detail}" for e in (self.kernel.events if self.kernel else [])]
+        events = self._events()
         return (
             "\n  steps (last):\n    "
             + "\n    ".join(self.history[-15:])
@@ -621,17 +729,12 @@ class FcopyFuzz(RuleBasedStateMachine):
         )
 
     def check(self) -> None:
-        assert self.daemon is not None and self.kernel is not None
+        assert self.daemon is not None
         self._expect(
             self.daemon.proc.poll() is None, f"the daemon exited: {self.daemon.proc.returncode}"
         )
         self._check_tree()
-        bad = [e for e in self.kernel.events if e.what in _BAD_EVENTS]
-        self._expect(not bad, f"kernel saw {[(e.what, e.detail) for e in bad]}")
-        opens = _count(self.kernel, "open")
-        self._expect(
-            opens == self.opens, f"the device was opened {opens} times, model {self.opens}"
-        )
+        self._check_transport()
         self._check_log()
 
     def _check_tree(self) -> None:
@@ -676,6 +779,111 @@ class EventfulFcopyFuzz(FcopyFuzz):
         self._do(step)
 
 
+class UioFcopyFuzz(FcopyFuzz):
+    """The same daemon over the simulated uio_hv_generic channel (hvsim.uio), one kernel
+    variant per example in turn (ring size, page size, mask owner, binding), the host
+    polling with its TX interrupt masked in every other example.
+
+    What differs from the char device: the daemon reads the host's messages
+    itself (no stale bytes, UTF-16 names decoded strictly: a lone surrogate
+    is refused), the channel is lost by a rescind (then offered again), and
+    interrupts may come with nothing to read, and packets with descriptors the
+    ring refuses (offset8/len8) are dropped.  Not covered here: read and
+    write indices out of range or misaligned, pending_send_sz games and a
+    host that stops reading its ring (TX full).
+    """
+
+    def _plug_in(self, base: str) -> None:
+        names = list(sim_uio.VARIANTS)
+        self.variant = names[self.rig.examples % len(names)]
+        self.rig.stats[f"variant {self.variant}"] += 1
+        self.root = os.path.join(base, "sim")
+        self.sim: sim_uio.UioSim | None = sim_uio.UioSim(self.root, self.variant)
+        spin = 0 if self.rig.examples % 2 else 50_000
+        self.uhost = sim_uio.UioHost(self.sim, timeout=HV_UTIL_TIMEOUT, spin_ns=spin)
+        self.sim.offer()
+
+    def _unplug_all(self) -> None:
+        if self.sim is not None:
+            self.sim.close()
+            self.sim = None
+
+    def _spawn(self) -> None:
+        self.daemon = DaemonProcess(sim_uio.daemon_command(self.root))
+        self._connect("start")
+
+    def _connect(self, why: str) -> None:
+        assert self.sim is not None and self.daemon is not None
+        self.opens += 1
+        try:
+            sim_uio._wait_bound(self.sim, GUARD, self.daemon.proc)
+            self.uhost.connect(GUARD)
+            status, _ = self.uhost.negotiate()
+        except sim_uio.HostError as e:
+            raise Violation(f"{why}: {e}" + self._context()) from None
+        self._expect(status == OK, f"{why}: negotiation answered {status:#x}")
+
+    def _send(self, body: bytes) -> int:
+        try:
+            return self.uhost.fcopy(body)
+        except sim_uio.HostError as e:
+            raise Violation(f"host: {e}" + self._context()) from None
+
+    def _name(self, name: str) -> str | None:
+        try:
+            return name.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+        except UnicodeDecodeError:
+            return None
+
+    def _short(self) -> int:
+        return self._reject()  # the daemon reads it: no FCopy message, the copy fails
+
+    def _rescind(self) -> None:
+        assert self.sim is not None
+        self.sim.rescind()
+        self.copy = None  # the channel is gone: the partial file goes
+        self.sim.offer()
+        self.rig.stats["reopens"] += 1
+        self._connect("rescind")
+
+    def _spurious(self) -> None:
+        assert self.sim is not None
+        self.sim.signal_guest()
+
+    def _corrupt(self, step: Corrupt) -> None:
+        desc = _DESC.pack(icmsg.VM_PKT_DATA_INBAND, step.offset8, step.len8, 0, 0xC0C0)
+        try:
+            self.uhost.post_raw(desc.ljust(step.size, b"\xa5"))
+            self.uhost.wait_consumed(GUARD)
+        except sim_uio.HostError as e:
+            raise Violation(f"corrupt packet: {e}" + self._context()) from None
+        assert self.daemon is not None
+        # Logged the first time (repeats may be suppressed): refused, not taken for a packet.
+        self._expect(
+            self.daemon.log.wait_count("corrupt packet in the receive ring", 1),
+            "a corrupt packet and no word of it",
+        )
+        self.rig.stats["corrupt packets dropped"] += 1
+
+    def _check_transport(self) -> None:
+        assert self.sim is not None
+        self._expect(not self.sim.bad_irqcontrol, "irqcontrol writes of the wrong size")
+        self._expect(self.sim.opens == self.opens, f"the node was opened {self.sim.opens} times")
+
+    def _events(self) -> list[str]:
+        sim = self.sim
+        if sim is None:
+            return []
+        return [
+            f"variant {self.variant}, opens {sim.opens}, interrupts {sim.interrupts}, "
+            f"guest signals {sim.guest_signals}"
+        ]
+
+    @rule(step=steps(restarts=10, uio=True))
+    def step(self, step: object) -> None:
+        self._do(step)
+
+
 def _show(entry: object) -> object:
     """A tree entry, its bytes shortened."""
     return _short(entry) if isinstance(entry, bytes) else entry
@@ -690,6 +898,6 @@ def _count(kernel: ChardevKernel, what: str) -> int:
 
 
 @contextlib.contextmanager
-def rig() -> Iterator[FcopyRig]:
+def rig(name: str = "hv_fcopy_daemon") -> Iterator[FcopyRig]:
     with tempfile.TemporaryDirectory(prefix="fcopy-fuzz-") as tmp:
-        yield FcopyRig(tmp)
+        yield FcopyRig(tmp, name)
