@@ -667,7 +667,7 @@ class FcopyFuzz(RuleBasedStateMachine):
         daemon = self.daemon
         self.kernel.unplug()
         try:
-            gone = until(lambda: not any(t.startswith("socket:") for t in daemon.fds()))
+            gone = until(lambda: not any(t.startswith("socket:") for t in daemon.fds().values()))
             self._expect(gone, "the daemon kept the unplugged device open")
         finally:
             self.kernel.plug()

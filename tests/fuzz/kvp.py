@@ -846,7 +846,7 @@ class KvpFuzz(RuleBasedStateMachine):
         daemon = self.daemon
         self.kernel.unplug()
         try:
-            gone = until(lambda: not any(t.startswith("socket:") for t in daemon.fds()))
+            gone = until(lambda: not any(t.startswith("socket:") for t in daemon.fds().values()))
             self._expect(gone, "the daemon kept the unplugged device open")
             if seconds:
                 daemon.log.wait_count("No such file or directory; retrying", 1, seconds)

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Callable, Protocol, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 import hypothesis
 from hypothesis import HealthCheck, Phase, settings
@@ -208,21 +208,28 @@ def until(predicate: Callable[[], bool], timeout: float = GUARD) -> bool:
 
 
 class DaemonProcess:
-    """One daemon (argv from hvsim.launch), its stderr tailed, its descriptors visible."""
+    """One daemon, its stderr tailed, its descriptors visible.
 
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = launch.popen(
+    popen: how to start it (default hvsim.launch.popen; the VSS fuzzer's
+    starts it inside its sandbox).
+    """
+
+    def __init__(
+        self, argv: list[str], popen: Callable[..., subprocess.Popen[Any]] = launch.popen
+    ) -> None:
+        self.proc = popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         assert self.proc.stderr is not None
         self.log = LogTail(self.proc.stderr.fileno())
 
-    def fds(self) -> list[str]:
+    def fds(self) -> dict[int, str]:
+        """Its open descriptors and what they are (readlink of /proc/PID/fd/N)."""
+        out = {}
         base = f"/proc/{self.proc.pid}/fd"
-        out = []
         for name in os.listdir(base):
             with contextlib.suppress(FileNotFoundError):
-                out.append(os.readlink(f"{base}/{name}"))
+                out[int(name)] = os.readlink(f"{base}/{name}")
         return out
 
     def wait(self, timeout: float = GUARD) -> int | None:
@@ -231,8 +238,8 @@ class DaemonProcess:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
-        self.log.poll(0.2)
-        while not self.log.eof:
+        deadline = time.monotonic() + timeout
+        while not self.log.eof and time.monotonic() < deadline:
             self.log.poll(0.2)
         return rc
 

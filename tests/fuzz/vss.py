@@ -49,7 +49,6 @@ import os
 import re
 import signal
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -66,7 +65,8 @@ from hvsim.chardev import ChardevKernel
 from hvsim.fsbox import FsBox, FsSpec
 from hvsim.protocol.vss import RESERVED_SIZE, encode_host_message
 from hvsim.vss import DAEMON, FORWARDED, KERNEL, NOBODY, VssHost
-from tests.fuzz.runner import GUARD, LogTail, until, weighted
+from tests.fuzz import runner
+from tests.fuzz.runner import GUARD, until, weighted
 from tests.support.vss_sandbox import sandbox
 
 STATE_FILE = "/run/hv_vss_daemon.frozen"  # the daemon's default, kept
@@ -240,7 +240,7 @@ def steps(restarts: int = 10, unplugs: int = 3) -> st.SearchStrategy[object]:
 # -- the daemon seen from outside ------------------------------------------------------
 
 
-class DaemonProcess:
+class DaemonProcess(runner.DaemonProcess):
     """One hv_vss_daemon inside the box."""
 
     def __init__(self, box: FsBox, device: str, deadline: float) -> None:
@@ -252,39 +252,10 @@ class DaemonProcess:
             "--thaw-deadline",
             str(deadline),
         ]
-        self.proc = box.popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        assert self.proc.stderr is not None
+        super().__init__(argv, popen=box.popen)
         self.pid = self.proc.pid  # nsenter execs the daemon: same process
-        self.log = LogTail(self.proc.stderr.fileno())
         # What this process was asked, for the log accounting at its end.
         self.answered: Counter[str] = Counter()
-
-    def fds(self) -> dict[int, str]:
-        out = {}
-        base = f"/proc/{self.pid}/fd"
-        for name in os.listdir(base):
-            with contextlib.suppress(FileNotFoundError):
-                out[int(name)] = os.readlink(f"{base}/{name}")
-        return out
-
-    def wait(self, timeout: float = GUARD) -> int | None:
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        deadline = time.monotonic() + timeout
-        while not self.log.eof and time.monotonic() < deadline:
-            self.log.poll(0.2)
-        return rc
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 class VssRig:
