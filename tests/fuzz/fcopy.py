@@ -300,8 +300,12 @@ _PLANT = st.builds(
 )
 
 
+def _burst(start: Start, writes: list[Write], end: tuple[object, ...]) -> Burst:
+    return Burst((start, *writes, *end))
+
+
 _BURST = st.builds(
-    lambda start, writes, end: Burst((start, *writes, *end)),
+    _burst,
     st.builds(
         Start,
         st.sampled_from(["dest", "dest/sub", "pub"]),
