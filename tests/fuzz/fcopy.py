@@ -67,6 +67,7 @@ from hvdaemons.protocol.fcopy import (
     W_MAX_PATH,
 )
 from hvdaemons.protocol.status import HvStatus
+from hvsim import _ffi as sim_ffi
 from hvsim import launch
 from hvsim import uio as sim_uio
 from hvsim.chardev import HV_UTIL_TIMEOUT, ChardevKernel
@@ -204,6 +205,19 @@ class Corrupt:
 
 
 @dataclasses.dataclass(frozen=True)
+class BadIndex:
+    """uio: the receive ring's write index misaligned or beyond the data area.
+
+    Nothing in the ring can be trusted then: the daemon lets go of the
+    channel (the copy in progress is abandoned) and opens it again, which
+    resets both ring headers (hvsim.uio.UioSim.accept, as uio_hv_generic's
+    open does).
+    """
+
+    index: str  # "misaligned", "size" (the data area's size), "beyond", "max"
+
+
+@dataclasses.dataclass(frozen=True)
 class Restart:
     signum: int
 
@@ -327,6 +341,7 @@ def steps(restarts: int = 5, uio: bool = False) -> st.SearchStrategy[object]:
         device = [
             (20, st.just(Rescind())),
             (10, st.just(Spurious())),
+            (10, st.builds(BadIndex, st.sampled_from(["misaligned", "size", "beyond", "max"]))),
             (
                 20,
                 st.sampled_from(
@@ -530,6 +545,8 @@ class FcopyFuzz(RuleBasedStateMachine):
             self._spurious()
         elif isinstance(step, Corrupt):
             self._corrupt(step)
+        elif isinstance(step, BadIndex):
+            self._bad_index(step)
         elif isinstance(step, Restart):
             self._restart(step.signum)
         elif isinstance(step, Plant):
@@ -687,6 +704,9 @@ class FcopyFuzz(RuleBasedStateMachine):
     def _corrupt(self, step: Corrupt) -> None:
         raise AssertionError("no ring on the char device")
 
+    def _bad_index(self, step: BadIndex) -> None:
+        raise AssertionError("no ring on the char device")
+
     def _restart(self, signum: int) -> None:
         assert self.daemon is not None
         if signum == signal.SIGKILL:
@@ -791,10 +811,11 @@ class UioFcopyFuzz(FcopyFuzz):
     What differs from the char device: the daemon reads the host's messages
     itself (no stale bytes, UTF-16 names decoded strictly: a lone surrogate
     is refused), the channel is lost by a rescind (then offered again), and
-    interrupts may come with nothing to read, and packets with descriptors the
-    ring refuses (offset8/len8) are dropped.  Not covered here: read and
-    write indices out of range or misaligned, pending_send_sz games and a
-    host that stops reading its ring (TX full).
+    interrupts may come with nothing to read, packets with descriptors the
+    ring refuses (offset8/len8) are dropped, and a receive ring whose write
+    index is misaligned or out of range is let go and reopened.  Not covered
+    here: the send ring's read index, pending_send_sz games and a host that
+    stops reading its ring (TX full).
     """
 
     def _plug_in(self, base: str) -> None:
@@ -868,6 +889,17 @@ class UioFcopyFuzz(FcopyFuzz):
             "a corrupt packet and no word of it",
         )
         self.rig.stats["corrupt packets dropped"] += 1
+
+    def _bad_index(self, step: BadIndex) -> None:
+        sim = self.sim
+        assert sim is not None and sim.rx is not None
+        size = sim.rx.data_size
+        index = {"misaligned": 12, "size": size, "beyond": size + 8, "max": 0xFFFFFFF8}
+        sim.rx.store(sim_ffi.RING_WRITE_INDEX, index[step.index])
+        sim.signal_guest()
+        self.copy = None
+        self.rig.stats["reopens"] += 1
+        self._connect(f"write index {index[step.index]} of {size}")
 
     def _check_transport(self) -> None:
         assert self.sim is not None
