@@ -42,7 +42,14 @@ class _PriorityFormatter(logging.Formatter):
         self._prefix = f"{ident}: " if ident else ""
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"<{priority(record.levelno)}>{self._prefix}{record.getMessage()}"
+        # One record, one line: journald (and a reader of stderr) splits the
+        # stream at newlines, so a host-supplied "\n" (a KVP key, a file
+        # name) would start a forged record of its own.  syslog() keeps a
+        # message whole; here the line breaks are escaped.
+        msg = record.getMessage()
+        if "\n" in msg or "\r" in msg:
+            msg = msg.replace("\n", "\\n").replace("\r", "\\r")
+        return f"<{priority(record.levelno)}>{self._prefix}{msg}"
 
 
 class _HoldingHandler(logging.Handler):

@@ -53,19 +53,21 @@ def open_device(path: str) -> int:
     device path; an LD_PRELOAD shim may also return a socket from open().
     Either way the daemon only uses read/write/poll on the descriptor.
     """
+    # open() first, and only its ENXIO (what open() of a socket fails with)
+    # looks for a socket: a stat() first would race with a node that appears
+    # in between, and report that socket's ENXIO as the device's error.
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None and stat.S_ISSOCK(st.st_mode):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        try:
-            sock.connect(path)
-        except OSError:
-            sock.close()
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno != errno.ENXIO or not stat.S_ISSOCK(os.stat(path).st_mode):
             raise
-        return sock.detach()
-    return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock.detach()
 
 
 class FdChannel:

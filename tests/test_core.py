@@ -159,6 +159,51 @@ def test_channel_connects_to_a_seqpacket_socket_and_opens_files(tmp_path: Path) 
         FdChannel.open(str(tmp_path / "missing"))
 
 
+def test_open_device_reports_the_device_it_opened_not_a_node_that_appeared_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The simulator's device comes back (plug) while the daemon opens it: here
+    # right after open_device()'s first look at the path.  Found by the KVP
+    # sequence fuzzer (Unplug then plug at once): the daemon logged
+    # "error: 6 No such device or address" (open() of the new socket).
+    path = str(tmp_path / "hv_kvp")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    real_stat = os.stat
+
+    def stat_then_plug(p: object, *args: object, **kwargs: object) -> os.stat_result:
+        try:
+            return real_stat(p, *args, **kwargs)  # type: ignore[arg-type]
+        except FileNotFoundError:
+            if p == path and listener.fileno() >= 0 and not os.path.lexists(path):
+                listener.bind(path)
+                listener.listen(1)
+            raise
+
+    monkeypatch.setattr(os, "stat", stat_then_plug)
+    outcome: OSError | None = None
+    fd = -1
+    try:
+        fd = open_device(path)
+    except OSError as e:
+        outcome = e
+    finally:
+        monkeypatch.undo()
+    try:
+        # Missing when looked at (ENOENT), or connected: never the socket's ENXIO.
+        assert outcome is None or isinstance(outcome, FileNotFoundError), outcome
+        if outcome is not None:  # the device is back (if not yet): the retry connects
+            if not os.path.lexists(path):
+                listener.bind(path)
+                listener.listen(1)
+            fd = open_device(path)
+        peer, _ = listener.accept()
+        peer.close()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        listener.close()
+
+
 def test_sd_notify_sends_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
@@ -189,6 +234,19 @@ def test_log_priorities_and_hold(
     logger.warning("w")
     logger.debug("d")
     assert capfd.readouterr().err == "<4>w\n<7>d\n"
+
+
+def test_a_line_break_in_a_message_cannot_forge_a_log_record(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the KVP sequence fuzzer: a SET whose key holds "\n" logged
+    # "Too long key or value: key=a" and a second line "b, val=..." without a
+    # priority, which journald takes as a record of its own.
+    monkeypatch.setenv("JOURNAL_STREAM", "8:123")
+    log.setup("KVP", foreground=True)
+    logger = logging.getLogger("hvdaemons.test")
+    logger.error("Too long key or value: key=%s, val=%s", "a\n<2>forged", "v\r\n")
+    assert capfd.readouterr().err == "<3>Too long key or value: key=a\\n<2>forged, val=v\\r\\n\n"
 
 
 def test_capfd_sees_held_records_only_after_release(capfd: pytest.CaptureFixture[str]) -> None:

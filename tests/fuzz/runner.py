@@ -19,20 +19,29 @@ passes HVDAEMONS_* through):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import select
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Callable, Protocol, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 import hypothesis
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
+from hvsim import launch
+
 T = TypeVar("T")
+
+# Time a daemon gets to do what it must do by itself (register, reopen, exit):
+# a hang guard, generous for a loaded 2-core machine; never a measurement.
+GUARD = 30.0
 
 
 def weighted(*choices: tuple[int, st.SearchStrategy[T]]) -> st.SearchStrategy[T]:
@@ -143,3 +152,100 @@ def _seeds(first: int) -> Iterator[int]:
     while True:
         yield n
         n += 1
+
+
+class LogTail:
+    """A daemon's stderr, read without blocking, split into lines."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        os.set_blocking(fd, False)
+        self._partial = b""
+        self.lines: list[str] = []
+        self.eof = False
+
+    def poll(self, timeout: float = 0.0) -> None:
+        if self.eof:
+            return
+        if timeout > 0:
+            select.select([self._fd], [], [], timeout)
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self.eof = True
+                return
+            data = self._partial + chunk
+            *done, self._partial = data.split(b"\n")
+            self.lines.extend(x.decode(errors="replace") for x in done)
+
+    def count(self, needle: str) -> int:
+        return sum(needle in x for x in self.lines)
+
+    def wait_count(self, needle: str, n: int, timeout: float = GUARD) -> bool:
+        """Wait until n lines contain needle; False at the hang guard."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll()
+            if self.count(needle) >= n:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0 or self.eof:
+                return False
+            self.poll(min(left, 0.5))
+
+
+def until(predicate: Callable[[], bool], timeout: float = GUARD) -> bool:
+    """Poll predicate (a cheap look at /proc or the simulator) until true; False at the guard."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+class DaemonProcess:
+    """One daemon, its stderr tailed, its descriptors visible.
+
+    popen: how to start it (default hvsim.launch.popen; the VSS fuzzer's
+    starts it inside its sandbox).
+    """
+
+    def __init__(
+        self, argv: list[str], popen: Callable[..., subprocess.Popen[Any]] = launch.popen
+    ) -> None:
+        self.proc = popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        assert self.proc.stderr is not None
+        self.log = LogTail(self.proc.stderr.fileno())
+
+    def fds(self) -> dict[int, str]:
+        """Its open descriptors and what they are (readlink of /proc/PID/fd/N)."""
+        out = {}
+        base = f"/proc/{self.proc.pid}/fd"
+        for name in os.listdir(base):
+            with contextlib.suppress(FileNotFoundError):
+                out[int(name)] = os.readlink(f"{base}/{name}")
+        return out
+
+    def wait(self, timeout: float = GUARD) -> int | None:
+        """The exit status once the process is gone and its log read; None at the guard."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        deadline = time.monotonic() + timeout
+        while not self.log.eof and time.monotonic() < deadline:
+            self.log.poll(0.2)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()

@@ -47,16 +47,13 @@ import contextlib
 import dataclasses
 import os
 import re
-import select
 import signal
 import struct
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from typing import Callable
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
@@ -68,13 +65,11 @@ from hvsim.chardev import ChardevKernel
 from hvsim.fsbox import FsBox, FsSpec
 from hvsim.protocol.vss import RESERVED_SIZE, encode_host_message
 from hvsim.vss import DAEMON, FORWARDED, KERNEL, NOBODY, VssHost
-from tests.fuzz.runner import weighted
+from tests.fuzz import runner
+from tests.fuzz.runner import GUARD, until, weighted
 from tests.support.vss_sandbox import sandbox
 
 STATE_FILE = "/run/hv_vss_daemon.frozen"  # the daemon's default, kept
-# Time a daemon gets to do what it must do by itself (register, thaw, exit):
-# a hang guard, generous for a loaded 2-core machine; never a measurement.
-GUARD = 30.0
 # --thaw-deadline per example: off, firing within a step or two, firing
 # after some steps, and the default (never within an example).
 DEADLINES = (0.0, 0.02, 0.2, 1.0, 300.0)
@@ -245,50 +240,7 @@ def steps(restarts: int = 10, unplugs: int = 3) -> st.SearchStrategy[object]:
 # -- the daemon seen from outside ------------------------------------------------------
 
 
-class LogTail:
-    """A daemon's stderr, read without blocking, split into lines."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        os.set_blocking(fd, False)
-        self._partial = b""
-        self.lines: list[str] = []
-        self.eof = False
-
-    def poll(self, timeout: float = 0.0) -> None:
-        if self.eof:
-            return
-        if timeout > 0:
-            select.select([self._fd], [], [], timeout)
-        while True:
-            try:
-                chunk = os.read(self._fd, 65536)
-            except BlockingIOError:
-                return
-            if not chunk:
-                self.eof = True
-                return
-            data = self._partial + chunk
-            *done, self._partial = data.split(b"\n")
-            self.lines.extend(x.decode(errors="replace") for x in done)
-
-    def count(self, needle: str) -> int:
-        return sum(needle in x for x in self.lines)
-
-    def wait_count(self, needle: str, n: int, timeout: float = GUARD) -> bool:
-        """Wait until n lines contain needle; False at the hang guard."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.poll()
-            if self.count(needle) >= n:
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0 or self.eof:
-                return False
-            self.poll(min(left, 0.5))
-
-
-class DaemonProcess:
+class DaemonProcess(runner.DaemonProcess):
     """One hv_vss_daemon inside the box."""
 
     def __init__(self, box: FsBox, device: str, deadline: float) -> None:
@@ -300,39 +252,10 @@ class DaemonProcess:
             "--thaw-deadline",
             str(deadline),
         ]
-        self.proc = box.popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        assert self.proc.stderr is not None
+        super().__init__(argv, popen=box.popen)
         self.pid = self.proc.pid  # nsenter execs the daemon: same process
-        self.log = LogTail(self.proc.stderr.fileno())
         # What this process was asked, for the log accounting at its end.
         self.answered: Counter[str] = Counter()
-
-    def fds(self) -> dict[int, str]:
-        out = {}
-        base = f"/proc/{self.pid}/fd"
-        for name in os.listdir(base):
-            with contextlib.suppress(FileNotFoundError):
-                out[int(name)] = os.readlink(f"{base}/{name}")
-        return out
-
-    def wait(self, timeout: float = GUARD) -> int | None:
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        deadline = time.monotonic() + timeout
-        while not self.log.eof and time.monotonic() < deadline:
-            self.log.poll(0.2)
-        return rc
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 class VssRig:
@@ -571,7 +494,7 @@ class VssFuzz(RuleBasedStateMachine):
         self.kernel.unplug()
         try:
             # The daemon has let go once its socket is closed.
-            gone = _until(lambda: not any(map(_is_socket, self.daemon_fds().values())))
+            gone = until(lambda: not any(map(_is_socket, self.daemon_fds().values())))
             self._expect(gone, "the daemon kept the unplugged device open")
             time.sleep(seconds)
         finally:
@@ -590,7 +513,7 @@ class VssFuzz(RuleBasedStateMachine):
             return
         # One of the two thaws ran (whichever came first), and said so.
         self._expect(
-            _until(lambda: self._auto_thaw_lines() != before),
+            until(lambda: self._auto_thaw_lines() != before),
             "the device went away while frozen: no thaw logged",
         )
         if self._auto_thaw_lines()[0] > before[0]:
@@ -703,7 +626,7 @@ class VssFuzz(RuleBasedStateMachine):
         self.rig.stats["reopens"] += 1
         # wait_registered() would still see the old connection for a moment.
         self._expect(
-            _until(lambda: _count(kernel, "register") >= self.opens),
+            until(lambda: _count(kernel, "register") >= self.opens),
             f"no registration after {why}",
         )
         self._await_registration(why)
@@ -723,7 +646,7 @@ class VssFuzz(RuleBasedStateMachine):
         if not self._deadline_may_have_fired():
             return
         self._expect(
-            _until(lambda: self.rig.state_file() == "thawed", GUARD + self.deadline),
+            until(lambda: self.rig.state_file() == "thawed", GUARD + self.deadline),
             f"no thaw {self.deadline} s after FREEZE",
         )
         self.frozen, self.expired = False, True
@@ -835,16 +758,6 @@ def _is_socket(target: str) -> bool:
 
 def _count(kernel: ChardevKernel, what: str) -> int:
     return sum(e.what == what for e in kernel.events)
-
-
-def _until(predicate: Callable[[], bool], timeout: float = GUARD) -> bool:
-    """Poll predicate (a cheap look at /proc or the simulator) until true; False at the guard."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.001)
-    return True
 
 
 @contextlib.contextmanager

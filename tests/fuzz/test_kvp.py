@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""hv_kvp_daemon under random sequences of host messages and guest events (see tests/fuzz/kvp.py).
+
+The default run is bounded (some 1,500 messages, well under a minute); the
+slow run (`tox -e slow`) sends 100,000 in four shards of 25,000 with their
+own seeds, which can also run side by side as separate pytest runs.
+HVDAEMONS_FUZZ_SEED and HVDAEMONS_FUZZ_MESSAGES override a run's first seed
+and budget.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fuzz.kvp import EventfulKvpFuzz, KvpFuzz, rig
+from tests.fuzz.runner import fuzz
+
+SLOW_SHARDS = 4
+SLOW_MESSAGES = 100_000
+
+
+def test_bounded_sequence_fuzz() -> None:
+    with rig() as r:
+        summary = fuzz(
+            r,
+            lambda: EventfulKvpFuzz(r),
+            messages=1500,
+            seed=1,
+            steps=100,
+            examples_per_seed=10,
+            stats=lambda: dict(r.stats),
+        )
+    print(summary.line())
+    assert summary.messages >= 1500
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shard", range(SLOW_SHARDS))
+def test_100k_message_sequence_fuzz(shard: int) -> None:
+    budget = SLOW_MESSAGES // SLOW_SHARDS
+    with rig() as r:
+        summary = fuzz(
+            r,
+            lambda: KvpFuzz(r),
+            messages=budget,
+            seed=1000 * (shard + 1),
+            steps=400,
+            examples_per_seed=20,
+            stats=lambda: dict(r.stats),
+        )
+    print(summary.line())
+    assert summary.messages >= budget
