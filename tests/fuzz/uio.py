@@ -81,7 +81,6 @@ from hvsim import uio as sim_uio
 from hvsim.protocol import fcopy as sim_fcopy
 from hvsim.protocol import icmsg as sim_icmsg
 from tests.fuzz.runner import weighted
-from tests.fuzz.vss import LogTail
 
 # A hang guard for anything the daemon must do by itself (a loaded 2-core
 # machine); never a measurement.
@@ -415,8 +414,10 @@ _bad_fcopy = st.one_of(
         st.integers(0, 1100),
     ),
     st.binary(max_size=3),
-    st.integers(4, fm.START_SIZE - 1).map(
-        lambda n: sim_fcopy.encode_start("cut", "/x", fm.CREATE_PATH, utf16=True)[:n]
+    # A START cut short; at most 1050 bytes, so that padding and slack (up to 3
+    # units) never make it whole again (seen_body()), and pointing nowhere.
+    st.integers(4, 1050).map(
+        lambda n: sim_fcopy.encode_start("cut", "/nonexistent-uiofuzz/x", 0, utf16=True)[:n]
     ),
 ).map(BadFcopy)
 _versions = st.sampled_from([(1, 0), (2, 0), (3, 0), (4, 0), (1, 1), (9, 9)])
@@ -841,7 +842,14 @@ class Model:
         return self._fail_copy(E_FAIL)
 
 
-def write_message(w: Write, next_offset: int) -> tuple[bytes, int, bytes | None]:
+def seen_body(body: bytes, slack8: int = 0) -> bytes:
+    """A message body as the daemon sees it: the packet carries no length finer than
+    8 bytes (len8), so the zero padding after the IC header and body, and any slack
+    the host put after it, are part of the message."""
+    return body + bytes(_pad8(HDR + len(body)) - HDR - len(body) + 8 * slack8)
+
+
+def write_message(w: Write, next_offset: int, slack8: int = 0) -> tuple[bytes, int, bytes | None]:
     """(body, offset, the bytes the daemon must write or None if it must refuse it)."""
     data = random.Random(w.seed).randbytes(w.length)
     size = w.length if w.size_field is None else w.size_field
@@ -860,9 +868,8 @@ def write_message(w: Write, next_offset: int) -> tuple[bytes, int, bytes | None]
     struct.pack_into("<I", body, fm.OFF_W_SIZE, size & 0xFFFFFFFF)
     if w.cut is not None:
         body = body[: w.cut]
-    # The daemon sees the body padded to 8 with the IC header in front.
-    seen = _pad8(HDR + len(body)) - HDR
-    view = bytes(body) + bytes(seen - len(body))
+    view = seen_body(bytes(body), slack8)
+    seen = len(view)
     if seen < fm.OFF_W_DATA or size > fm.DATA_FRAGMENT or fm.OFF_W_DATA + size > seen:
         return bytes(body), offset, None
     if offset > MAX_FILE_OFFSET - size:
@@ -885,17 +892,49 @@ class UioRig:
         self.stats: Counter[str] = Counter()
 
 
+class DaemonLog:
+    """A daemon's stderr, in a file beside the example tree, read back in lines."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lines: list[str] = []
+        self._pos = 0
+        self._partial = b""
+
+    def poll(self) -> None:
+        with open(self.path, "rb") as f:
+            f.seek(self._pos)
+            chunk = f.read()
+        self._pos += len(chunk)
+        *done, self._partial = (self._partial + chunk).split(b"\n")
+        self.lines.extend(x.decode(errors="replace") for x in done)
+
+    def count(self, needle: str) -> int:
+        return sum(needle in x for x in self.lines)
+
+    def wait_count(self, needle: str, n: int, timeout: float) -> bool:
+        """Wait until n lines contain needle; False at the hang guard."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll()
+            if self.count(needle) >= n:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+
+
 class Daemon:
-    def __init__(self, sim_root: str) -> None:
-        self.proc = launch.popen(
-            sim_uio.daemon_command(sim_root),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        assert self.proc.stderr is not None
+    def __init__(self, sim_root: str, log_path: str) -> None:
+        with open(log_path, "ab") as out:
+            self.proc = launch.popen(
+                sim_uio.daemon_command(sim_root),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=out,
+            )
         self.pid = self.proc.pid
-        self.log = LogTail(self.proc.stderr.fileno())
+        self.log = DaemonLog(log_path)
 
     def fds(self) -> list[str]:
         out = []
@@ -910,8 +949,6 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
         self.log.poll()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 def _channel_fd(target: str) -> bool:
@@ -926,9 +963,10 @@ def _kinds(fds: list[str]) -> tuple[int, int]:
 class UioFuzz(RuleBasedStateMachine):
     """One example: a kernel variant, a fresh daemon, steps; the model checked after each."""
 
-    def __init__(self, rig: UioRig) -> None:
+    def __init__(self, rig: UioRig, variant: str | None = None) -> None:
         super().__init__()
         self.rig = rig
+        self.variant = variant  # None: each example draws one
         self.root = ""
         self.sim: sim_uio.UioSim | None = None
         self.host: RingHost | None = None
@@ -946,6 +984,7 @@ class UioFuzz(RuleBasedStateMachine):
 
     @initialize(variant=st.sampled_from(sorted(sim_uio.VARIANTS)))
     def start(self, variant: str) -> None:
+        variant = self.variant or variant
         rig = self.rig
         rig.examples += 1
         rig.stats[f"variant {variant}"] += 1
@@ -983,7 +1022,8 @@ class UioFuzz(RuleBasedStateMachine):
         sim, host = self.sim, self.host
         assert sim is not None and host is not None
         first = not sim.bound
-        self.daemon = Daemon(sim.root)
+        log = os.path.join(self.rig.top, f"x{self.rig.examples}-daemon{self.daemons + 1}.log")
+        self.daemon = Daemon(sim.root, log)
         self.daemons += 1
         self.rig.stats["daemons"] += 1
         self._reconnected("start")
@@ -1034,6 +1074,10 @@ class UioFuzz(RuleBasedStateMachine):
                 self.sim.close()
             if self.root:
                 shutil.rmtree(self.root, ignore_errors=True)
+                prefix = os.path.basename(self.root) + "-daemon"
+                for name in os.listdir(self.rig.top):
+                    if name.startswith(prefix):
+                        os.unlink(os.path.join(self.rig.top, name))
 
     # -- steps ---------------------------------------------------------------------
 
@@ -1086,7 +1130,7 @@ class UioFuzz(RuleBasedStateMachine):
 
     # -- requests ------------------------------------------------------------------
 
-    def _encode(self, what: object) -> tuple[bytes, Callable[[bytes], None]]:
+    def _encode(self, what: object, slack8: int = 0) -> tuple[bytes, Callable[[bytes], None]]:
         """The IC payload of a request and the check of its reply (which updates the model)."""
         host, m = self.host, self.model
         assert host is not None
@@ -1098,7 +1142,7 @@ class UioFuzz(RuleBasedStateMachine):
         if isinstance(what, Write):
             c = m.copy
             nxt = c.data.size if c is not None else 0
-            body, offset, data = write_message(what, nxt)
+            body, offset, data = write_message(what, nxt, slack8)
             if data is None:
                 self.rig.stats["write-refused"] += 1
             return host.ic(icmsg.ICMSGTYPE_FCOPY, body), self._status(lambda: m.write(offset, data))
@@ -1109,7 +1153,11 @@ class UioFuzz(RuleBasedStateMachine):
         if isinstance(what, Cancel):
             return host.ic(icmsg.ICMSGTYPE_FCOPY, sim_fcopy.encode_cancel()), self._status(m.cancel)
         if isinstance(what, BadFcopy):
-            return host.ic(icmsg.ICMSGTYPE_FCOPY, what.body), self._status(m.reject)
+            # Too short for its operation once padded (see _bad_fcopy), so
+            # refused; a body of less than 4 bytes takes its op from the padding.
+            op = struct.unpack_from("<I", seen_body(what.body, slack8))[0]
+            model = {fm.FcopyOp.COMPLETE: m.complete, fm.FcopyOp.CANCEL: m.cancel}.get(op, m.reject)
+            return host.ic(icmsg.ICMSGTYPE_FCOPY, what.body), self._status(model)
         if isinstance(what, OtherIc):
             return host.ic(what.msgtype, bytes(16)), self._status(lambda: E_FAIL)
         if isinstance(what, Negotiate):
@@ -1204,7 +1252,7 @@ class UioFuzz(RuleBasedStateMachine):
         if isinstance(what, Dropped):
             self._dropped(what)
             return
-        payload, check = self._encode(what)
+        payload, check = self._encode(what, frame.slack8)
         t0 = time.monotonic()
         tid, seen = self._post(payload, frame)
         reply = host.reply(tid)
