@@ -1298,9 +1298,9 @@ class UioFuzz(RuleBasedStateMachine):
         if d.kind == "type":
             self._post(req, Frame(), ptype=OTHER_TYPE)
         elif d.kind == "response":
-            req = bytearray(req)
-            req[icmsg.ICFLAGS_OFFSET] = RESPONSE_FLAGS
-            self._post(bytes(req), Frame())
+            flagged = bytearray(req)
+            flagged[icmsg.ICFLAGS_OFFSET] = RESPONSE_FLAGS
+            self._post(bytes(flagged), Frame())
         else:
             self._post(b"short", Frame())
         host.wait_consumed(repr(d))
