@@ -870,7 +870,11 @@ def write_message(w: Write, next_offset: int, slack8: int = 0) -> tuple[bytes, i
         body = body[: w.cut]
     view = seen_body(bytes(body), slack8)
     seen = len(view)
-    if seen < fm.OFF_W_DATA or size > fm.DATA_FRAGMENT or fm.OFF_W_DATA + size > seen:
+    if seen < fm.OFF_W_DATA:
+        return bytes(body), offset, None
+    # A cut body may have lost its offset and size fields to the padding.
+    offset, size = struct.unpack_from("<QI", view, fm.OFF_W_OFFSET)
+    if size > fm.DATA_FRAGMENT or fm.OFF_W_DATA + size > seen:
         return bytes(body), offset, None
     if offset > MAX_FILE_OFFSET - size:
         return bytes(body), offset, None
