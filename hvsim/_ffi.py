@@ -126,6 +126,16 @@ class HostRing(Ring):
         if first < len(data):
             ffi.memmove(data_start, data[first:], len(data) - first)
 
+    def read_data(self, pos: int, n: int) -> bytes:
+        """Copy n raw bytes out of the data area at pos, wrapping (a host reading on its own)."""
+        data_start = self._host_base + self.header_size
+        pos %= self.data_size
+        first = min(n, self.data_size - pos)
+        out: bytes = ffi.buffer(data_start + pos, first)[:]
+        if first < n:
+            out += ffi.buffer(data_start, n - first)[:]
+        return out
+
     def host_fcopy_stream(self, tx: HostRing, stream: HostStream) -> int:
         """Push WRITEs of stream's file on this (RX) ring, collecting responses from tx.
 

@@ -297,12 +297,18 @@ class UioFcopyDaemon:
             # callback, later ones leave it to us (docs/protocol.md, "Who sets
             # the interrupt mask").  Clear it ourselves (no hypercall), then
             # look again: the host skips its signal while the mask is set.
-            if self.spin_ns > 0 and not spun:
-                rx.set_mask(1)
-                if rx.poll(self.spin_ns):
-                    continue
-            if rx.set_mask(0) == 0:
-                return
+            try:
+                if self.spin_ns > 0 and not spun:
+                    rx.set_mask(1)
+                    if rx.poll(self.spin_ns):
+                        continue
+                if rx.set_mask(0) == 0:
+                    return
+            except OSError as e:
+                if e.errno != errno.EBADMSG:
+                    raise
+                # An index went bad while we looked: _drain deals with it.
+                continue
 
     def _fast_writes(self, chan: UioChannel) -> bool:
         """Let C serve a run of WRITEs of the current copy; True if it then spun idle."""
@@ -324,8 +330,15 @@ class UioFcopyDaemon:
         """Handle every packet in RX; True if the last step already spun for more."""
         rx = chan.rx
         while True:
-            if self._fast_writes(chan):
-                return True
+            try:
+                if self._fast_writes(chan):
+                    return True
+            except OSError as e:
+                if e.errno != errno.EBADMSG:
+                    raise
+                # A ring index the C loop cannot trust: the ordinary path
+                # below meets the same fault and tells which one it is (RX:
+                # dropped and resynchronised; TX: the answer fails).
             try:
                 packets, wake_host = rx.recv_batch()
             except OSError as e:

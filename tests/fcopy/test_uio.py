@@ -23,6 +23,7 @@ import pytest
 
 from hvdaemons.protocol import fcopy as fm
 from hvdaemons.protocol import icmsg
+from hvsim import _ffi as sim_ffi
 from hvsim import uio as sim_uio
 from hvsim.protocol import fcopy as sim_fcopy
 from hvsim.protocol import icmsg as sim_icmsg
@@ -337,6 +338,51 @@ def test_rescind_mid_copy_and_reoffer(tmp_path: Path, variant: str) -> None:
             assert proc.poll() is None
     except Exception:
         # A daemon that died shows up only as a connect timeout: say why.
+        print(log.read_text(errors="replace") if log.exists() else "no daemon log")
+        raise
+    finally:
+        sim.close()
+
+
+@pytest.mark.parametrize("variant", ["6.15", "6.18"])
+def test_corrupt_read_index_mid_copy_is_resynchronised(tmp_path: Path, variant: str) -> None:
+    """The host scribbles over RX read_index while a copy runs (its WRITEs go to the C
+    fast path): the daemon drops what it cannot trust and resynchronises, as it does
+    when no copy runs, instead of resetting the channel and abandoning the copy.
+
+    Found by tests/fuzz/uio.py: a misaligned or out-of-range read index met by the
+    fast path or the spin escaped the corruption handling.
+    """
+    sim = sim_uio.UioSim(str(tmp_path / "sim"), variant)
+    log = tmp_path / "daemon.log"
+    dest = tmp_path / "dest"
+    try:
+        sim.offer()
+        with sim_uio.running_daemon(str(tmp_path / "sim"), log_path=str(log)) as proc:
+            host = sim_uio.UioHost(sim, timeout=20)
+            sim_uio._wait_bound(sim, 20)
+            host.connect(20)
+            assert host.negotiate()[0] == S_OK
+            assert host.start("kept.bin", str(dest), fm.CREATE_PATH) == S_OK
+            first, second = os.urandom(6144), os.urandom(3000)
+            assert host.write(0, first) == S_OK
+            rx = sim.rx
+            assert rx is not None
+            read_index, write_index = sim_ffi.RING_READ_INDEX, sim_ffi.RING_WRITE_INDEX
+            rx.store(read_index, rx.load(read_index) + 4)  # misaligned
+            sim.signal_guest()
+            deadline = time.monotonic() + 20
+            while rx.load(read_index) != rx.load(write_index):
+                # Raises Rescinded if the daemon closed the channel instead.
+                sim.pump(0.01)
+                assert time.monotonic() < deadline, "the daemon neither resynchronised nor reset"
+            assert host.write(6144, second) == S_OK
+            assert host.complete() == S_OK
+            assert (dest / "kept.bin").read_bytes() == first + second
+            assert sim.opens == 1
+            assert "corrupt packet in the receive ring" in log.read_text()
+            assert proc.poll() is None
+    except Exception:
         print(log.read_text(errors="replace") if log.exists() else "no daemon log")
         raise
     finally:
