@@ -628,7 +628,7 @@ def test_journal_replay_after_the_truncate_is_idempotent(state: Path) -> None:
     p.close()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "crc", "other-file"])
+@pytest.mark.parametrize("damage", ["truncated", "head-only", "crc", "other-file"])
 def test_bad_journal_is_discarded_and_the_pool_left_alone(
     state: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -638,6 +638,8 @@ def test_bad_journal_is_discarded_and_the_pool_left_alone(
     blob = encode_journal(ino + (damage == "other-file"), 3 * R, 2 * R, 0, b"".join(records[1:]))
     if damage == "truncated":
         blob = blob[:1000]
+    elif damage == "head-only":
+        blob = blob[:46]  # cut inside the 48-byte header
     elif damage == "crc":
         blob = blob[:-1] + bytes([blob[-1] ^ 1])
     (state / ".kvp_journal_0").write_bytes(blob)
