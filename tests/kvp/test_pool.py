@@ -1072,6 +1072,13 @@ def test_in_place_plan_checks_every_prefix_of_three_pieces() -> None:
     new = golden_record(b"k", b"b" * 1100)
     assert in_place_plan(0, old, new, 512) is None
     # The same with a value that grows: the tail first, then the middle, then the head.
+    # Stale key bytes zeroed first, alone in their page: the record reads old until the
+    # value's piece lands.
+    stale = b"k\0" + b"J" * 510 + b"a" + bytes(2047)
+    assert in_place_plan(0, stale, golden_record(b"k", b"b"), 512) == [
+        (2, bytes(510)),
+        (512, b"b"),
+    ]
     grow = golden_record(b"k", b"a" * 100 + b"b" * 1400)
     assert in_place_plan(0, golden_record(b"k", b"a" * 100), grow, 512) == [
         (1536, b"b" * 476),
