@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -802,12 +803,17 @@ print(json.dumps(out))
 """
 
 
-def test_full_disk_leaves_file_and_memory_consistent(tmp_path: Path) -> None:
-    d = tmp_path / "small"
+def _mounted_child(code: str, d: Path) -> dict[str, Any]:
+    """Run code in a private mount namespace on directory d (made here); its JSON answer."""
     d.mkdir()
-    res = unshare_python(_ENOSPC, str(d))
+    res = unshare_python(code, str(d))
     assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout)
+    out: dict[str, Any] = json.loads(res.stdout)
+    return out
+
+
+def test_full_disk_leaves_file_and_memory_consistent(tmp_path: Path) -> None:
+    out = _mounted_child(_ENOSPC, tmp_path / "small")
     assert out["set_errno"] == 28  # ENOSPC
     assert out["added"] > 5
     assert out["mem"] == out["file"] == out["added"] and out["size"] == out["added"] * R
@@ -1126,11 +1132,7 @@ print(json.dumps(out))
 
 
 def test_same_tick_foreign_writes_are_seen_on_coarse_timestamps(tmp_path: Path) -> None:
-    d = tmp_path / "ramfs"
-    d.mkdir()
-    res = unshare_python(_SAME_TICK, str(d))
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout)
+    out = _mounted_child(_SAME_TICK, tmp_path / "ramfs")
     assert out["after_our_write"] == [] and out["within_a_tick"] == []
     # The case happened (the file system is coarse): not a vacuous pass.
     assert out["same_mtime"] > 0
