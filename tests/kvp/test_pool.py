@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,7 @@ from hvdaemons.kvp.pool import (
     parse_pool,
     parse_record,
     record_bytes,
+    split_pages,
 )
 from tests.support.kvp import (
     NEUTRAL_CWD,
@@ -261,9 +263,7 @@ def test_a_foreign_change_is_trusted_once_the_clock_has_moved_on(pool: Pool, sta
     assert _bytes_read() - before < R
 
 
-def test_a_foreign_change_read_within_its_clock_tick_is_read_again(
-    pool: Pool, state: Path
-) -> None:
+def test_a_foreign_change_read_within_its_clock_tick_is_read_again(pool: Pool, state: Path) -> None:
     # Another write in the same tick could leave every stat field as it is,
     # so a signature taken before the coarse clock passes the mtime is not
     # trusted: the next GET reads again.  Samples where the clock moved on
@@ -294,14 +294,20 @@ def _open_inodes() -> set[int]:
     return inodes
 
 
-def test_replaced_file_is_reopened(pool: Pool, state: Path) -> None:
+def test_replaced_file_is_reopened(
+    pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     pool.set(b"a", b"1")
     old_ino = os.stat(state / ".kvp_pool_0").st_ino
     os.link(state / ".kvp_pool_0", state / "old")  # the old file lives on
     other = state / "replacement"
     write_pool(other, [golden_record(b"b", b"2")])
     os.rename(other, state / ".kvp_pool_0")
-    assert pool.items() == [(b"b", b"2")]
+    with caplog.at_level(logging.WARNING):
+        assert pool.items() == [(b"b", b"2")]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"pool file {state}/.kvp_pool_0 was replaced; reopening it"
+    ]
     pool.set(b"c", b"3")
     assert golden_parse(content(state)) == [(b"b", b"2"), (b"c", b"3")]
     assert os.fstat(pool.fd).st_ino == os.stat(state / ".kvp_pool_0").st_ino
@@ -310,16 +316,13 @@ def test_replaced_file_is_reopened(pool: Pool, state: Path) -> None:
     assert content(state, 0) != (state / "old").read_bytes()
 
 
-def test_a_get_on_an_unchanged_file_takes_no_lock(pool: Pool, state: Path) -> None:
-    pool.set(b"k", b"v")
-    mtime = os.stat(pool.path).st_mtime_ns
-    while time.clock_gettime_ns(CLOCK_REALTIME_COARSE) <= mtime:
-        time.sleep(0.001)
-    assert pool.get(b"k") == b"v"
+def _assert_get_takes_no_lock(pool: Pool, state: Path, key: bytes, value: bytes) -> None:
+    """The next GET answers while another process holds the pool lock: it neither
+    re-reads nor queues for the lock (the pool's cache must be trusted now)."""
     holder = _LockHolder(state / ".kvp_pool_0", "posix")
     try:
         got: list[bytes | None] = []
-        t = threading.Thread(target=lambda: got.append(pool.get(b"k")))
+        t = threading.Thread(target=lambda: got.append(pool.get(key)))
         t.start()
         # Either the GET answers, or it queues for the lock: the latter fails at once.
         deadline = time.monotonic() + 30  # a hang guard
@@ -327,10 +330,19 @@ def test_a_get_on_an_unchanged_file_takes_no_lock(pool: Pool, state: Path) -> No
             assert not _lock_waiters(state / ".kvp_pool_0"), "GET waited for the pool lock"
             assert time.monotonic() < deadline
             time.sleep(0.001)
-        assert got == [b"v"]
+        assert got == [value]
     finally:
         holder.release()
     t.join(30)
+
+
+def test_a_get_on_an_unchanged_file_takes_no_lock(pool: Pool, state: Path) -> None:
+    pool.set(b"k", b"v")
+    mtime = os.stat(pool.path).st_mtime_ns
+    while time.clock_gettime_ns(CLOCK_REALTIME_COARSE) <= mtime:
+        time.sleep(0.001)
+    assert pool.get(b"k") == b"v"
+    _assert_get_takes_no_lock(pool, state, b"k", b"v")
 
 
 def test_deleted_file_is_recreated(
@@ -340,7 +352,9 @@ def test_deleted_file_is_recreated(
     os.unlink(state / ".kvp_pool_0")
     with caplog.at_level(logging.WARNING):
         assert pool.items() == []
-    assert "vanished" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        f"pool file {state}/.kvp_pool_0 vanished; creating it again"
+    ]
     pool.set(b"b", b"2")
     assert content(state) == golden_record(b"b", b"2")
 
@@ -352,7 +366,10 @@ def test_partial_trailing_record_is_ignored_then_salvaged(
     write_pool(state / ".kvp_pool_0", [golden_record(b"a", b"1")], tail=junk)
     with caplog.at_level(logging.WARNING):
         assert pool.items() == [(b"a", b"1")]
-        assert "not a multiple of 2560" in caplog.text
+        assert [r.getMessage() for r in caplog.records] == [
+            f"pool 0: {state}/.kvp_pool_0 is 2690 bytes, not a multiple of 2560;"
+            " ignoring its last 130 bytes"
+        ]
         # An in-place change keeps the size: the tail stays where it is.
         pool.set(b"a", b"2")
         assert content(state) == golden_record(b"a", b"2") + junk
@@ -360,7 +377,11 @@ def test_partial_trailing_record_is_ignored_then_salvaged(
         pool.set(b"b", b"3")
     assert content(state) == golden_record(b"a", b"2") + golden_record(b"b", b"3")
     assert (state / ".kvp_salvage_0").read_bytes() == junk
-    assert "moved 130 trailing bytes" in caplog.text
+    assert caplog.records[-1].getMessage() == (
+        f"pool 0: moved 130 trailing bytes (an incomplete record) to {state}/.kvp_salvage_0"
+    )
+    assert stat.S_IMODE(os.stat(state / ".kvp_salvage_0").st_mode) == 0o600
+    assert not _fds_open_on(state / ".kvp_salvage_0")
 
 
 class _LockHolder:
@@ -550,6 +571,8 @@ def test_a_journaled_change_leaves_no_journal_open(pool: Pool, state: Path) -> N
     for i in range(3):
         pool.set(b"k%d" % i, b"v")
     pool.delete(b"k0")  # a shift: through the journal
+    # Replayed and removed: the next GET trusts the cache again, without the lock.
+    _assert_get_takes_no_lock(pool, state, b"k2", b"v")
     assert [k for k, _ in pool.items()] == [b"k1", b"k2"]
     assert not (state / ".kvp_journal_0").exists()
     links = []
@@ -606,7 +629,7 @@ def test_journal_replay_after_the_truncate_is_idempotent(state: Path) -> None:
     p.close()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "crc", "other-file"])
+@pytest.mark.parametrize("damage", ["truncated", "head-only", "crc", "other-file"])
 def test_bad_journal_is_discarded_and_the_pool_left_alone(
     state: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -616,15 +639,29 @@ def test_bad_journal_is_discarded_and_the_pool_left_alone(
     blob = encode_journal(ino + (damage == "other-file"), 3 * R, 2 * R, 0, b"".join(records[1:]))
     if damage == "truncated":
         blob = blob[:1000]
+    elif damage == "head-only":
+        blob = blob[:46]  # cut inside the 48-byte header
     elif damage == "crc":
         blob = blob[:-1] + bytes([blob[-1] ^ 1])
     (state / ".kvp_journal_0").write_bytes(blob)
+    # An old mtime: the signature read at open() is trusted at once.
+    os.utime(state / ".kvp_pool_0", ns=(10**18, 10**18))
     p = Pool(str(state), 0)
     with caplog.at_level(logging.WARNING):
         p.open()
     assert content(state) == b"".join(records)
     assert not (state / ".kvp_journal_0").exists()
-    assert "journal" in caplog.text
+    journal, pool_file = state / ".kvp_journal_0", state / ".kvp_pool_0"
+    if damage == "other-file":
+        said = (
+            f"pool 0: journal {journal} does not fit {pool_file} any more"
+            " (changed by another program); discarding it"
+        )
+    else:
+        said = f"pool 0: discarding incomplete journal {journal}"
+    assert [r.getMessage() for r in caplog.records] == [said]
+    # Discarded for good: the requests that follow need no lock to look for it again.
+    _assert_get_takes_no_lock(p, state, b"k1", b"v")
     p.close()
 
 
@@ -766,12 +803,17 @@ print(json.dumps(out))
 """
 
 
-def test_full_disk_leaves_file_and_memory_consistent(tmp_path: Path) -> None:
-    d = tmp_path / "small"
+def _mounted_child(code: str, d: Path) -> dict[str, Any]:
+    """Run code in a private mount namespace on directory d (made here); its JSON answer."""
     d.mkdir()
-    res = unshare_python(_ENOSPC, str(d))
+    res = unshare_python(code, str(d))
     assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout)
+    out: dict[str, Any] = json.loads(res.stdout)
+    return out
+
+
+def test_full_disk_leaves_file_and_memory_consistent(tmp_path: Path) -> None:
+    out = _mounted_child(_ENOSPC, tmp_path / "small")
     assert out["set_errno"] == 28  # ENOSPC
     assert out["added"] > 5
     assert out["mem"] == out["file"] == out["added"] and out["size"] == out["added"] * R
@@ -779,3 +821,393 @@ def test_full_disk_leaves_file_and_memory_consistent(tmp_path: Path) -> None:
     assert out["journal_left"] is False
     assert out["delete_last"] is True
     assert out["final"] == [f"key{out['added'] - 2}", "again"]
+
+
+# -- what mutation testing found unguarded (tests/mutation/run.py) ---------------------------
+
+
+def _fds_open_on(path: Path) -> list[int]:
+    """This process's descriptors on path (also once it is unlinked)."""
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:  # listdir's own descriptor
+            continue
+        if link in (str(path), f"{path} (deleted)"):
+            fds.append(int(name))
+    return fds
+
+
+def test_stale_bytes_in_one_array_alone_are_kept_and_shifted(pool: Pool, state: Path) -> None:
+    # Bytes after the key's NUL only, then after the value's NUL only.
+    key_junk = b"k1\0" + b"J" * 509 + b"v1" + bytes(2046)
+    value_junk = b"k3" + bytes(510) + b"v3\0" + b"S" * 2045
+    write_pool(
+        state / ".kvp_pool_0",
+        [golden_record(b"k0", b"v0"), key_junk, golden_record(b"k2", b"v2"), value_junk],
+    )
+    assert pool.items() == [(b"k0", b"v0"), (b"k1", b"v1"), (b"k2", b"v2"), (b"k3", b"v3")]
+    assert pool.record(1) == key_junk and pool.record(3) == value_junk
+    # A DELETE in front shifts them, exact bytes and all, in the file and in ENUMERATE.
+    assert pool.delete(b"k0") is True
+    assert [pool.record(i) for i in range(3)] == [key_junk, golden_record(b"k2", b"v2"), value_junk]
+    assert content(state) == key_junk + golden_record(b"k2", b"v2") + value_junk
+
+
+def test_a_change_no_page_order_makes_safe_goes_through_the_journal(
+    pool: Pool, state: Path
+) -> None:
+    page = os.sysconf("SC_PAGE_SIZE")
+    i = page // R  # the first record across a page boundary
+    cut = page - i * R - 512  # the value byte the boundary falls on
+    for n in range(i):
+        pool.set(b"k%d" % n, b"v")
+    old_value, new_value = b"a" * (cut + 100), b"b" * (cut + 200)
+    pool.set(b"long", old_value)
+    # Both values straddle the boundary: no order of the two pieces is safe.
+    assert (
+        in_place_plan(i * R, golden_record(b"long", old_value), golden_record(b"long", new_value))
+        is None
+    )
+    assert pool.set(b"long", new_value) is False
+    expected = b"".join(golden_record(b"k%d" % n, b"v") for n in range(i))
+    assert content(state) == expected + golden_record(b"long", new_value)
+    assert not (state / ".kvp_journal_0").exists()
+    assert pool.get(b"long") == new_value
+
+
+def test_a_pool_opens_its_file_on_first_use_and_again_after_close(state: Path) -> None:
+    p = Pool(str(state), 0)
+    assert p.fd == -1
+    assert p.set(b"a", b"1") is True  # never open()ed: opened on first use
+    assert content(state) == golden_record(b"a", b"1")
+    p.close()
+    assert p.fd == -1 and not _fds_open_on(state / ".kvp_pool_0")
+    p.close()  # twice: nothing to close
+    assert p.set(b"b", b"2") is True
+    assert content(state) == golden_record(b"a", b"1") + golden_record(b"b", b"2")
+    p.close()
+    assert not _fds_open_on(state / ".kvp_pool_0")
+
+
+def test_a_pool_on_descriptor_0_is_used_and_closed(state: Path) -> None:
+    # A daemon started with stdin closed gets its first pool on descriptor 0.
+    saved = os.dup(0)
+    try:
+        os.close(0)
+        p = Pool(str(state), 0)
+        p.open()
+        assert p.fd == 0
+        p.set(b"a", b"1")
+        assert p.get(b"a") == b"1"
+        assert _fds_open_on(state / ".kvp_pool_0") == [0]
+        p.close()
+        assert not _fds_open_on(state / ".kvp_pool_0")
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+
+
+def test_poolset_close_closes_every_pool(tmp_path: Path) -> None:
+    pools = PoolSet(str(tmp_path / "hyperv"))
+    pools.open()
+    assert all(_fds_open_on(tmp_path / "hyperv" / f".kvp_pool_{n}") for n in range(5))
+    pools.close()
+    assert not [n for n in range(5) if _fds_open_on(tmp_path / "hyperv" / f".kvp_pool_{n}")]
+
+
+def test_poolset_that_cannot_create_its_directory_says_so_as_upstream(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    pools = PoolSet(str(tmp_path / "file" / "hyperv"))
+    with caplog.at_level(logging.ERROR), pytest.raises(NotADirectoryError):
+        pools.open()
+    # kvp_file_init(): "Failed to create '%s'; error: %d %s", errno, strerror(errno).
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Failed to create '{tmp_path}/file/hyperv'; error: 20 Not a directory"
+    ]
+
+
+def test_a_file_replaced_behind_our_back_is_locked_before_it_is_changed(
+    pool: Pool, state: Path
+) -> None:
+    pool.set(b"a", b"1")
+    other = state / "replacement"
+    write_pool(other, [golden_record(b"b", b"2")])
+    os.rename(other, state / ".kvp_pool_0")
+    holder = _LockHolder(state / ".kvp_pool_0", "posix")  # on the new file
+    done = threading.Event()
+
+    def change() -> None:
+        pool.set(b"c", b"3")
+        done.set()
+
+    t = threading.Thread(target=change)
+    t.start()
+    try:
+        _wait_for_lock_waiter(state / ".kvp_pool_0", "POSIX")
+        assert not done.is_set()
+        assert content(state) == golden_record(b"b", b"2")
+    finally:
+        holder.release()
+    t.join(10)
+    assert done.is_set()
+    assert content(state) == golden_record(b"b", b"2") + golden_record(b"c", b"3")
+
+
+def test_delete_first_salvages_a_partial_tail_even_of_one_byte(
+    pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_pool(state / ".kvp_pool_0", [golden_record(b"a", b"1")], tail=b"\x07")
+    with caplog.at_level(logging.WARNING):
+        assert pool.items() == [(b"a", b"1")]
+        assert pool.delete(b"a") is True
+        pool.set(b"b", b"2")
+        pool.set(b"c", b"3")
+        pool.delete(b"c")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"pool 0: {state}/.kvp_pool_0 is 2561 bytes, not a multiple of 2560;"
+        " ignoring its last 1 bytes",
+        f"pool 0: moved 1 trailing bytes (an incomplete record) to {state}/.kvp_salvage_0",
+    ]
+    assert (state / ".kvp_salvage_0").read_bytes() == b"\x07"
+    assert content(state) == golden_record(b"b", b"2")
+
+
+def test_a_partial_tail_after_many_records_is_seen(
+    pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 40 records: the file is read in more than one pread().
+    records = [golden_record(b"k%d" % n, b"v%d" % n) for n in range(40)]
+    write_pool(state / ".kvp_pool_0", records, tail=b"tail")
+    with caplog.at_level(logging.WARNING):
+        assert [k for k, _ in pool.items()] == [b"k%d" % n for n in range(40)]
+        pool.set(b"new", b"x")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"pool 0: {state}/.kvp_pool_0 is 102404 bytes, not a multiple of 2560;"
+        " ignoring its last 4 bytes",
+        f"pool 0: moved 4 trailing bytes (an incomplete record) to {state}/.kvp_salvage_0",
+    ]
+    assert content(state) == b"".join(records) + golden_record(b"new", b"x")
+
+
+def test_a_file_that_shrank_under_a_stale_stat_is_read_as_it_is(pool: Pool, state: Path) -> None:
+    # A writer that takes no lock truncates between our stat and our read.
+    records = [golden_record(b"k%d" % n, b"v") for n in range(40)]
+    write_pool(state / ".kvp_pool_0", records)
+    assert len(pool.items()) == 40
+    for size in (3 * R, 3 * R + 100, 35 * R, 35 * R + 100):
+        before = os.fstat(pool.fd)
+        os.truncate(state / ".kvp_pool_0", size)
+        pool._load(before)
+        # What this load made of it (a query would stat and load again).
+        assert pool._keys == [b"k%d" % n for n in range(size // R)]
+        assert pool.items() == [(b"k%d" % n, b"v") for n in range(size // R)]
+        write_pool(state / ".kvp_pool_0", records)
+        pool._load(os.fstat(pool.fd))
+
+
+def test_a_set_on_a_trusted_pool_reads_nothing(pool: Pool) -> None:
+    for i in range(100):
+        pool.set(b"k%d" % i, b"v" * 100)
+    before = _bytes_read()
+    pool.set(b"k0", b"changed")
+    pool.set(b"k1", b"changed")
+    assert _bytes_read() - before < R
+
+
+def test_debug_logs_are_upstreams_and_only_with_debug(
+    state: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    quiet = Pool(str(state), 1)
+    with caplog.at_level(logging.DEBUG):
+        quiet.set(b"k", b"v")
+        quiet.set(b"k", b"w")
+        quiet.delete(b"k")
+        quiet.delete(b"k")
+        pools = PoolSet(str(tmp_path / "set"))
+        pools.open()
+        pools[2].set(b"k", b"v")
+    assert caplog.records == []
+    quiet.close()
+    pools.close()
+    p = Pool(str(state), 3, debug=True)
+    with caplog.at_level(logging.DEBUG):
+        p.set(b"k", b"v")
+        p.set(b"k", b"w")
+        p.delete(b"k")
+        p.delete(b"k")
+    # tools/hv/hv_kvp_daemon.c kvp_key_add_or_modify() and kvp_key_delete().
+    assert [r.getMessage() for r in caplog.records] == [
+        "kvp_key_add_or_modify: added: pool=3 key=k val=v",
+        "kvp_key_add_or_modify: updated: pool=3 key=k val=w",
+        "kvp_key_delete: deleting the KVP: pool=3 key=k val=w",
+        "kvp_key_delete: could not delete KVP: pool=3 key=k. Record not found",
+    ]
+    p.close()
+
+
+def test_split_pages_over_three_pages() -> None:
+    data = bytes(range(256)) * 36  # 9216 bytes
+    assert split_pages(100, data, 4096) == [
+        (100, data[:3996]),
+        (4096, data[3996:8092]),
+        (8192, data[8092:]),
+    ]
+    assert split_pages(4096, data[:4096], 4096) == [(4096, data[:4096])]
+
+
+@pytest.mark.parametrize("at", [0, 1, 7, 8, 9, 511, 512, 513, 1279, 1280, 1281, 2000, 2558, 2559])
+def test_in_place_plan_writes_the_one_differing_byte(at: int) -> None:
+    old = b"k" * 512 + b"v" * 2048
+    new = old[:at] + b"X" + old[at + 1 :]
+    assert in_place_plan(0, old, new, 4096) == [(at, b"X")]
+    # Two differing bytes: everything from the first to the last.
+    if at + 5 < R:
+        two = new[: at + 5] + b"Y" + new[at + 6 :]
+        assert in_place_plan(0, old, two, 4096) == [(at, b"X" + old[at + 1 : at + 5] + b"Y")]
+
+
+def test_in_place_plan_checks_every_prefix_of_three_pieces() -> None:
+    # Pages of 512: the key's stale bytes (harmless to zero), then two pieces of the
+    # value, which reads neither old nor new after the middle one (forwards) or the
+    # last one (backwards): no safe order.
+    old = b"k\0" + b"J" * 510 + b"a" * 1100 + bytes(948)
+    new = golden_record(b"k", b"b" * 1100)
+    assert in_place_plan(0, old, new, 512) is None
+    # The same with a value that grows: the tail first, then the middle, then the head.
+    # Stale key bytes zeroed first, alone in their page: the record reads old until the
+    # value's piece lands.
+    stale = b"k\0" + b"J" * 510 + b"a" + bytes(2047)
+    assert in_place_plan(0, stale, golden_record(b"k", b"b"), 512) == [
+        (2, bytes(510)),
+        (512, b"b"),
+    ]
+    grow = golden_record(b"k", b"a" * 100 + b"b" * 1400)
+    assert in_place_plan(0, golden_record(b"k", b"a" * 100), grow, 512) == [
+        (1536, b"b" * 476),
+        (1024, b"b" * 512),
+        (612, b"b" * 412),
+    ]
+
+
+# ramfs keeps coarse timestamps (tmpfs and ext4 give a fine-grained one to a
+# change after a stat since Linux 6.13, which hides the same-tick problem):
+# two writes within one clock tick leave the same mtime and ctime there.
+_SAME_TICK = r"""
+import fcntl, json, os, subprocess, sys
+d = sys.argv[1]
+subprocess.run(["mount", "-t", "ramfs", "-o", "mode=0755", "hvtest", d], check=True)
+from hvdaemons.kvp.pool import Pool
+p = Pool(d, 0)
+p.open()
+path = os.path.join(d, ".kvp_pool_0")
+
+def rewrite(value):
+    fd = os.open(path, os.O_RDWR)
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, b"k" + bytes(511) + value + bytes(2048 - len(value)), 0)
+    os.close(fd)
+
+out = {"after_our_write": [], "within_a_tick": [], "same_mtime": 0}
+for i in range(200):
+    p.set(b"k", b"ours %03d" % i)
+    rewrite(b"them %03d" % i)
+    got = p.get(b"k")
+    if got != b"them %03d" % i:
+        out["after_our_write"].append(got.decode())
+    # Two foreign writes: the second in the first's clock tick, as a rule.
+    rewrite(b"a %03d" % i)
+    got_a = p.get(b"k")
+    m = os.stat(path).st_mtime_ns
+    rewrite(b"b %03d" % i)
+    out["same_mtime"] += os.stat(path).st_mtime_ns == m
+    got_b = p.get(b"k")
+    if (got_a, got_b) != (b"a %03d" % i, b"b %03d" % i):
+        out["within_a_tick"].append([got_a.decode(), got_b.decode()])
+print(json.dumps(out))
+"""
+
+
+def test_same_tick_foreign_writes_are_seen_on_coarse_timestamps(tmp_path: Path) -> None:
+    out = _mounted_child(_SAME_TICK, tmp_path / "ramfs")
+    assert out["after_our_write"] == [] and out["within_a_tick"] == []
+    # The case happened (the file system is coarse): not a vacuous pass.
+    assert out["same_mtime"] > 0
+
+
+# RLIMIT_FSIZE makes a write past it fail (EFBIG, SIGXFSZ ignored) while one
+# below it succeeds: the journal is written, then replaying it into the pool
+# fails part way; or the journal itself cannot be written.
+_JOURNAL_FAILS = r"""
+import json, os, resource, signal, sys
+from hvdaemons.kvp.pool import Pool
+d = sys.argv[1]
+R = 2560
+os.umask(0o022)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+p = Pool(d, 0)
+p.open()
+for i in range(6):
+    p.set(b"k%d" % i, b"v%d" % i)
+pool_file, journal = os.path.join(d, ".kvp_pool_0"), os.path.join(d, ".kvp_journal_0")
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+def fds_on(path):
+    links = [os.readlink("/proc/self/fd/" + n) for n in os.listdir("/proc/self/fd")
+             if os.path.exists("/proc/self/fd/" + n)]
+    return [x for x in links if x in (path, path + " (deleted)")]
+
+out = {}
+# Deleting k1 journals the 4 records after it (a 10292-byte journal).
+resource.setrlimit(resource.RLIMIT_FSIZE, (5000, hard))
+try:
+    p.delete(b"k1")
+except OSError as e:
+    out["journal_write"] = [type(e).__name__, e.errno]
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+out["journal_left"] = os.path.exists(journal)
+out["journal_fds"] = fds_on(journal)
+out["after_journal_write"] = [k.decode() for k, _ in p.items()]
+out["pool_intact"] = open(pool_file, "rb").read() == b"".join(
+    (b"k%d" % i).ljust(512, b"\0") + (b"v%d" % i).ljust(2048, b"\0") for i in range(6))
+# The journal fits; the shift into the pool (offset 2560..12800) does not.
+resource.setrlimit(resource.RLIMIT_FSIZE, (11000, hard))
+try:
+    p.delete(b"k1")
+except Exception as e:
+    out["replay"] = type(e).__name__
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+out["journal_mode"] = oct(os.stat(journal).st_mode & 0o777)
+# The next request replays it: the DELETE completes.
+out["after_replay"] = [k.decode() for k, _ in p.items()]
+out["journal_after_replay"] = os.path.exists(journal)
+out["size"] = os.path.getsize(pool_file)
+print(json.dumps(out))
+"""
+
+
+def test_a_journal_that_cannot_be_written_or_replayed(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-c", _JOURNAL_FAILS, str(tmp_path)],
+        cwd=NEUTRAL_CWD,
+        env=daemon_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    # Not written: removed, closed, the pool untouched.
+    assert out["journal_write"] == ["OSError", 27]  # EFBIG
+    assert out["journal_left"] is False and out["journal_fds"] == []
+    assert out["after_journal_write"] == ["k0", "k1", "k2", "k3", "k4", "k5"]
+    assert out["pool_intact"] is True
+    # Written (private: 0600) but not replayed: kept, and replayed by the next request.
+    assert out["replay"] == "PoolUnavailable"
+    assert out["journal_mode"] == "0o600"
+    assert out["after_replay"] == ["k0", "k2", "k3", "k4", "k5"]
+    assert out["journal_after_replay"] is False
+    assert out["size"] == 5 * R

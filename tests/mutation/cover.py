@@ -12,6 +12,7 @@ crash tests) still reports what it ran.  Not used outside tests/mutation/run.py.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
@@ -29,6 +30,17 @@ def start() -> None:
         return
     fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     seen: set[tuple[str, int]] = set()
+    unwritten = bytearray()
+
+    def flush() -> None:
+        # A test may make writes fail for a while (RLIMIT_FSIZE: EFBIG): what
+        # could not be written goes with the next line, never raised into the
+        # traced code (that would change what it does, and stop the tracing).
+        try:
+            while unwritten:
+                del unwritten[: os.write(fd, unwritten)]
+        except OSError:
+            pass
 
     def local(frame: FrameType, event: str, _arg: Any) -> Tracer | None:
         # A module's top level starts at line 0: not a line.
@@ -36,7 +48,8 @@ def start() -> None:
             key = (os.environ.get("HVMUT_TEST", ""), frame.f_lineno)
             if key not in seen:
                 seen.add(key)
-                os.write(fd, f"{key[0]}\t{key[1]}\n".encode())
+                unwritten.extend(f"{key[0]}\t{key[1]}\n".encode())
+                flush()
         return local
 
     def calls(frame: FrameType, event: str, arg: Any) -> Tracer | None:
@@ -44,6 +57,7 @@ def start() -> None:
             return local(frame, event, arg)
         return None
 
+    atexit.register(flush)
     sys.settrace(calls)
     threading.settrace(calls)
 
