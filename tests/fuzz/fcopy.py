@@ -73,7 +73,7 @@ from hvsim import uio as sim_uio
 from hvsim.chardev import HV_UTIL_TIMEOUT, ChardevKernel
 from hvsim.fcopy import FcopyHost, utf16s_to_utf8s
 from hvsim.protocol import fcopy as sim_fcopy
-from tests.fuzz.runner import GUARD, DaemonProcess, until, weighted
+from tests.fuzz.runner import GUARD, DaemonProcess, Hangup, Restart, until, weighted
 from tests.support.fcopy import tree
 
 OK, FAIL = int(HvStatus.S_OK), int(HvStatus.E_FAIL)
@@ -171,11 +171,6 @@ class Hibernate:
 
 
 @dataclasses.dataclass(frozen=True)
-class Hangup:
-    """The device goes away under the daemon and is back at once."""
-
-
-@dataclasses.dataclass(frozen=True)
 class Unplug:
     """The device goes away until the daemon has let go of it (open() fails with ENOENT)."""
 
@@ -215,14 +210,6 @@ class BadIndex:
     """
 
     index: str  # "misaligned", "size" (the data area's size), "beyond", "max"
-
-
-@dataclasses.dataclass(frozen=True)
-class Restart:
-    signum: int
-
-    def __repr__(self) -> str:
-        return f"Restart({signal.Signals(self.signum).name})"
 
 
 @dataclasses.dataclass(frozen=True)

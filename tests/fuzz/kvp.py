@@ -68,7 +68,7 @@ from hvdaemons.protocol.status import HvStatus
 from hvsim import launch
 from hvsim.chardev import HV_UTIL_TIMEOUT, ChardevKernel
 from hvsim.protocol import kvp as sim_kvp
-from tests.fuzz.runner import GUARD, DaemonProcess, LogTail, until, weighted
+from tests.fuzz.runner import GUARD, DaemonProcess, Hangup, LogTail, Restart, until, weighted
 
 MSG = kvp.KVP_MSG_SIZE
 R = kvp.RECORD_SIZE
@@ -397,25 +397,10 @@ class Hvctl:
 
 
 @dataclasses.dataclass(frozen=True)
-class Hangup:
-    """The device goes away under the daemon and is back at once."""
-
-
-@dataclasses.dataclass(frozen=True)
 class Unplug:
     """The device goes away for a while: open() fails with ENOENT meanwhile."""
 
     seconds: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Restart:
-    """SIGTERM (clean stop, exit 0) or SIGKILL, then a new daemon on the same pools."""
-
-    signum: int
-
-    def __repr__(self) -> str:
-        return f"Restart({signal.Signals(self.signum).name})"
 
 
 def _short(data: bytes) -> str:

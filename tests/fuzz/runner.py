@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -249,3 +250,21 @@ class DaemonProcess:
             self.proc.wait()
         if self.proc.stderr is not None:
             self.proc.stderr.close()
+
+
+# -- steps every fuzzer shares -------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Hangup:
+    """The device goes away under the daemon and is back at once."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Restart:
+    """SIGTERM (clean stop, exit 0) or SIGKILL, then a new daemon."""
+
+    signum: int
+
+    def __repr__(self) -> str:
+        return f"Restart({signal.Signals(self.signum).name})"

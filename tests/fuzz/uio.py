@@ -80,7 +80,7 @@ from hvsim import launch
 from hvsim import uio as sim_uio
 from hvsim.protocol import fcopy as sim_fcopy
 from hvsim.protocol import icmsg as sim_icmsg
-from tests.fuzz.runner import weighted
+from tests.fuzz.runner import Restart, weighted
 
 # A hang guard for anything the daemon must do by itself (a loaded 2-core
 # machine); never a measurement.
@@ -254,14 +254,6 @@ class Plant:
 @dataclasses.dataclass(frozen=True)
 class Rescind:
     blocked: bool  # first let the guest wait for TX room
-
-
-@dataclasses.dataclass(frozen=True)
-class Restart:
-    signum: int
-
-    def __repr__(self) -> str:
-        return f"Restart({signal.Signals(self.signum).name})"
 
 
 NAMES: tuple[str | bytes, ...] = (

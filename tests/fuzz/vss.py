@@ -66,7 +66,7 @@ from hvsim.fsbox import FsBox, FsSpec
 from hvsim.protocol.vss import RESERVED_SIZE, encode_host_message
 from hvsim.vss import DAEMON, FORWARDED, KERNEL, NOBODY, VssHost
 from tests.fuzz import runner
-from tests.fuzz.runner import GUARD, until, weighted
+from tests.fuzz.runner import GUARD, Hangup, until, weighted
 from tests.support.vss_sandbox import sandbox
 
 STATE_FILE = "/run/hv_vss_daemon.frozen"  # the daemon's default, kept
@@ -158,11 +158,6 @@ class Wait:
 @dataclasses.dataclass(frozen=True)
 class Hibernate:
     """hv_utils' fake THAW on suspend; the kernel refuses the reply (READY), the daemon reopens."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Hangup:
-    """The device goes away under the daemon and is back at once (rescind and re-offer)."""
 
 
 @dataclasses.dataclass(frozen=True)
