@@ -28,7 +28,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Callable, Protocol, TypeVar
 
 import hypothesis
@@ -61,6 +62,7 @@ class Rig(Protocol):
     name: str
     messages: int  # host-to-daemon messages sent so far, over all examples
     examples: int  # examples (fresh daemons) started so far
+    stats: Mapping[str, int]  # what the examples did, by kind (the run's figures)
 
 
 @dataclasses.dataclass
@@ -88,6 +90,35 @@ class Summary:
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "")
     return int(value) if value.strip() else default
+
+
+R = TypeVar("R", bound=Rig)
+
+
+def run_budget(
+    rig: AbstractContextManager[R],
+    machine: Callable[[R], RuleBasedStateMachine],
+    *,
+    messages: int,
+    seed: int,
+    steps: int,
+    examples_per_seed: int,
+) -> R:
+    """One fuzz run as the tests run it: in a fresh rig, its summary printed, the
+    message budget (or HVDAEMONS_FUZZ_MESSAGES) reached.  Returns the rig, for its stats."""
+    with rig as r:
+        summary = fuzz(
+            r,
+            lambda: machine(r),
+            messages=messages,
+            seed=seed,
+            steps=steps,
+            examples_per_seed=examples_per_seed,
+            stats=lambda: dict(r.stats),
+        )
+    print(summary.line())
+    assert summary.messages >= env_int("HVDAEMONS_FUZZ_MESSAGES", messages)
+    return r
 
 
 def fuzz(

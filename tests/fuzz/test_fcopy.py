@@ -15,25 +15,21 @@ from __future__ import annotations
 import pytest
 
 from tests.fuzz.fcopy import EventfulFcopyFuzz, FcopyFuzz, UioFcopyFuzz, rig
-from tests.fuzz.runner import fuzz
+from tests.fuzz.runner import run_budget
 
 SLOW_SHARDS = 4
 SLOW_MESSAGES = 100_000
 
 
 def test_bounded_sequence_fuzz() -> None:
-    with rig() as r:
-        summary = fuzz(
-            r,
-            lambda: EventfulFcopyFuzz(r),
-            messages=1000,
-            seed=1,
-            steps=100,
-            examples_per_seed=10,
-            stats=lambda: dict(r.stats),
-        )
-    print(summary.line())
-    assert summary.messages >= 1000
+    r = run_budget(
+        rig(),
+        EventfulFcopyFuzz,
+        messages=1000,
+        seed=1,
+        steps=100,
+        examples_per_seed=10,
+    )
     # The run reached what it is for: copies finished, and the daemon's losses.
     assert r.stats["copies completed"] and r.stats["kills"] and r.stats["reopens"], r.stats
 
@@ -42,33 +38,25 @@ def test_bounded_sequence_fuzz() -> None:
 @pytest.mark.parametrize("shard", range(SLOW_SHARDS))
 def test_100k_message_sequence_fuzz(shard: int) -> None:
     budget = SLOW_MESSAGES // SLOW_SHARDS
-    with rig() as r:
-        summary = fuzz(
-            r,
-            lambda: FcopyFuzz(r),
-            messages=budget,
-            seed=1000 * (shard + 1),
-            steps=300,
-            examples_per_seed=20,
-            stats=lambda: dict(r.stats),
-        )
-    print(summary.line())
-    assert summary.messages >= budget
+    run_budget(
+        rig(),
+        FcopyFuzz,
+        messages=budget,
+        seed=1000 * (shard + 1),
+        steps=300,
+        examples_per_seed=20,
+    )
 
 
 def test_uio_bounded_sequence_fuzz() -> None:
-    with rig("hv_fcopy_daemon (uio)") as r:
-        summary = fuzz(
-            r,
-            lambda: UioFcopyFuzz(r),
-            messages=1000,
-            seed=1,
-            steps=100,
-            examples_per_seed=10,
-            stats=lambda: dict(r.stats),
-        )
-    print(summary.line())
-    assert summary.messages >= 1000
+    r = run_budget(
+        rig("hv_fcopy_daemon (uio)"),
+        UioFcopyFuzz,
+        messages=1000,
+        seed=1,
+        steps=100,
+        examples_per_seed=10,
+    )
     assert r.stats["copies completed"] and r.stats["Rescind"], r.stats
     assert sum(v for k, v in r.stats.items() if k.startswith("variant ")) == r.examples
 
@@ -77,15 +65,11 @@ def test_uio_bounded_sequence_fuzz() -> None:
 @pytest.mark.parametrize("shard", range(SLOW_SHARDS))
 def test_uio_100k_message_sequence_fuzz(shard: int) -> None:
     budget = SLOW_MESSAGES // SLOW_SHARDS
-    with rig("hv_fcopy_daemon (uio)") as r:
-        summary = fuzz(
-            r,
-            lambda: UioFcopyFuzz(r),
-            messages=budget,
-            seed=1000 * (shard + 1),
-            steps=300,
-            examples_per_seed=20,
-            stats=lambda: dict(r.stats),
-        )
-    print(summary.line())
-    assert summary.messages >= budget
+    run_budget(
+        rig("hv_fcopy_daemon (uio)"),
+        UioFcopyFuzz,
+        messages=budget,
+        seed=1000 * (shard + 1),
+        steps=300,
+        examples_per_seed=20,
+    )

@@ -13,40 +13,32 @@ from __future__ import annotations
 import pytest
 
 from tests.fuzz.kvp import EventfulKvpFuzz, KvpFuzz, rig
-from tests.fuzz.runner import fuzz
+from tests.fuzz.runner import run_budget
 
 SLOW_SHARDS = 4
 SLOW_MESSAGES = 100_000
 
 
 def test_bounded_sequence_fuzz() -> None:
-    with rig() as r:
-        summary = fuzz(
-            r,
-            lambda: EventfulKvpFuzz(r),
-            messages=1500,
-            seed=1,
-            steps=100,
-            examples_per_seed=10,
-            stats=lambda: dict(r.stats),
-        )
-    print(summary.line())
-    assert summary.messages >= 1500
+    run_budget(
+        rig(),
+        EventfulKvpFuzz,
+        messages=1500,
+        seed=1,
+        steps=100,
+        examples_per_seed=10,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("shard", range(SLOW_SHARDS))
 def test_100k_message_sequence_fuzz(shard: int) -> None:
     budget = SLOW_MESSAGES // SLOW_SHARDS
-    with rig() as r:
-        summary = fuzz(
-            r,
-            lambda: KvpFuzz(r),
-            messages=budget,
-            seed=1000 * (shard + 1),
-            steps=400,
-            examples_per_seed=20,
-            stats=lambda: dict(r.stats),
-        )
-    print(summary.line())
-    assert summary.messages >= budget
+    run_budget(
+        rig(),
+        KvpFuzz,
+        messages=budget,
+        seed=1000 * (shard + 1),
+        steps=400,
+        examples_per_seed=20,
+    )

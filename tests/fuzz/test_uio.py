@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from hvsim.uio import VARIANTS
-from tests.fuzz.runner import fuzz
+from tests.fuzz.runner import run_budget
 from tests.fuzz.uio import EventfulUioFuzz, UioFuzz, rig
 
 SLOW_SHARDS = 4
@@ -23,18 +23,14 @@ SLOW_MESSAGES = 100_000
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_bounded_sequence_fuzz(variant: str) -> None:
-    with rig() as r:
-        summary = fuzz(
-            r,
-            lambda: EventfulUioFuzz(r, variant),
-            messages=100,
-            seed=1 + sorted(VARIANTS).index(variant),
-            steps=50,
-            examples_per_seed=3,
-            stats=lambda: dict(r.stats),
-        )
-    print(summary.line())
-    assert summary.messages >= 100
+    r = run_budget(
+        rig(),
+        lambda r: EventfulUioFuzz(r, variant),
+        messages=100,
+        seed=1 + sorted(VARIANTS).index(variant),
+        steps=50,
+        examples_per_seed=3,
+    )
     # Copies ran and the ring was in trouble (the seed is fixed: this says the mix is right).
     assert r.stats["files copied"] > 0, dict(r.stats)
     faults = ("BadDescriptor", "BadIndex", "TxStall", "wrapped", "Spurious", "Rescind")
@@ -45,15 +41,11 @@ def test_bounded_sequence_fuzz(variant: str) -> None:
 @pytest.mark.parametrize("shard", range(SLOW_SHARDS))
 def test_100k_message_sequence_fuzz(shard: int) -> None:
     budget = SLOW_MESSAGES // SLOW_SHARDS
-    with rig() as r:
-        summary = fuzz(
-            r,
-            lambda: UioFuzz(r),
-            messages=budget,
-            seed=2000 * (shard + 1),
-            steps=300,
-            examples_per_seed=20,
-            stats=lambda: dict(r.stats),
-        )
-    print(summary.line())
-    assert summary.messages >= budget
+    run_budget(
+        rig(),
+        UioFuzz,
+        messages=budget,
+        seed=2000 * (shard + 1),
+        steps=300,
+        examples_per_seed=20,
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fuzz.runner import fuzz
+from tests.fuzz.runner import run_budget
 from tests.fuzz.vss import EventfulVssFuzz, VssFuzz, rig
 from tests.support.vss_sandbox import STACKED
 
@@ -21,33 +21,25 @@ SLOW_MESSAGES = 100_000
 
 
 def test_bounded_sequence_fuzz() -> None:
-    with rig(STACKED) as r:
-        summary = fuzz(
-            r,
-            lambda: EventfulVssFuzz(r),
-            messages=300,
-            seed=1,
-            steps=40,
-            examples_per_seed=10,
-            stats=lambda: dict(r.stats),
-        )
-    print(summary.line())
-    assert summary.messages >= 300
+    run_budget(
+        rig(STACKED),
+        EventfulVssFuzz,
+        messages=300,
+        seed=1,
+        steps=40,
+        examples_per_seed=10,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("shard", range(SLOW_SHARDS))
 def test_100k_message_sequence_fuzz(shard: int) -> None:
     budget = SLOW_MESSAGES // SLOW_SHARDS
-    with rig(STACKED) as r:
-        summary = fuzz(
-            r,
-            lambda: VssFuzz(r),
-            messages=budget,
-            seed=1000 * (shard + 1),
-            steps=150,
-            examples_per_seed=40,
-            stats=lambda: dict(r.stats),
-        )
-    print(summary.line())
-    assert summary.messages >= budget
+    run_budget(
+        rig(STACKED),
+        VssFuzz,
+        messages=budget,
+        seed=1000 * (shard + 1),
+        steps=150,
+        examples_per_seed=40,
+    )
