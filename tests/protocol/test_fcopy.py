@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from hvdaemons.errors import ProtocolError
 from hvdaemons.protocol import fcopy as P
 from hvdaemons.protocol.status import HvStatus
 from hvsim.fcopy import FcopyKernel, kernel_start, utf16s_to_utf8s
@@ -209,3 +210,68 @@ def test_kernel_delivers_what_hv_fcopy_c_delivers() -> None:
     # The 28 stale bytes are what the receive buffer held: the previous WRITE.
     assert done[36:] == write[36:64]
     assert k.to_daemon(b"\x02\0\0\0") is None  # too short: the kernel drops it
+
+
+# -- boundaries and texts (mutation survivors, tests/mutation/run.py) -----------------------
+
+
+def test_operation_needs_exactly_four_bytes() -> None:
+    assert P.decode_operation(b"\x02\x00\x00\x00") == 2
+    assert P.decode_message(b"\x03\x00\x00\x00", utf16=True) == P.CancelCopy()
+    with pytest.raises(P.FcopyDecodeError, match=r"^message of 3 bytes has no operation$"):
+        P.decode_operation(b"\x02\x00\x00")
+
+
+def test_utf8_name_nul_first_and_last() -> None:
+    assert P.decode_utf8_name(b"\0abc", "x") == ""
+    assert P.decode_utf8_name(b"abc\0", "x") == "abc"
+
+
+def test_utf16_name_of_odd_length() -> None:
+    # A trailing half code unit is not part of the name (and is never read as one).
+    assert P.decode_utf16_name(b"a\0b\0x", "x") == "ab"
+    assert P.decode_utf16_name(b"a\0b\0\0", "x") == "ab"
+    assert P.decode_utf16_name(b"\0\0a\0", "x") == ""
+
+
+def test_utf16_and_utf8_error_texts_name_the_position() -> None:
+    raw = struct.pack("<4H", ord("a"), ord("b"), ord("c"), 0xDE00)
+    with pytest.raises(
+        P.FcopyDecodeError,
+        match=r"^file_name is not valid UTF-16 \(illegal encoding at code unit 3\)$",
+    ):
+        P.decode_utf16_name(field(raw), "file_name")
+    with pytest.raises(
+        P.FcopyDecodeError, match=r"^path_name is not valid UTF-8 \(invalid start byte at byte 2\)$"
+    ):
+        P.decode_utf8_name(field(b"ab\xff"), "path_name")
+
+
+def test_unterminated_file_name_ends_at_its_520_byte_field() -> None:
+    msg = golden_start(("x" * 260).encode("utf-16-le"), "/tmp".encode("utf-16-le"), 0, 1)
+    assert P.decode_message(msg, utf16=True) == P.StartCopy("x" * 260, "/tmp", 0, 1)
+    msg = golden_start(b"y" * 520, b"/tmp", 0, 1)
+    assert P.decode_message(msg, utf16=False) == P.StartCopy("y" * 520, "/tmp", 0, 1)
+
+
+def test_write_beyond_the_largest_file_offset_text() -> None:
+    msg = sim_fcopy.encode_write((1 << 63) - 10, b"0123456789")
+    with pytest.raises(
+        P.FcopyDecodeError,
+        match=r"^WRITE_TO_FILE of 10 bytes at offset 9223372036854775798"
+        r" is beyond the largest file offset$",
+    ):
+        P.decode_message(msg, utf16=False)
+    assert P.decode_message(sim_fcopy.encode_write((1 << 63) - 11, b"0123456789"), utf16=False) == (
+        P.WriteData((1 << 63) - 11, b"0123456789")
+    )
+
+
+def test_legacy_registration_reply() -> None:
+    # The kernel answers the daemon's int with its own version (hv_fcopy.c, fcopy_handle_handshake()).
+    assert P.encode_registration() == b"\x01\x00\x00\x00"
+    assert P.decode_registration_reply(b"\x01\x00\x00\x00") == 1
+    assert P.decode_registration_reply(b"\x02\x01\x00\x00") == 0x102
+    for bad in (b"", b"\x01\x00\x00", b"\x01\x00\x00\x00\x00"):
+        with pytest.raises(ProtocolError, match=r"^invalid version negotiation$"):
+            P.decode_registration_reply(bad)

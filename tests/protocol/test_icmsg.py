@@ -176,3 +176,96 @@ def test_header_fields() -> None:
     assert hdr.transaction_id == 7
     assert hdr.icflags == 3
     assert not hdr.is_response
+
+
+# -- boundaries and texts (mutation survivors, tests/mutation/run.py) -----------------------
+
+
+def test_packet_of_exactly_a_descriptor_has_an_empty_payload() -> None:
+    raw = struct.pack("<HHHHQ", 6, 2, 2, 1, 0x55)  # offset8 == len8 == 2: 16 bytes, no data
+    assert icmsg.decode_packet(raw) == icmsg.Packet(6, 1, 0x55, b"")
+
+
+def test_decode_packet_error_texts() -> None:
+    with pytest.raises(ProtocolError, match=r"^packet of 15 bytes is shorter than its descriptor$"):
+        icmsg.decode_packet(bytes(15))
+    raw = struct.pack("<HHHHQ", 6, 2, 4, 0, 0) + bytes(8)
+    with pytest.raises(ProtocolError, match=r"^packet descriptor offset8=2 len8=4 for 24 bytes$"):
+        icmsg.decode_packet(raw)
+
+
+def test_header_of_exactly_28_bytes() -> None:
+    hdr = icmsg.decode_header(HOST_NEGOTIATE[:28])
+    assert (hdr.pipe_flags, hdr.pipe_msgsize, hdr.msgsize, hdr.transaction_id) == (1, 28, 20, 7)
+    with pytest.raises(
+        ProtocolError, match=r"^IC message of 27 bytes is shorter than its headers$"
+    ):
+        icmsg.decode_header(HOST_NEGOTIATE[:27])
+    with pytest.raises(
+        ProtocolError, match=r"^IC message of 27 bytes is shorter than its headers$"
+    ):
+        icmsg.encode_status_reply(HOST_NEGOTIATE[:27], 0)
+
+
+def test_negotiate_error_text() -> None:
+    with pytest.raises(ProtocolError, match=r"^negotiate of 20 bytes is shorter than its headers$"):
+        icmsg.negotiate(bytes(20))
+
+
+def test_negotiate_exactly_the_two_counts() -> None:
+    """32 bytes: the counts are there, so icmsgsize becomes 16 and both counts 0."""
+    neg = icmsg.negotiate(HOST_NEGOTIATE[:32])
+    assert not neg.ok
+    assert neg.reply == bytes.fromhex(
+        "01000000 1c000000 0300 0000 0000 0000 0000"
+        "1000"  # icmsgsize 16
+        "05400080"  # status HV_E_FAIL
+        "07 05 0000"
+        "0000 0000"  # no framework, no service version
+    )
+
+
+def test_negotiate_reply_writes_the_chosen_versions_to_the_first_slots() -> None:
+    request = bytes.fromhex(
+        "01000000 1c000000 0300 0000 0000 0000 0000 1800 00000000 0b 03 0000"
+        "0200 0200 00000000"  # 2 framework, 2 service versions
+        "0100 0000"  # framework 1.0
+        "0300 0000"  # framework 3.0
+        "0100 0100"  # service 1.1
+        "0100 0000"  # service 1.0
+    )
+    neg = icmsg.negotiate(request, [(3, 0)], [(1, 0)])
+    assert (neg.framework, neg.service) == ((3, 0), (1, 0))
+    assert neg.reply == bytes.fromhex(
+        "01000000 1c000000 0300 0000 0000 0000 0000 1000 00000000 0b 05 0000"
+        "0100 0100 00000000"
+        "0300 0000"  # chosen framework 3.0
+        "0100 0000"  # chosen service 1.0
+        "0100 0100"  # the rest as the host sent it
+        "0100 0000"
+    )
+
+
+def _negotiate_with(fw_count: int, svc_count: int) -> icmsg.Negotiated:
+    # Our versions come last in each list, so every offered version is read.
+    fw = [(9, 9)] * (fw_count - 1) + [(3, 0)]
+    svc = [(9, 9)] * (svc_count - 1) + [(1, 1)]
+    return icmsg.negotiate(sim_icmsg.encode_negotiate_request(fw, svc))
+
+
+def test_negotiate_counts_at_the_kernel_limit() -> None:
+    """MAX_FW_VERSIONS and MAX_SRV_VERSIONS (drivers/hv/channel_mgmt.c) are 100: 100 is read."""
+    for fw_count, svc_count in ((100, 1), (1, 100), (100, 100)):
+        neg = _negotiate_with(fw_count, svc_count)
+        assert neg.ok and (neg.framework, neg.service) == ((3, 0), (1, 1))
+        assert neg.reply[28:44] == bytes.fromhex("0100 0100 00000000 0300 0000 0100 0100")
+    for fw_count, svc_count in ((101, 1), (1, 101)):
+        neg = _negotiate_with(fw_count, svc_count)
+        assert not neg.ok
+        assert struct.unpack_from("<I", neg.reply, 20)[0] == HV_E_FAIL
+
+
+def test_negotiated_ok_needs_both_versions() -> None:
+    assert not icmsg.Negotiated(b"", (3, 0), None).ok
+    assert not icmsg.Negotiated(b"", None, (1, 1)).ok
+    assert icmsg.Negotiated(b"", (3, 0), (1, 1)).ok

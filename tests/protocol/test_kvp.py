@@ -312,3 +312,97 @@ def test_read_reply_key_runs_past_its_array() -> None:
     )
     got = sim_kvp.decode_reply(kvp.KvpOp.ENUMERATE, reply)
     assert got.key == ("k" * 512 + "vv")[:254]
+
+
+# -- limits, NUL positions and texts (mutation survivors, tests/mutation/run.py) -------------
+
+
+def test_cstring_nul_at_start_and_at_end() -> None:
+    assert kvp.cstring(b"\0abc", 0, 4) == b""
+    assert kvp.cstring(b"abc\0", 0, 4) == b"abc"
+    assert kvp.cstring(b"abcd", 0, 4) == b"abcd"
+    assert kvp.cstring(b"xx\0abc", 2, 6) == b""
+
+
+def test_decode_request_error_text() -> None:
+    with pytest.raises(ProtocolError, match=r"^message of 7431 bytes, expected 7432$"):
+        kvp.decode_request(bytes(SIZE - 1))
+
+
+def test_registration_version_is_bounded_by_its_512_byte_array() -> None:
+    msg = golden((0, b"\x64"), (4, b"v" * 512), (516, b"beyond"))
+    assert kvp.decode_request(msg) == kvp.RegisterReply(100, b"v" * 512)
+
+
+@pytest.mark.parametrize(("length", "kept"), [(2047, 2047), (2048, 2047), (3000, 2047)])
+def test_reply_get_cuts_the_value_to_2047_bytes_and_a_nul(length: int, kept: int) -> None:
+    reply = kvp.encode_get_reply(sim_kvp.encode_get_request(0, "k"), b"v" * length)
+    assert reply == golden((8, u32(2)), (16, b"k"), (532, b"v" * kept))
+
+
+def test_replies_to_a_message_of_the_wrong_length_are_7432_bytes() -> None:
+    # The status (HV_S_OK) overlays op and pool at 0..3.
+    assert kvp.encode_get_reply(b"\x00\x03\x00\x00\xaa", b"val") == golden(
+        (4, b"\xaa"), (532, b"val")
+    )
+    key, value = b"k".ljust(512, b"\0"), b"v".ljust(2048, b"\0")
+    assert kvp.encode_enumerate_record_reply(b"\x03\x01\x00\x00\x05", key, value) == golden(
+        (4, b"\x05"), (20, b"k"), (532, b"v")
+    )
+    long = golden((0, b"\x03\x01"), (4, u32(5))) + b"\xff" * 100
+    assert kvp.encode_enumerate_record_reply(long, key, value) == golden(
+        (4, u32(5)), (20, b"k"), (532, b"v")
+    )
+
+
+def test_reply_enumerate_record_error_text() -> None:
+    with pytest.raises(
+        ValueError, match=r"^a record's key and value arrays are 512 and 2048 bytes$"
+    ):
+        kvp.encode_enumerate_record_reply(bytes(SIZE), bytes(512), bytes(2047))
+
+
+@pytest.mark.parametrize(
+    ("key_len", "value_len", "key_kept", "value_kept"),
+    [(511, 2047, 511, 2047), (512, 2048, 511, 2047), (600, 3000, 511, 2047)],
+)
+def test_reply_enumerate_strings_cut_at_the_array_limits(
+    key_len: int, value_len: int, key_kept: int, value_kept: int
+) -> None:
+    msg = bytearray(sim_kvp.encode_enumerate_request(2, 9))
+    msg[20:SIZE] = b"\xee" * (SIZE - 20)  # shows every byte strcpy() leaves alone
+    reply = kvp.encode_enumerate_strings_reply(bytes(msg), b"k" * key_len, b"v" * value_len)
+    expect = bytearray(msg)
+    expect[0:4] = u32(0)
+    expect[20 : 20 + key_kept + 1] = b"k" * key_kept + b"\0"
+    expect[532 : 532 + value_kept + 1] = b"v" * value_kept + b"\0"
+    assert reply == bytes(expect)
+
+
+@pytest.mark.parametrize(("length", "kept"), [(255, 255), (256, 255)])
+def test_ip_adapter_id_at_its_256_byte_limit(length: int, kept: int) -> None:
+    msg = bytearray(b"\xee" * SIZE)
+    kvp.encode_ip_value(msg, kvp.IpValue("a" * length, 1, False, "", "", "", ""))
+    assert msg[4:260] == b"a" * kept + bytes(256 - kept)
+    assert msg[260:263] == b"\x01\x00\x00" and msg[3] == 0xEE
+
+
+def test_ip_value_dhcp_enabled_byte() -> None:
+    msg = bytearray(SIZE)
+    kvp.encode_ip_value(msg, kvp.IpValue("x", 2, True, "", "", "", ""))
+    assert msg[260:262] == b"\x02\x01"
+
+
+def test_ip_strings_carry_undecodable_bytes_both_ways() -> None:
+    """Bytes that are not UTF-8 survive (surrogateescape): the daemon hands them on as they are."""
+    msg = golden((0, b"\x05"), (4, b"eth\xff"), (262, b"10.0.0.\xfe"), (5382, b"\x80"))
+    req = kvp.decode_request(msg)
+    assert isinstance(req, kvp.SetIpInfoRequest)
+    assert (req.value.adapter_id, req.value.ip_addr, req.value.dns_addr) == (
+        "eth\udcff",
+        "10.0.0.\udcfe",
+        "\udc80",
+    )
+    out = bytearray(SIZE)
+    kvp.encode_ip_value(out, req.value)
+    assert out == golden((4, b"eth\xff"), (262, b"10.0.0.\xfe"), (5382, b"\x80"))

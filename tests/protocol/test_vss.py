@@ -62,3 +62,8 @@ def test_reply_sets_error_and_echoes_the_rest_like_the_reference() -> None:
     assert sim_vss.decode_status_reply(fail) == HvStatus.E_FAIL
     # A short message still gets a 12-byte reply (the kernel takes no other size).
     assert len(vss.encode_status_reply(b"\x05", HvStatus.E_FAIL)) == 12
+
+
+def test_request_size_error_text() -> None:
+    with pytest.raises(ProtocolError, match=r"^11-byte VSS message, expected 12$"):
+        vss.decode_request(bytes(11))
