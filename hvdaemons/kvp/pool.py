@@ -457,14 +457,6 @@ class Pool:
 
     # -- queries ---------------------------------------------------------------
 
-    def load(self) -> None:
-        """Bring the records up to date now (e.g. at start)."""
-        self._fresh()
-
-    def __len__(self) -> int:
-        self._fresh()
-        return len(self._keys)
-
     def get(self, key: bytes) -> bytes | None:
         """The value of the first record with this key, or None."""
         if not self._fresh_unlocked():
