@@ -22,8 +22,8 @@ import pytest
 
 from hvdaemons.kvp.pool import (
     Pool,
-    PoolUnavailable,
     PoolSet,
+    PoolUnavailable,
     encode_journal,
     in_place_plan,
     parse_pool,
@@ -31,6 +31,7 @@ from hvdaemons.kvp.pool import (
     record_bytes,
     split_pages,
 )
+from hvsim.fsbox import FsSpec
 from tests.support.kvp import (
     NEUTRAL_CWD,
     REPO,
@@ -43,6 +44,7 @@ from tests.support.kvp import (
     unshare_python,
     write_pool,
 )
+from tests.support.vss_sandbox import sandbox
 
 
 @pytest.fixture
@@ -1355,3 +1357,55 @@ def test_interrupted_while_locking_a_replaced_file_closes_it(pool: Pool, state: 
     pool.set(b"c", b"3")
     assert os.fstat(pool.fd).st_ino == new_ino
     assert content(state) == golden_record(b"b", b"2") + golden_record(b"c", b"3")
+
+
+# In a box whose /mnt/x is an ext4 image: records are written, then changed by
+# another writer (the cache is stale), then the file system is shut down
+# (hvsim/fsbox.py, as test_eio does) before the pool reads them again.
+_READ_FAILS = r"""
+import json, logging, os, sys
+from hvdaemons.kvp.pool import Pool
+d = os.path.join(sys.argv[1], "state")
+os.mkdir(d)
+p = Pool(d, 0)
+p.open()
+p.set(b"k", b"v1")
+fd = os.open(p.path, os.O_WRONLY)
+os.pwrite(fd, b"v2", 512)  # the same size: only the contents change
+os.close(fd)
+messages = []
+handler = logging.Handler()
+handler.emit = lambda record: messages.append(record.getMessage())
+logging.getLogger("hvdaemons.kvp.pool").addHandler(handler)
+print("ready", flush=True)
+sys.stdin.readline()
+out = {"messages": messages}
+try:
+    p.items()
+except OSError as e:
+    out["errno"] = e.errno
+print(json.dumps(out), flush=True)
+"""
+
+
+def test_a_pool_that_cannot_be_read_says_so_as_upstream() -> None:
+    with sandbox([FsSpec("x", "ext4")], sysfs=False) as box:
+        proc = box.popen(
+            [sys.executable, "-c", _READ_FAILS, "/mnt/x"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stdin is not None
+        try:
+            assert proc.stdout.readline() == b"ready\n", proc.stderr
+            box.shutdown("/mnt/x")
+            stdout, stderr = proc.communicate(b"\n", timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    out = json.loads(stdout)
+    assert out["errno"] == 5  # EIO
+    assert out["messages"] == ["Failed to read file, pool: 0; error: 5 Input/output error"]
