@@ -1383,3 +1383,47 @@ def test_a_pool_that_cannot_be_read_says_so_as_upstream(caplog: pytest.LogCaptur
     assert [r.getMessage() for r in caplog.records] == [
         "Failed to read file, pool: 0; error: 5 Input/output error"
     ]
+
+
+# A read that fails with an errno of its own (not EIO): the pool file is a
+# link to a sysfs attribute that refuses to be read.  In a new network
+# namespace lo is down, and reading a down device's carrier fails with EINVAL
+# (net/core/net-sysfs.c, carrier_show()); the attribute is writable, so the
+# pool opens it read-write.
+_EINVAL_READ = r"""
+import json, logging, os, subprocess, sys
+from hvdaemons.kvp.pool import Pool
+d = sys.argv[1]
+os.mkdir(d + "/sys")
+subprocess.run(["mount", "-t", "sysfs", "sysfs", d + "/sys"], check=True)
+os.symlink(d + "/sys/class/net/lo/carrier", d + "/.kvp_pool_0")
+messages = []
+handler = logging.Handler()
+handler.emit = lambda record: messages.append(record.getMessage())
+logging.getLogger("hvdaemons.kvp.pool").addHandler(handler)
+out = {"messages": messages}
+p = Pool(d, 0)
+p.open()
+try:
+    p.items()
+except OSError as e:
+    out["errno"] = e.errno
+p.close()
+print(json.dumps(out))
+"""
+
+
+def test_a_pool_read_failing_with_its_own_errno_logs_that_errno(tmp_path: Path) -> None:
+    res = subprocess.run(
+        ["unshare", "--mount", "--net", "--propagation", "private", "--"]
+        + [sys.executable, "-c", _EINVAL_READ, str(tmp_path)],
+        cwd=NEUTRAL_CWD,
+        env=daemon_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["errno"] == 22  # EINVAL
+    assert out["messages"] == ["Failed to read file, pool: 0; error: 22 Invalid argument"]
