@@ -1415,8 +1415,10 @@ print(json.dumps(out))
 
 def test_a_pool_read_failing_with_its_own_errno_logs_that_errno(tmp_path: Path) -> None:
     res = subprocess.run(
-        ["unshare", "--mount", "--net", "--propagation", "private", "--"]
-        + [sys.executable, "-c", _EINVAL_READ, str(tmp_path)],
+        [
+            *("unshare", "--mount", "--net", "--propagation", "private", "--"),
+            *(sys.executable, "-c", _EINVAL_READ, str(tmp_path)),
+        ],
         cwd=NEUTRAL_CWD,
         env=daemon_env(),
         capture_output=True,
