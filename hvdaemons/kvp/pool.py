@@ -320,11 +320,14 @@ class Pool:
             if (st.st_dev, st.st_ino) == self._ident:
                 return st
             log.warning("pool file %s was replaced; reopening it", self.path)
+        ident = self._ident
         new = self._open_path()
         try:
             self._lock(new)
         except BaseException:
             os.close(new)
+            # Still on the old file: the next call must see the new one as new.
+            self._ident = ident
             raise
         old, self._fd = self._fd, new
         # Closing the old descriptor releases our locks on the old file.

@@ -23,6 +23,7 @@ import pytest
 from hvdaemons.kvp.pool import (
     Pool,
     PoolSet,
+    PoolUnavailable,
     encode_journal,
     in_place_plan,
     parse_pool,
@@ -30,6 +31,7 @@ from hvdaemons.kvp.pool import (
     record_bytes,
     split_pages,
 )
+from hvsim.fsbox import FsSpec
 from tests.support.kvp import (
     NEUTRAL_CWD,
     REPO,
@@ -42,6 +44,7 @@ from tests.support.kvp import (
     unshare_python,
     write_pool,
 )
+from tests.support.vss_sandbox import sandbox
 
 
 @pytest.fixture
@@ -993,7 +996,9 @@ def test_a_partial_tail_after_many_records_is_seen(
     assert content(state) == b"".join(records) + golden_record(b"new", b"x")
 
 
-def test_a_file_that_shrank_under_a_stale_stat_is_read_as_it_is(pool: Pool, state: Path) -> None:
+def test_a_file_that_shrank_under_a_stale_stat_is_read_as_it_is(
+    pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # A writer that takes no lock truncates between our stat and our read.
     records = [golden_record(b"k%d" % n, b"v") for n in range(40)]
     write_pool(state / ".kvp_pool_0", records)
@@ -1001,7 +1006,11 @@ def test_a_file_that_shrank_under_a_stale_stat_is_read_as_it_is(pool: Pool, stat
     for size in (3 * R, 3 * R + 100, 35 * R, 35 * R + 100):
         before = os.fstat(pool.fd)
         os.truncate(state / ".kvp_pool_0", size)
-        pool._load(before)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            pool._load(before)
+        # Whole records were read: nothing of them counts as a partial tail.
+        assert caplog.records == []
         # What this load made of it (a query would stat and load again).
         assert pool._keys == [b"k%d" % n for n in range(size // R)]
         assert pool.items() == [(b"k%d" % n, b"v") for n in range(size // R)]
@@ -1142,7 +1151,7 @@ def test_same_tick_foreign_writes_are_seen_on_coarse_timestamps(tmp_path: Path) 
 # below it succeeds: the journal is written, then replaying it into the pool
 # fails part way; or the journal itself cannot be written.
 _JOURNAL_FAILS = r"""
-import json, os, resource, signal, sys
+import json, logging, os, resource, signal, sys
 from hvdaemons.kvp.pool import Pool
 d = sys.argv[1]
 R = 2560
@@ -1160,7 +1169,11 @@ def fds_on(path):
              if os.path.exists("/proc/self/fd/" + n)]
     return [x for x in links if x in (path, path + " (deleted)")]
 
-out = {}
+messages = []
+handler = logging.Handler()
+handler.emit = lambda record: messages.append(record.getMessage())
+logging.getLogger("hvdaemons.kvp.pool").addHandler(handler)
+out = {"messages": messages}
 # Deleting k1 journals the 4 records after it (a 10292-byte journal).
 resource.setrlimit(resource.RLIMIT_FSIZE, (5000, hard))
 try:
@@ -1178,7 +1191,7 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (11000, hard))
 try:
     p.delete(b"k1")
 except Exception as e:
-    out["replay"] = type(e).__name__
+    out["replay"] = [type(e).__name__, str(e)]
 resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 out["journal_mode"] = oct(os.stat(journal).st_mode & 0o777)
 # The next request replays it: the DELETE completes.
@@ -1206,8 +1219,213 @@ def test_a_journal_that_cannot_be_written_or_replayed(tmp_path: Path) -> None:
     assert out["after_journal_write"] == ["k0", "k1", "k2", "k3", "k4", "k5"]
     assert out["pool_intact"] is True
     # Written (private: 0600) but not replayed: kept, and replayed by the next request.
-    assert out["replay"] == "PoolUnavailable"
+    assert out["replay"] == ["PoolUnavailable", "journal replay failed: [Errno 27] File too large"]
+    assert out["messages"] == [
+        f"pool 0: replaying journal {tmp_path}/.kvp_journal_0 failed: [Errno 27] File too large"
+    ]
     assert out["journal_mode"] == "0o600"
     assert out["after_replay"] == ["k0", "k2", "k3", "k4", "k5"]
     assert out["journal_after_replay"] is False
     assert out["size"] == 5 * R
+
+
+def test_an_unreadable_journal_makes_the_pool_unavailable(state: Path) -> None:
+    # Something that is not a file where the journal goes: it cannot be read.
+    (state / ".kvp_journal_0").mkdir()
+    p = Pool(str(state), 0)
+    with pytest.raises(PoolUnavailable) as info:
+        p.open()
+    p.close()
+    journal = f"{state}/.kvp_journal_0"
+    assert str(info.value) == f"cannot read {journal}: [Errno 21] Is a directory: '{journal}'"
+
+
+def test_a_journal_replayed_by_another_instance_while_we_waited_is_forgotten(
+    state: Path,
+) -> None:
+    write_pool(state / ".kvp_pool_0", [golden_record(b"k", b"v")])
+    (state / ".kvp_journal_0").write_bytes(b"not ours to replay any more")
+    holder = _LockHolder(state / ".kvp_pool_0", "posix")
+    p = Pool(str(state), 0)
+    opened = threading.Event()
+
+    def open_pool() -> None:
+        p.open()
+        opened.set()
+
+    t = threading.Thread(target=open_pool)
+    t.start()
+    try:
+        # open() saw the journal and queued for the lock; the lock holder is
+        # done with the journal before it lets go.
+        _wait_for_lock_waiter(state / ".kvp_pool_0", "POSIX")
+        os.unlink(state / ".kvp_journal_0")
+    finally:
+        holder.release()
+    t.join(30)
+    try:
+        assert opened.is_set()
+        mtime = os.stat(p.path).st_mtime_ns
+        while time.clock_gettime_ns(CLOCK_REALTIME_COARSE) <= mtime:
+            time.sleep(0.001)
+        assert p.get(b"k") == b"v"
+        # No journal pending any more: the cache is trusted again.
+        _assert_get_takes_no_lock(p, state, b"k", b"v")
+    finally:
+        p.close()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_when_waiting(path: Path, kind: str) -> threading.Thread:
+    """A thread that, once this process waits for a kind lock on path, interrupts
+    the main thread with a signal whose handler raises _Interrupted."""
+
+    def interrupt() -> None:
+        _wait_for_lock_waiter(path, kind)
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    def raise_interrupted(signum: int, frame: object) -> None:
+        raise _Interrupted
+
+    main = threading.main_thread().ident
+    assert main == threading.get_ident()
+    signal.signal(signal.SIGUSR1, raise_interrupted)
+    t = threading.Thread(target=interrupt)
+    t.start()
+    return t
+
+
+def _posix_lock_is_free(path: Path) -> bool:
+    """True if another process can take the POSIX lock on path at once."""
+    code = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, timeout=30)
+    return res.returncode == 0
+
+
+def test_interrupted_while_waiting_for_the_flock_releases_the_posix_lock(
+    pool: Pool, state: Path
+) -> None:
+    path = state / ".kvp_pool_0"
+    pool.set(b"a", b"1")
+    holder = _LockHolder(path, "flock")  # cloud-init's lock
+    try:
+        t = _interrupt_when_waiting(path, "FLOCK")
+        try:
+            with pytest.raises(_Interrupted):
+                pool.set(b"b", b"2")
+        finally:
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+            t.join(30)
+        # We got the POSIX lock, then gave up on the flock: the POSIX lock is let go.
+        assert _posix_lock_is_free(path)
+    finally:
+        holder.release()
+    assert content(state) == golden_record(b"a", b"1")
+    pool.set(b"b", b"2")
+    assert content(state) == golden_record(b"a", b"1") + golden_record(b"b", b"2")
+
+
+def test_interrupted_while_locking_a_replaced_file_closes_it(pool: Pool, state: Path) -> None:
+    path = state / ".kvp_pool_0"
+    pool.set(b"a", b"1")
+    other = state / "replacement"
+    write_pool(other, [golden_record(b"b", b"2")])
+    os.rename(other, path)
+    new_ino = os.stat(path).st_ino
+    holder = _LockHolder(path, "flock")  # on the new file
+    try:
+        t = _interrupt_when_waiting(path, "FLOCK")
+        try:
+            with pytest.raises(_Interrupted):
+                pool.set(b"c", b"3")
+        finally:
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+            t.join(30)
+        # The descriptor opened on the new file is closed again (no leak) ...
+        assert new_ino not in _open_inodes()
+        assert _posix_lock_is_free(path)
+    finally:
+        holder.release()
+    # ... and the next change opens, locks and uses it.
+    pool.set(b"c", b"3")
+    assert os.fstat(pool.fd).st_ino == new_ino
+    assert content(state) == golden_record(b"b", b"2") + golden_record(b"c", b"3")
+
+
+def test_a_pool_that_cannot_be_read_says_so_as_upstream(caplog: pytest.LogCaptureFixture) -> None:
+    # The pool lives on an ext4 image in an FsBox (hvsim/fsbox.py, as test_eio
+    # does), reached through the box's root from here: records are written,
+    # changed by another writer (the cache is stale), then the file system is
+    # shut down before the pool reads them again.
+    with sandbox([FsSpec("x", "ext4")], sysfs=False) as box:
+        d = f"/proc/{box.pid}/root/mnt/x/state"
+        os.mkdir(d)
+        p = Pool(d, 0)
+        try:
+            p.open()
+            p.set(b"k", b"v1")
+            fd = os.open(p.path, os.O_WRONLY)
+            os.pwrite(fd, b"v2", 512)  # the same size: only the contents change
+            os.close(fd)
+            box.shutdown("/mnt/x")
+            with caplog.at_level(logging.ERROR), pytest.raises(OSError) as info:
+                p.items()
+        finally:
+            p.close()
+    assert info.value.errno == 5  # EIO
+    assert [r.getMessage() for r in caplog.records] == [
+        "Failed to read file, pool: 0; error: 5 Input/output error"
+    ]
+
+
+# A read that fails with an errno of its own (not EIO): the pool file is a
+# link to a sysfs attribute that refuses to be read.  In a new network
+# namespace lo is down, and reading a down device's carrier fails with EINVAL
+# (net/core/net-sysfs.c, carrier_show()); the attribute is writable, so the
+# pool opens it read-write.
+_EINVAL_READ = r"""
+import json, logging, os, subprocess, sys
+from hvdaemons.kvp.pool import Pool
+d = sys.argv[1]
+os.mkdir(d + "/sys")
+subprocess.run(["mount", "-t", "sysfs", "sysfs", d + "/sys"], check=True)
+os.symlink(d + "/sys/class/net/lo/carrier", d + "/.kvp_pool_0")
+messages = []
+handler = logging.Handler()
+handler.emit = lambda record: messages.append(record.getMessage())
+logging.getLogger("hvdaemons.kvp.pool").addHandler(handler)
+out = {"messages": messages}
+p = Pool(d, 0)
+p.open()
+try:
+    p.items()
+except OSError as e:
+    out["errno"] = e.errno
+p.close()
+print(json.dumps(out))
+"""
+
+
+def test_a_pool_read_failing_with_its_own_errno_logs_that_errno(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [
+            *("unshare", "--mount", "--net", "--propagation", "private", "--"),
+            *(sys.executable, "-c", _EINVAL_READ, str(tmp_path)),
+        ],
+        cwd=NEUTRAL_CWD,
+        env=daemon_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["errno"] == 22  # EINVAL
+    assert out["messages"] == ["Failed to read file, pool: 0; error: 22 Invalid argument"]
