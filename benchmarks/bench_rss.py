@@ -170,16 +170,6 @@ def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {"PATH": ENV_PATH, "HVSHIM_NO_SYSLOG": "1", **(extra or {})}
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 # -- KVP ------------------------------------------------------------------------------
 
 
@@ -276,7 +266,7 @@ def kvp_run(who: str, inst: Install, work: Path, ns: NetNs, big: bool) -> dict[s
         kvp_workload(KvpHost(kernel), big)
         return {**status(proc.pid), "Started": started}
     finally:
-        stop(proc)
+        launch.stop(proc)
         kernel.close()
         notes.close()
 
@@ -313,7 +303,7 @@ def vss_run(who: str, inst: Install, box: FsBox, work: Path) -> dict[str, int]:
                 raise RuntimeError(f"VSS {who}: left frozen")
         return {**status(proc.pid), "Started": started}
     finally:
-        stop(proc)
+        launch.stop(proc)
         if box.frozen(box.image_mount_points()):
             box.thaw(box.image_mount_points())
         kernel.close()
@@ -361,7 +351,7 @@ def fcopy_legacy_run(who: str, inst: Install, work: Path, payload: bytes) -> dic
                 raise RuntimeError(f"file copy {who}: {statuses}")
         return {**status(proc.pid), "Started": started}
     finally:
-        stop(proc)
+        launch.stop(proc)
         kernel.close()
         notes.close()
 
@@ -402,7 +392,7 @@ def fcopy_uio_run(inst: Install, work: Path, payload: bytes) -> dict[str, int]:
                     raise RuntimeError(f"uio copy {i}: {result}")
             return {**status(proc.pid), "Started": started}
         finally:
-            stop(proc)
+            launch.stop(proc)
     finally:
         sim.close()
         notes.close()

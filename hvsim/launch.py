@@ -78,6 +78,18 @@ def run(
     return done
 
 
+def stop(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """SIGTERM proc if it still runs, SIGKILL if it outlives timeout; its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 # Our daemons' modules (their console scripts and the .deb's launchers run these).
 DAEMON_MODULES = {
     "hv_kvp_daemon": "hvdaemons.kvp.daemon",

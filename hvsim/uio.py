@@ -778,13 +778,7 @@ def running_daemon(
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        launch.stop(proc)
         out.close()
 
 

@@ -18,10 +18,11 @@ import pytest
 
 from hvdaemons.notify import StatusLine, watchdog_interval
 from hvdaemons.protocol.status import HvStatus
+from hvsim import launch
 from hvsim.chardev import ChardevKernel
 from hvsim.kvp import KvpHost
 from tests.reference.refdaemons import LogReader
-from tests.support.kvp import PKG_ROOT, daemon_argv, daemon_env, stop
+from tests.support.kvp import PKG_ROOT, daemon_argv, daemon_env
 from tests.support.notify import NotifySocket
 
 
@@ -47,7 +48,7 @@ class Daemon:
         self.host = KvpHost(self.kernel)
 
     def close(self) -> None:
-        stop(self.proc)
+        launch.stop(self.proc)
         self.kernel.close()
         self.notify.close()
 

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from hvdaemons.protocol.status import HvStatus
+from hvsim import launch
 from hvsim.chardev import ChardevKernel
 from hvsim.kvp import KvpHost
 from tests.reference.refdaemons import LogReader
-from tests.support.kvp import PKG_ROOT, daemon_env, spawn_daemon, stop
+from tests.support.kvp import PKG_ROOT, daemon_env, spawn_daemon
 from tests.support.umockdev import hvctl
 
 
@@ -38,7 +39,7 @@ class Daemon:
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     d = Daemon(tmp_path)
     yield d
-    stop(d.proc)
+    launch.stop(d.proc)
     d.kernel.close()
 
 

@@ -945,7 +945,10 @@ class EventfulKvpFuzz(KvpFuzz):
 
 
 def _reopens(log: LogTail) -> int:
-    """The device reopens logged ("<device>: <why>; reopening")."""
+    """The device reopens logged ("<device>: <why>; reopening").
+
+    Not LogTail.count(): the KVP log carries host-chosen keys and values, which
+    may hold "; reopening" anywhere; only a line ending in it is a reopen."""
     return sum(line.endswith(REOPENING) for line in log.lines)
 
 

@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Callable
 
 import hvdaemons.kvp
+from hvsim import launch
 from hvsim.chardev import ChardevKernel
 from hvsim.kvp import KvpHost
 from tests.reference.refdaemons import LogReader
-from tests.support.kvp import PKG_ROOT, daemon_argv, daemon_env, stop
+from tests.support.kvp import PKG_ROOT, daemon_argv, daemon_env
 from tests.support.netns import NetNs
 
 SCRIPTS = Path(hvdaemons.kvp.__file__).resolve().parent / "scripts"
@@ -259,9 +260,9 @@ class Guest:
 
     def close(self) -> None:
         if self.daemon is not None:
-            stop(self.daemon)
+            launch.stop(self.daemon)
         for proc in reversed(self.procs):
-            stop(proc)
+            launch.stop(proc)
         if self.kernel is not None:
             self.kernel.close()
         if self.anchor is not None:

@@ -48,15 +48,6 @@ def spawn_daemon(
     )
 
 
-def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> int:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 # struct kvp_record of tools/hv/hv_kvp_daemon.c: char key[512]; char value[2048];
