@@ -16,6 +16,7 @@ import os
 import struct
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,9 @@ class Guest:
         return self.log.read_text(errors="replace")
 
 
+@contextmanager
 def start_guest(root: Path, variant: str) -> Iterator[Guest]:
+    """The daemon on a fresh simulated device, bound, connected and negotiated."""
     sim = sim_uio.UioSim(str(root / "sim"), variant)
     log = root / "daemon.log"
     try:
@@ -59,10 +62,11 @@ def start_guest(root: Path, variant: str) -> Iterator[Guest]:
                 host.connect(20)
                 status, _ = host.negotiate()
                 assert status == S_OK, log.read_text()
+                yield Guest(sim, host, log, root / "dest")
             except Exception:
+                # A daemon that died shows up only as a connect timeout: say why.
                 print(log.read_text(errors="replace"))
                 raise
-            yield Guest(sim, host, log, root / "dest")
             assert proc.poll() is None, "the daemon died:\n" + log.read_text()
     finally:
         sim.close()
@@ -72,7 +76,8 @@ def start_guest(root: Path, variant: str) -> Iterator[Guest]:
 def guest(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Guest]:
-    yield from start_guest(tmp_path_factory.mktemp(f"uio-{request.param}"), request.param)
+    with start_guest(tmp_path_factory.mktemp(f"uio-{request.param}"), request.param) as g:
+        yield g
 
 
 def no_temp_files(directory: Path) -> bool:
@@ -289,8 +294,9 @@ def test_waits_quietly_for_the_device_then_binds(tmp_path: Path, variant: str) -
     log = tmp_path / "daemon.log"
     try:
         devices = Path(sim.sysfs) / "bus" / "vmbus" / "devices"
-        with DirOpens(devices) as scans, sim_uio.running_daemon(
-            str(tmp_path / "sim"), log_path=str(log)
+        with (
+            DirOpens(devices) as scans,
+            sim_uio.running_daemon(str(tmp_path / "sim"), log_path=str(log)),
         ):
             # The host has Guest Services disabled: no device.  The events: the
             # daemon's scans of the VMBus devices, three of them.
@@ -311,37 +317,22 @@ def test_waits_quietly_for_the_device_then_binds(tmp_path: Path, variant: str) -
 
 @pytest.mark.parametrize("variant", ["6.10", "64k-pages"])
 def test_rescind_mid_copy_and_reoffer(tmp_path: Path, variant: str) -> None:
-    sim = sim_uio.UioSim(str(tmp_path / "sim"), variant)
-    log = tmp_path / "daemon.log"
-    dest = tmp_path / "dest"
-    try:
-        sim.offer()
-        with sim_uio.running_daemon(str(tmp_path / "sim"), log_path=str(log)) as proc:
-            host = sim_uio.UioHost(sim, timeout=20)
-            sim_uio._wait_bound(sim, 20)
-            host.connect(20)
-            assert host.negotiate()[0] == S_OK
-            assert host.start("cut.bin", str(dest), fm.CREATE_PATH) == S_OK
-            assert host.write(0, b"x" * 6144) == S_OK
-            sim.rescind()  # the host withdraws Guest Services mid-copy
-            deadline = time.monotonic() + 10
-            while not no_temp_files(dest) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert no_temp_files(dest), "the partial file was kept"
-            assert not (dest / "cut.bin").exists()
-            sim.offer()  # and offers it again
-            sim_uio._wait_bound(sim, 20)
-            host.connect(20)
-            assert host.negotiate()[0] == S_OK
-            assert host.copy_file(b"again", str(dest), "again.bin").ok
-            assert sim.opens == 2
-            assert proc.poll() is None
-    except Exception:
-        # A daemon that died shows up only as a connect timeout: say why.
-        print(log.read_text(errors="replace") if log.exists() else "no daemon log")
-        raise
-    finally:
-        sim.close()
+    with start_guest(tmp_path, variant) as g:
+        sim, host, dest = g.sim, g.host, g.dest
+        assert host.start("cut.bin", str(dest), fm.CREATE_PATH) == S_OK
+        assert host.write(0, b"x" * 6144) == S_OK
+        sim.rescind()  # the host withdraws Guest Services mid-copy
+        deadline = time.monotonic() + 10
+        while not no_temp_files(dest) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert no_temp_files(dest), "the partial file was kept"
+        assert not (dest / "cut.bin").exists()
+        sim.offer()  # and offers it again
+        sim_uio._wait_bound(sim, 20)
+        host.connect(20)
+        assert host.negotiate()[0] == S_OK
+        assert host.copy_file(b"again", str(dest), "again.bin").ok
+        assert sim.opens == 2
 
 
 @pytest.mark.parametrize("variant", ["6.15", "6.18"])
@@ -353,40 +344,26 @@ def test_corrupt_read_index_mid_copy_is_resynchronised(tmp_path: Path, variant: 
     Found by tests/fuzz/uio.py: a misaligned or out-of-range read index met by the
     fast path or the spin escaped the corruption handling.
     """
-    sim = sim_uio.UioSim(str(tmp_path / "sim"), variant)
-    log = tmp_path / "daemon.log"
-    dest = tmp_path / "dest"
-    try:
-        sim.offer()
-        with sim_uio.running_daemon(str(tmp_path / "sim"), log_path=str(log)) as proc:
-            host = sim_uio.UioHost(sim, timeout=20)
-            sim_uio._wait_bound(sim, 20)
-            host.connect(20)
-            assert host.negotiate()[0] == S_OK
-            assert host.start("kept.bin", str(dest), fm.CREATE_PATH) == S_OK
-            first, second = os.urandom(6144), os.urandom(3000)
-            assert host.write(0, first) == S_OK
-            rx = sim.rx
-            assert rx is not None
-            read_index, write_index = sim_ffi.RING_READ_INDEX, sim_ffi.RING_WRITE_INDEX
-            rx.store(read_index, rx.load(read_index) + 4)  # misaligned
-            sim.signal_guest()
-            deadline = time.monotonic() + 20
-            while rx.load(read_index) != rx.load(write_index):
-                # Raises Rescinded if the daemon closed the channel instead.
-                sim.pump(0.01)
-                assert time.monotonic() < deadline, "the daemon neither resynchronised nor reset"
-            assert host.write(6144, second) == S_OK
-            assert host.complete() == S_OK
-            assert (dest / "kept.bin").read_bytes() == first + second
-            assert sim.opens == 1
-            assert "corrupt packet in the receive ring" in log.read_text()
-            assert proc.poll() is None
-    except Exception:
-        print(log.read_text(errors="replace") if log.exists() else "no daemon log")
-        raise
-    finally:
-        sim.close()
+    with start_guest(tmp_path, variant) as g:
+        sim, host, dest = g.sim, g.host, g.dest
+        assert host.start("kept.bin", str(dest), fm.CREATE_PATH) == S_OK
+        first, second = os.urandom(6144), os.urandom(3000)
+        assert host.write(0, first) == S_OK
+        rx = sim.rx
+        assert rx is not None
+        read_index, write_index = sim_ffi.RING_READ_INDEX, sim_ffi.RING_WRITE_INDEX
+        rx.store(read_index, rx.load(read_index) + 4)  # misaligned
+        sim.signal_guest()
+        deadline = time.monotonic() + 20
+        while rx.load(read_index) != rx.load(write_index):
+            # Raises Rescinded if the daemon closed the channel instead.
+            sim.pump(0.01)
+            assert time.monotonic() < deadline, "the daemon neither resynchronised nor reset"
+        assert host.write(6144, second) == S_OK
+        assert host.complete() == S_OK
+        assert (dest / "kept.bin").read_bytes() == first + second
+        assert sim.opens == 1
+        assert "corrupt packet in the receive ring" in g.log_text()
 
 
 def test_daemon_restart_reopens_and_renegotiates(tmp_path: Path) -> None:
