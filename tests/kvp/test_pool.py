@@ -433,27 +433,37 @@ def _wait_for_lock_waiter(path: Path, kind: str) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("kind", ["posix", "flock"])
-def test_changes_wait_for_other_lock_holders(pool: Pool, state: Path, kind: str) -> None:
-    pool.set(b"a", b"1")
-    holder = _LockHolder(state / ".kvp_pool_0", kind)
+def _set_behind_a_lock(
+    pool: Pool, state: Path, holder: _LockHolder, waiter: str, record: tuple[bytes, bytes]
+) -> None:
+    """pool.set(*record) while holder keeps its lock on pool 0: the SET queues behind
+    it (the event: the kernel lists it in /proc/locks) and leaves the file alone,
+    then completes once the lock is released."""
+    before = content(state)
     done = threading.Event()
 
     def change() -> None:
-        pool.set(b"b", b"2")
+        pool.set(*record)
         done.set()
 
     t = threading.Thread(target=change)
     t.start()
     try:
-        # The event: our SET queued behind the holder's lock, as the kernel shows it.
-        _wait_for_lock_waiter(state / ".kvp_pool_0", "POSIX" if kind == "posix" else "FLOCK")
+        _wait_for_lock_waiter(state / ".kvp_pool_0", waiter)
         assert not done.is_set()
-        assert content(state) == golden_record(b"a", b"1")
+        assert content(state) == before
     finally:
         holder.release()
     t.join(10)
     assert done.is_set()
+
+
+@pytest.mark.parametrize("kind", ["posix", "flock"])
+def test_changes_wait_for_other_lock_holders(pool: Pool, state: Path, kind: str) -> None:
+    pool.set(b"a", b"1")
+    assert content(state) == golden_record(b"a", b"1")
+    holder = _LockHolder(state / ".kvp_pool_0", kind)
+    _set_behind_a_lock(pool, state, holder, "POSIX" if kind == "posix" else "FLOCK", (b"b", b"2"))
     assert pool.items() == [(b"a", b"1"), (b"b", b"2")]
 
 
@@ -940,23 +950,9 @@ def test_a_file_replaced_behind_our_back_is_locked_before_it_is_changed(
     other = state / "replacement"
     write_pool(other, [golden_record(b"b", b"2")])
     os.rename(other, state / ".kvp_pool_0")
+    assert content(state) == golden_record(b"b", b"2")
     holder = _LockHolder(state / ".kvp_pool_0", "posix")  # on the new file
-    done = threading.Event()
-
-    def change() -> None:
-        pool.set(b"c", b"3")
-        done.set()
-
-    t = threading.Thread(target=change)
-    t.start()
-    try:
-        _wait_for_lock_waiter(state / ".kvp_pool_0", "POSIX")
-        assert not done.is_set()
-        assert content(state) == golden_record(b"b", b"2")
-    finally:
-        holder.release()
-    t.join(10)
-    assert done.is_set()
+    _set_behind_a_lock(pool, state, holder, "POSIX", (b"c", b"3"))
     assert content(state) == golden_record(b"b", b"2") + golden_record(b"c", b"3")
 
 
