@@ -17,6 +17,7 @@ import pytest
 
 from hvdaemons.protocol import kvp
 from hvdaemons.protocol.status import HvStatus
+from hvsim import launch
 from hvsim.chardev import ChardevKernel
 from hvsim.kvp import KvpHost
 from hvsim.launch import python_argv
@@ -30,7 +31,6 @@ from tests.support.kvp import (
     daemon_env,
     golden_record,
     spawn_daemon,
-    stop,
 )
 
 S_OK, S_CONT, E_FAIL = HvStatus.S_OK, HvStatus.S_CONT, HvStatus.E_FAIL
@@ -46,7 +46,7 @@ class Running:
     tmp: Path
 
     def restart(self, *extra: str) -> None:
-        stop(self.proc)
+        launch.stop(self.proc)
         # The simulator notices a closed daemon only at the next request; the
         # kernel's release() resets the transport at once.
         self.kernel.hangup()
@@ -68,7 +68,7 @@ def start(tmp: Path, *extra: str) -> Running:
 def daemon(tmp_path: Path) -> Iterator[Running]:
     run = start(tmp_path)
     yield run
-    stop(run.proc)
+    launch.stop(run.proc)
     run.kernel.close()
 
 
@@ -188,7 +188,7 @@ def test_auto_pool(tmp_path: Path) -> None:
         assert host.enumerate(2, 0).key == "FullyQualifiedDomainName"
         assert host.enumerate(2, 10).status == S_CONT
     finally:
-        stop(proc)
+        launch.stop(proc)
         kernel.close()
 
 
@@ -370,7 +370,7 @@ def test_debug_logging(tmp_path: Path) -> None:
         run.host.delete(0, "a")
         run.log.wait_for("kvp_key_delete: could not delete KVP: pool=0 key=a. Record not found")
     finally:
-        stop(run.proc)
+        launch.stop(run.proc)
         run.kernel.close()
 
 
@@ -409,7 +409,7 @@ def test_full_disk(tmp_path: Path) -> None:
         assert host.delete(0, f"k{full - 1}").status == S_OK  # a truncate: frees room
         assert host.set(0, "fits", "again").status == S_OK
     finally:
-        stop(proc)
+        launch.stop(proc)
         kernel.close()
 
 
@@ -480,7 +480,7 @@ def test_hvsim_serve_and_client(tmp_path: Path) -> None:
         assert res.returncode == 1 and "cannot reach the simulator" in res.stderr
     finally:
         if daemon is not None:
-            stop(daemon)
+            launch.stop(daemon)
         serve.send_signal(signal.SIGTERM)
         serve.wait(10)
 

@@ -39,6 +39,7 @@ import pytest
 
 from hvdaemons.protocol import kvp
 from hvdaemons.protocol.status import HvStatus
+from hvsim import launch
 from hvsim.chardev import ChardevKernel
 from hvsim.protocol import kvp as sim_kvp
 from tests.reference import refdaemons
@@ -51,7 +52,6 @@ from tests.support.kvp import (
     golden_parse,
     golden_record,
     reference_record,
-    stop,
     write_pool,
 )
 
@@ -194,7 +194,7 @@ def play(tmp: Path, who: str, release: str) -> Run:
             run.replies[step.label] = kernel.request(step.msg)
         assert proc.poll() is None, f"{who} died"
     finally:
-        stop(proc)
+        launch.stop(proc)
         kernel.close()
         run.log = log.drain(2)
     for n in range(5):
