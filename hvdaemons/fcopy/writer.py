@@ -95,6 +95,7 @@ def temp_pid(name: bytes) -> int | None:
         return None
     return int(pid)
 
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # link() unsupported by the filesystem (vfat, exfat, some FUSE).
