@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import selectors
-import shlex
 import signal
 import time
 
@@ -60,6 +59,8 @@ def script(paths: KvpPaths, name: str) -> str:
 
 def command_text(argv: list[str]) -> str:
     """argv for a log line, quoted so that odd interface names read unambiguously."""
+    import shlex  # only for a failure's log line: shlex brings re (1 MiB)
+
     return shlex.join(argv)
 
 

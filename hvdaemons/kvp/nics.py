@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 from .paths import KvpPaths
 
 log = logging.getLogger(__name__)
 
-_MAC_SEPARATORS = re.compile(r"[:.\-]")
+# str.translate, not re: re costs a daemon 1 MiB of RSS for its life.
+_MAC_SEPARATORS = str.maketrans("", "", ":.-")
 
 
 def interfaces(paths: KvpPaths) -> list[str]:
@@ -42,7 +42,7 @@ def _first_line(path: str) -> str | None:
 
 
 def mac_key(text: str) -> str:
-    return _MAC_SEPARATORS.sub("", text.strip()).upper()
+    return text.strip().translate(_MAC_SEPARATORS).upper()
 
 
 def mac_of(paths: KvpPaths, ifname: str) -> str | None:

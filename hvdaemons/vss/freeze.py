@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -141,7 +140,9 @@ class Marker:
     thaw, so whatever kills the daemon in between, the next start (or
     --thaw from the unit's ExecStopPost=) knows.  The daemon keeps it open
     and flips the first word in place: one pwrite() per FREEZE and THAW.
-    Layout: "frozen\n" or "thawed\n", then the targets as JSON.
+    Layout: "frozen\n" or "thawed\n", "pid N\n", then one line per target:
+    "MAJOR MINOR PATH" with the mount point's bytes in hex (any byte may
+    appear in a path; json would cost the daemon 0.3 MiB with re).
     """
 
     FROZEN = b"frozen"
@@ -167,12 +168,9 @@ class Marker:
         if self._body and key == self._key:
             os.pwrite(self._fd, state, 0)  # the usual case: flip the state word
             return
-        body = json.dumps(
-            {
-                "pid": os.getpid(),
-                "targets": [{"mount_point": mp, "dev": list(dev)} for mp, dev in key],
-            }
-        ).encode()
+        lines = [b"pid %d" % os.getpid()]
+        lines += [b"%d %d %s" % (dev[0], dev[1], os.fsencode(mp).hex().encode()) for mp, dev in key]
+        body = b"\n".join(lines)
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, state + b"\n" + body + b"\n", 0)
         self._body = body
@@ -227,13 +225,17 @@ class Marker:
         state, _, body = data.partition(b"\n")
         if state == self.THAWED:
             return None
+        targets = []
+        if not body.startswith(b"pid ") or not body.endswith(b"\n"):
+            return []  # torn (the whole file is one pwrite()) or foreign
         try:
-            return [
-                Target(mount_point=str(t["mount_point"]), dev=(int(t["dev"][0]), int(t["dev"][1])))
-                for t in json.loads(body)["targets"]
-            ]
-        except (ValueError, KeyError, TypeError, IndexError):
+            for line in body.splitlines()[1:]:
+                major, minor, hexpath = line.split(b" ")
+                mount_point = os.fsdecode(bytes.fromhex(hexpath.decode("ascii")))
+                targets.append(Target(mount_point=mount_point, dev=(int(major), int(minor))))
+        except ValueError:  # also UnicodeError: a torn or foreign file
             return []
+        return targets
 
 
 class Outcome:

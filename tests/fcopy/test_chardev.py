@@ -20,13 +20,13 @@ import pytest
 
 from hvdaemons.errors import ProtocolError
 from hvdaemons.fcopy.chardev import FcopyHandler
-from hvdaemons.fcopy.writer import TEMP_RE, FileCopier
+from hvdaemons.fcopy.writer import FileCopier
 from hvdaemons.protocol import fcopy as P
 from hvdaemons.protocol.fcopy import CREATE_PATH, OVER_WRITE
 from hvdaemons.protocol.status import HvStatus
 from hvsim.launch import NEUTRAL_CWD, python_argv
 from hvsim.protocol import fcopy as sim_fcopy
-from tests.support.fcopy import LegacyRig, daemon_argv, daemon_env, wait_for
+from tests.support.fcopy import TEMP_NAME, LegacyRig, daemon_argv, daemon_env, wait_for
 from tests.support.notify import NotifySocket
 
 ALREADY_EXISTS, DISK_FULL, E_FAIL, S_OK = HvStatus.ERROR_ALREADY_EXISTS, HvStatus.ERROR_DISK_FULL, HvStatus.E_FAIL, HvStatus.S_OK
@@ -233,7 +233,7 @@ def test_crash_leaves_no_file_under_the_target_name(tmp_path: Path, guest: Path)
         assert r.host.write(0, b"x" * 6144) == S_OK
         r.stop(signal.SIGKILL)
         left = os.listdir(guest)
-        assert len(left) == 1 and TEMP_RE.fullmatch(os.fsencode(left[0])), left
+        assert len(left) == 1 and TEMP_NAME.fullmatch(os.fsencode(left[0])), left
         assert f"-{r.pid}-" in left[0]
     # The next daemon's next copy into that directory removes the leftover.
     with LegacyRig(tmp_path / "dev2") as r:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import stat
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from hvdaemons.fcopy.writer import FileCopier
 from hvdaemons.protocol.fcopy import CREATE_PATH, OVER_WRITE, StartCopy
 from hvdaemons.protocol.status import HvStatus
 from hvsim import launch
+from tests.support.fcopy import TEMP_NAME
 
 ALREADY_EXISTS, E_FAIL, S_OK = HvStatus.ERROR_ALREADY_EXISTS, HvStatus.E_FAIL, HvStatus.S_OK
 
@@ -55,7 +57,7 @@ def test_copy_goes_through_a_temp_file_and_is_renamed_at_complete(
     data = os.urandom(20000)
     assert c.start(StartCopy("f.bin", str(tmp_path), 0, len(data))) == S_OK
     [temp] = entries(tmp_path)  # the data goes to a temporary file beside the target
-    assert W.TEMP_RE.fullmatch(os.fsencode(temp))
+    assert TEMP_NAME.fullmatch(os.fsencode(temp))
     assert c.write(6144, data[6144:]) == S_OK  # out of order is fine: pwrite
     assert c.write(0, data[:6144]) == S_OK
     assert entries(tmp_path) == [temp]  # nothing under the target name yet
@@ -92,7 +94,7 @@ def test_temp_name_fits_name_max_and_keeps_utf8_whole() -> None:
     temp = W.temp_name(name, 4194304)
     assert len(temp) <= 255
     temp.decode("utf-8")
-    assert W.TEMP_RE.fullmatch(temp)
+    assert TEMP_NAME.fullmatch(temp)
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\0b", "\udc80x", "x" * 256])
@@ -353,3 +355,36 @@ def test_disk_full_in_a_small_filesystem(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("ok ")
     assert entries(mnt) == []  # the mount was private to that process
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        b".f.hvfcopy-12-0123abcd",
+        b"..hvfcopy-1-00000000",
+        b".hvfcopy-1-00000000",  # no name part
+        b".a.hvfcopy-12345678901-0123abcd",  # pid of 11 digits
+        b".a.hvfcopy--0123abcd",
+        b".a.hvfcopy-1-0123ABCD",  # upper-case hex
+        b".a.hvfcopy-1-0123abc",
+        b".a.hvfcopy-1-0123abcde",
+        b".a\n.hvfcopy-7-0123abcd",
+        b".a.hvfcopy-1-0123abcd.hvfcopy-2-0123abcd",
+        b".a.hvfcopy-1-0123abcd.x",
+        b"a.hvfcopy-1-0123abcd",
+        b".a.hvfcopy-\xd9\xa1-0123abcd",  # a non-ASCII digit
+        b".a.hvfcopy-1 -0123abcd",
+    ],
+)
+def test_temp_pid_reads_exactly_the_temp_names(name: bytes) -> None:
+    m = TEMP_NAME.fullmatch(name)
+    assert W.temp_pid(name) == (int(m.group(2)) if m else None)
+
+
+def test_temp_pid_agrees_with_the_pattern_on_random_names() -> None:
+    rng = random.Random(5)
+    parts = [b".", b"a", b"hvfcopy", b"-", b"1", b"0123abcd", b"f", b"9" * 11, b"\xff"]
+    for _ in range(20000):
+        name = b"".join(rng.choice(parts) for _ in range(rng.randint(1, 9)))
+        m = TEMP_NAME.fullmatch(name)
+        assert W.temp_pid(name) == (int(m.group(2)) if m else None), name

@@ -57,7 +57,6 @@ import contextlib
 import dataclasses
 import os
 import random
-import re
 import shutil
 import signal
 import stat
@@ -81,6 +80,7 @@ from hvsim import uio as sim_uio
 from hvsim.protocol import fcopy as sim_fcopy
 from hvsim.protocol import icmsg as sim_icmsg
 from tests.fuzz.runner import Restart, weighted
+from tests.support.fcopy import TEMP_NAME
 
 # A hang guard for anything the daemon must do by itself (a loaded 2-core
 # machine); never a measurement.
@@ -101,7 +101,7 @@ RESPONSE_FLAGS = icmsg.ICMSGHDRFLAG_TRANSACTION | icmsg.ICMSGHDRFLAG_RESPONSE
 FW, SVC = (3, 0), (1, 1)
 
 # The writer's temporary files (hvdaemons/fcopy/writer.py docstring).
-TEMP_RE = re.compile(rb"\.(.*)\.hvfcopy-([0-9]{1,10})-[0-9a-f]{8}", re.DOTALL)
+TEMP_RE = TEMP_NAME
 NAME_MAX = 255
 MAX_FILE_OFFSET = (1 << 63) - 1
 # Files up to this size are compared whole; beyond, size and every written range.

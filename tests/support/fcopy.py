@@ -10,6 +10,7 @@ benchmarks/bench_fcopy.py.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -23,6 +24,10 @@ from hvsim.chardev import ChardevKernel
 from hvsim.fcopy import FcopyHost
 from hvsim.launch import NEUTRAL_CWD
 from tests.reference import refdaemons
+
+# The daemon's temporary file name, ".<name>.hvfcopy-<pid>-<8 hex>" (hvdaemons/fcopy/writer.py),
+# written independently of its parser: the tests' oracle.
+TEMP_NAME = re.compile(rb"\.(.*)\.hvfcopy-([0-9]{1,10})-[0-9a-f]{8}", re.DOTALL)
 
 if TYPE_CHECKING:
     from hvdaemons.fcopy.discovery import Discovery, UioDevice

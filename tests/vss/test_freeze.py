@@ -439,3 +439,40 @@ def test_a_reset_before_the_deferred_release_still_emits_the_held_log(
         "<6>Hyper-V VSS: VSS: op=THAW: succeeded",
         "<3>Hyper-V VSS: /dev/vmbus/hv_vss: end of file; reopening",
     ]
+
+
+def test_marker_file_layout_and_odd_mount_points(tmp_path: Path) -> None:
+    path = tmp_path / "frozen"
+    odd = "/mnt/a b\nc\udcff"  # a blank, a newline, a byte that is not UTF-8
+    Marker(str(path)).arm([Target("/mnt/x", (7, 9)), Target(odd, (254, 16))])
+    assert path.read_bytes() == (
+        b"frozen\npid %d\n7 9 2f6d6e742f78\n254 16 %s\n"
+        % (os.getpid(), b"/mnt/a b\nc\xff".hex().encode())
+    )
+    got = Marker(str(path)).read()
+    assert got is not None
+    assert [(t.mount_point, t.dev) for t in got] == [("/mnt/x", (7, 9)), (odd, (254, 16))]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"frozen\npid 1\n7 9 2f6d6e74",  # torn: no final newline
+        b"frozen\npid 1\n7 9 2f6d6e7\n",  # odd number of hex digits
+        b"frozen\npid 1\n7 x 2f6d6e74\n",
+        b"frozen\npid 1\n7 9\n",
+        b'frozen\n{"pid": 1, "targets": [{"mount_point": "/mnt", "dev": [7, 9]}]}\n',
+        b"frozen\n",
+        b"frozen",
+    ],
+)
+def test_unreadable_marker_means_frozen_targets_unknown(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "frozen"
+    path.write_bytes(content)
+    assert Marker(str(path)).read() == []
+
+
+def test_thawed_marker_reads_as_nothing_frozen(tmp_path: Path) -> None:
+    path = tmp_path / "frozen"
+    path.write_bytes(b"thawed\npid 1\n7 9 2f6d6e74\n")
+    assert Marker(str(path)).read() is None

@@ -293,3 +293,22 @@ def test_targets_carry_every_mount_id_of_their_superblock(fs: FakeSystem) -> Non
     home = fs.planner().plan().targets[0]
     assert home.mount_point == "/home"
     assert home.mount_ids is not None and len(home.mount_ids) == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "point"),
+    [
+        (b"/mnt/plain", "/mnt/plain"),
+        (b"/mnt/a\\040b\\011c\\012d\\134e", "/mnt/a b\tc\nd\\e"),
+        (b"/mnt/\\134040", "/mnt/\\040"),  # an escaped backslash, then digits
+        (b"/mnt/\\303\\251", "/mnt/\xe9"),  # the bytes of UTF-8 "é"
+        (b"/mnt/\\377", "/mnt/\udcff"),  # not UTF-8: surrogateescape, as os.fsdecode
+        (b"/mnt/\\9x\\04", "/mnt/\\9x\\04"),  # not an escape: kept as is
+        (b"/mnt/\\777", "/mnt/\\777"),  # above a byte: kept as is
+        (b"/mnt/end\\", "/mnt/end\\"),
+    ],
+)
+def test_mount_point_escapes(field: bytes, point: str) -> None:
+    line = b"36 35 98:0 / " + field + b" rw - ext4 /dev/vdb rw\n"
+    [m] = parse_mountinfo(line)
+    assert m.mount_point == point
