@@ -10,13 +10,13 @@ GUID without case or braces.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 
+from ..log import get
 from .paths import KvpPaths
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 _MAC_SEPARATORS = re.compile(r"[:.\-]")
 

@@ -28,7 +28,6 @@ import contextlib
 import errno
 import fcntl
 import json
-import logging
 import os
 import signal
 import stat
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
 
     from .mounts import Dev, Plan, Planner
 
-log = logging.getLogger(__name__)
+log = hvlog.get(__name__)
 
 FIFREEZE = _ffi.const("FIFREEZE")
 FITHAW = _ffi.const("FITHAW")
