@@ -44,6 +44,8 @@ DEBUG = 7
 class _LastResort:
     """Before setup() (library use, hvctl): the message alone to stderr, as logging does."""
 
+    __slots__ = ()
+
     def emit(self, name: str, level: int, message: str) -> None:
         try:
             sys.stderr.write(message + "\n")
@@ -163,7 +165,9 @@ class Logger:
     def exception(self, msg: str, *args: object) -> None:
         """error(), followed by the traceback of the exception being handled."""
         if self.isEnabledFor(ERROR):
-            import traceback  # a rare path: not worth its memory at start
+            # A rare path, not worth its memory at start.  Importing only reads
+            # (the VSS daemon writes no .pyc), which a frozen filesystem serves.
+            import traceback
 
             trace = traceback.format_exc().rstrip("\n")
             _emit(self.name, ERROR, f"{_format(msg, args)}\n{trace}")
