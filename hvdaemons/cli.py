@@ -11,7 +11,6 @@ device is waited for, because udev starts the daemon when it appears.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -23,8 +22,6 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any, Callable, NoReturn
-
-logger = logging.getLogger(__name__)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -15,14 +15,13 @@ saying so once.
 
 from __future__ import annotations
 
-import logging
 import os
 import select
 import signal
 import time
 
 from .errors import ChannelReset, ProtocolError
-from .log import Once
+from .log import Logger, Once, get
 from .notify import NEVER, StatusLine, Watchdog, clock_text, sd_notify, watchdog_interval
 from .value import Value
 
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 # How often a missing device is looked for again.
 REOPEN_INTERVAL = 1.0
@@ -165,7 +164,7 @@ def wait_for_device(
     look: Callable[[], T | Missing],
     stopper: Stopper,
     *,
-    logger: logging.Logger = log,
+    logger: Logger = log,
     wake: Wakeup | None = None,
 ) -> T | None:
     """Call look() until it returns the device; None if a stop request comes first.
@@ -276,7 +275,7 @@ class Service:
             if self._watchdog.interval is not None:
                 retry = min(retry, self._watchdog.interval)
             return Missing(
-                logging.ERROR,
+                log.ERROR,
                 "open %s failed; error: %s; retrying",
                 (self._device, _describe(e)),
                 retry,

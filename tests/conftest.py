@@ -10,11 +10,13 @@ whole suite checks that no child imports the source tree.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import hvdaemons
+from hvdaemons import log
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALLED = Path(hvdaemons.__file__).resolve().parent != REPO / "hvdaemons"
@@ -27,3 +29,17 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"under tox the tests must import the installed hvdaemons, not {REPO / 'hvdaemons'}"
         )
+
+
+@pytest.fixture
+def logs() -> Iterator[log.Capture]:
+    """Every record the code under test logs, DEBUG included (hvdaemons.log's capture sink)."""
+    with log.capture() as captured:
+        yield captured
+
+
+@pytest.fixture
+def log_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a test that calls hvdaemons.log.setup() or hold(): the process's set-up comes back."""
+    for name in ("_sink", "_threshold", "_held"):
+        monkeypatch.setattr(log, name, getattr(log, name))

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -216,11 +216,11 @@ def test_sd_notify_sends_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_log_priorities_and_hold(
-    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, log_setup: None
 ) -> None:
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     log.setup("KVP", foreground=True)
-    logger = logging.getLogger("hvdaemons.test")
+    logger = log.get("hvdaemons.test")
     logger.error("open failed; error: %d %s", 2, "No such file")
     log.hold()
     logger.info("while frozen")
@@ -237,21 +237,23 @@ def test_log_priorities_and_hold(
 
 
 def test_a_line_break_in_a_message_cannot_forge_a_log_record(
-    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, log_setup: None
 ) -> None:
     # Found by the KVP sequence fuzzer: a SET whose key holds "\n" logged
     # "Too long key or value: key=a" and a second line "b, val=..." without a
     # priority, which journald takes as a record of its own.
     monkeypatch.setenv("JOURNAL_STREAM", "8:123")
     log.setup("KVP", foreground=True)
-    logger = logging.getLogger("hvdaemons.test")
+    logger = log.get("hvdaemons.test")
     logger.error("Too long key or value: key=%s, val=%s", "a\n<2>forged", "v\r\n")
     assert capfd.readouterr().err == "<3>Too long key or value: key=a\\n<2>forged, val=v\\r\\n\n"
 
 
-def test_capfd_sees_held_records_only_after_release(capfd: pytest.CaptureFixture[str]) -> None:
+def test_capfd_sees_held_records_only_after_release(
+    capfd: pytest.CaptureFixture[str], log_setup: None
+) -> None:
     log.setup("Hyper-V VSS", foreground=True)
-    logger = logging.getLogger("hvdaemons.test")
+    logger = log.get("hvdaemons.test")
     log.hold()
     logger.error("FREEZE of %s failed", "/mnt")
     assert capfd.readouterr().err == ""
@@ -260,13 +262,13 @@ def test_capfd_sees_held_records_only_after_release(capfd: pytest.CaptureFixture
 
 
 def test_a_release_landing_inside_a_held_emit_loses_no_record(
-    capfd: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str], log_setup: None
 ) -> None:
     """The VSS daemon releases held records from its SIGALRM handler, which Python runs
-    between any two bytecodes of the main thread, so also inside the holding
-    handler's emit(): between its look at the held list and its append."""
+    between any two bytecodes of the main thread, so also inside a held
+    record's emit: between its look at the held list and its append."""
     log.setup("Hyper-V VSS", foreground=True)
-    logger = logging.getLogger("hvdaemons.test")
+    logger = log.get("hvdaemons.test")
     log.hold()
     logger.info("held before")
 
@@ -275,9 +277,8 @@ def test_a_release_landing_inside_a_held_emit_loses_no_record(
             log.release()  # the signal lands here
             super().append(record)
 
-    holder = log._holder
-    assert holder is not None and holder.held is not None
-    holder.held = ReleasedBeforeAppend(holder.held)
+    assert log._held is not None
+    log._held = ReleasedBeforeAppend(log._held)
     logger.info("emitted as the release ran")
     logger.info("after")
     assert capfd.readouterr().err == (
@@ -285,6 +286,82 @@ def test_a_release_landing_inside_a_held_emit_loses_no_record(
         "<6>Hyper-V VSS: emitted as the release ran\n"
         "<6>Hyper-V VSS: after\n"
     )
+
+
+def test_a_message_that_does_not_format_is_logged_as_is(logs: log.Capture) -> None:
+    logger = log.get("hvdaemons.test")
+    logger.error("pool %d: %s", "zero")  # too few arguments, and the wrong type
+    logger.warning("100% full")  # no arguments: no formatting, as logging does
+    assert logs.messages() == ["pool %d: %s ('zero',)", "100% full"]
+
+
+def test_a_record_below_the_level_is_not_formatted(logs: log.Capture) -> None:
+    class Costly:
+        def __str__(self) -> str:
+            raise AssertionError("formatted")
+
+    logger = log.get("hvdaemons.test")
+    with log.capture(log.INFO) as info:
+        assert not logger.isEnabledFor(log.DEBUG) and logger.isEnabledFor(log.INFO)
+        logger.debug("%s", Costly())
+    assert info.records == [] and logs.records == []
+
+
+def test_exception_appends_the_traceback(logs: log.Capture) -> None:
+    try:
+        raise ValueError("bad pool")
+    except ValueError:
+        log.get("hvdaemons.test").exception("request of %d bytes failed", 12)
+    [record] = logs.records
+    assert record.level == log.ERROR
+    first, *rest = record.message.split("\n")
+    assert first == "request of 12 bytes failed"
+    assert rest[0] == "Traceback (most recent call last):"
+    assert rest[-1] == "ValueError: bad pool"
+
+
+# Logging before setup(), then a stderr that fails in each way it can.
+_STDERR_CHILD = r"""
+import errno, os, sys
+from hvdaemons import log
+logger = log.get("hvdaemons.test")
+logger.info("not before setup()")
+logger.warning("before setup(): %s", "message only")
+sys.stderr.flush()
+log.setup("KVP", foreground=True)
+logger.error("name %s", "a\udcffb")  # a lone surrogate, as a host-supplied name may carry
+r, w = os.pipe()
+os.close(r)
+os.dup2(w, 2)
+logger.error("to a pipe nobody reads")  # EPIPE
+r, w = os.pipe2(os.O_NONBLOCK)
+os.dup2(w, 2)
+while True:
+    try:
+        os.write(w, bytes(65536))
+    except BlockingIOError:
+        break
+logger.error("to a full pipe")  # EAGAIN
+os.dup2(os.open("/dev/full", os.O_WRONLY), 2)
+logger.error("to a full disk")  # ENOSPC
+os.close(2)
+logger.error("to a closed fd")  # EBADF
+logger.exception("no exception being handled")
+print("alive")
+"""
+
+
+def test_a_failing_stderr_loses_the_line_not_the_daemon() -> None:
+    res = subprocess.run(
+        [sys.executable, "-c", _STDERR_CHILD],
+        cwd=NEUTRAL_CWD,
+        env={k: v for k, v in child_env().items() if k != "JOURNAL_STREAM"},
+        capture_output=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout == b"alive\n"
+    assert res.stderr == b"before setup(): message only\n<3>KVP: name a\\udcffb\n"
 
 
 def test_cli_exit_codes_match_upstream(capsys: pytest.CaptureFixture[str]) -> None:
@@ -312,24 +389,21 @@ def test_stopper_wakes_a_waiting_loop() -> None:
     stopper.wait(3600)  # once requested, a wait returns at once
 
 
-def test_once_logs_each_kind_once_until_reset(caplog: pytest.LogCaptureFixture) -> None:
-    once = log.Once(logging.getLogger("hvdaemons.test"))
-    with caplog.at_level(logging.INFO):
-        for i in range(3):
-            once(logging.ERROR, "open %s failed: %s", "/dev/x", f"error {i}")  # kind: the format
-            once(logging.WARNING, "%s is bound to %s", "dev", "hv_utils", key="dev")
-            once(logging.WARNING, "%s is bound to %s", "other", "hv_utils", key="other")
-        assert once(logging.ERROR, "open %s failed: %s", "/dev/x", "again") is False
-        once.reset()
-        assert once(logging.ERROR, "open %s failed: %s", "/dev/x", "after reset") is True
-    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
-        (logging.ERROR, "open /dev/x failed: error 0"),
-        (logging.WARNING, "dev is bound to hv_utils"),
-        (logging.WARNING, "other is bound to hv_utils"),
-        (logging.ERROR, "open /dev/x failed: after reset"),
+def test_once_logs_each_kind_once_until_reset(logs: log.Capture) -> None:
+    once = log.Once(log.get("hvdaemons.test"))
+    for i in range(3):
+        once(log.ERROR, "open %s failed: %s", "/dev/x", f"error {i}")  # kind: the format
+        once(log.WARNING, "%s is bound to %s", "dev", "hv_utils", key="dev")
+        once(log.WARNING, "%s is bound to %s", "other", "hv_utils", key="other")
+    assert once(log.ERROR, "open %s failed: %s", "/dev/x", "again") is False
+    once.reset()
+    assert once(log.ERROR, "open %s failed: %s", "/dev/x", "after reset") is True
+    assert [(r.name, r.level, r.message) for r in logs.records] == [
+        ("hvdaemons.test", log.ERROR, "open /dev/x failed: error 0"),
+        ("hvdaemons.test", log.WARNING, "dev is bound to hv_utils"),
+        ("hvdaemons.test", log.WARNING, "other is bound to hv_utils"),
+        ("hvdaemons.test", log.ERROR, "open /dev/x failed: after reset"),
     ]
-    # The record names the caller, not the helper.
-    assert {r.funcName for r in caplog.records} == {"test_once_logs_each_kind_once_until_reset"}
 
 
 class PipeEvents:
@@ -351,7 +425,7 @@ class PipeEvents:
 
 
 def test_wait_for_device_says_the_first_reason_once_and_wakes_on_events(
-    caplog: pytest.LogCaptureFixture,
+    logs: log.Capture,
 ) -> None:
     events = PipeEvents()
     looks: list[int] = []
@@ -362,7 +436,7 @@ def test_wait_for_device_says_the_first_reason_once_and_wakes_on_events(
         if len(looks) > len(reasons):
             return "the device"
         # A long retry: only a device event can end these sleeps in time.
-        return Missing(logging.INFO, "waiting: %s", (reasons[len(looks) - 1],), retry=60)
+        return Missing(log.INFO, "waiting: %s", (reasons[len(looks) - 1],), retry=60)
 
     def announce_devices() -> None:
         deadline = time.monotonic() + 30  # a hang guard
@@ -376,13 +450,12 @@ def test_wait_for_device_says_the_first_reason_once_and_wakes_on_events(
     found: list[str | None] = []
     t = threading.Thread(target=lambda: found.append(wait_for_device(look, stopper, wake=events)))
     try:
-        with caplog.at_level(logging.INFO):
-            t.start()
-            announce_devices()
-            t.join(30)  # a hang guard, far beyond the test's run time
+        t.start()
+        announce_devices()
+        t.join(30)  # a hang guard, far beyond the test's run time
         assert not t.is_alive()
         assert found == ["the device"] and len(looks) == 4
-        assert [r.getMessage() for r in caplog.records] == ["waiting: no device"]
+        assert logs.messages() == ["waiting: no device"]
     finally:
         stopper.request()
         t.join(30)
@@ -395,7 +468,7 @@ def test_wait_for_device_ends_on_a_stop_request() -> None:
 
     def look() -> str | Missing:
         looks.append(True)
-        return Missing(logging.INFO, "waiting", retry=60)
+        return Missing(log.INFO, "waiting", retry=60)
 
     threading.Timer(0.2, stopper.request).start()
     assert wait_for_device(look, stopper) is None
@@ -420,26 +493,32 @@ def test_c_errors_become_oserror() -> None:
 
 # In a private mount namespace with a tmpfs /dev, the child owns /dev/log.
 _SYSLOG_CHILD = r"""
-import logging, os, socket, subprocess, sys
+import os, socket, subprocess, sys
 subprocess.run(["mount", "-t", "tmpfs", "hvtest", "/dev"], check=True)
 from hvdaemons import log
+logger = log.get("hvdaemons.test")
 # No syslog daemon: dropped, as syslog(3) drops it.
 log.setup(sys.argv[1], foreground=False)
-logging.getLogger("hvdaemons.test").error("lost")
+logger.error("lost")
 server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 server.bind("/dev/log")
 server.settimeout(30)
 log.setup(sys.argv[1], foreground=False)
-logging.getLogger("hvdaemons.test").error("to syslog")
-logging.getLogger("hvdaemons.test").info("info %s", "too")
-sys.stdout.buffer.write(server.recv(4096) + b"|" + server.recv(4096))
+logger.error("to syslog")
+logger.info("info %s", "too")
+logger.warning("name %s", "a\udcff\0b")  # a lone surrogate and a NUL from a host
+logger.debug("not without -d")
+logger.error("end")
+for _ in range(4):
+    sys.stdout.buffer.write(server.recv(4096) + b"\n")
 """
 
 
 def test_daemonized_logging_goes_to_syslog() -> None:
-    # Without -n the C daemons syslog(): openlog(ident) and LOG_USER, so
-    # LOG_USER|LOG_ERR = <11> and LOG_USER|LOG_INFO = <14>; nothing on stderr,
-    # and without a syslog daemon the lines are dropped.
+    # Without -n the C daemons syslog(): openlog(ident, 0, LOG_USER), so
+    # LOG_USER|LOG_ERR = <11> and LOG_USER|LOG_INFO = <14>, a timestamp from
+    # glibc's syslog(), then "ident: message"; nothing on stderr, and without
+    # a syslog daemon the lines are dropped.
     res = subprocess.run(
         [
             "unshare",
@@ -458,8 +537,16 @@ def test_daemonized_logging_goes_to_syslog() -> None:
         timeout=60,
     )
     assert res.returncode == 0, res.stderr.decode()
-    assert res.stdout == b"<11>Hyper-V VSS: to syslog\0|<14>Hyper-V VSS: info too\0"
     assert res.stderr == b""
+    # RFC 3164 as glibc writes it: "<PRI>Mmm dd hh:mm:ss ident: message".
+    stamp = rb"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d"
+    lines = res.stdout.splitlines()
+    assert [re.sub(stamp, b"TIME", line, count=1) for line in lines] == [
+        b"<11>TIME Hyper-V VSS: to syslog",
+        b"<14>TIME Hyper-V VSS: info too",
+        b"<12>TIME Hyper-V VSS: name a\\udcff\\x00b",
+        b"<11>TIME Hyper-V VSS: end",
+    ]
 
 
 def test_a_stale_compiled_module_refuses_to_import(tmp_path: Path) -> None:
@@ -487,19 +574,18 @@ def test_a_stale_compiled_module_refuses_to_import(tmp_path: Path) -> None:
     assert f"built for version {hvdaemons.__version__}, but the package is 99.0.0" in proc.stderr
 
 
-def test_wait_for_device_says_each_kind_of_trouble_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_wait_for_device_says_each_kind_of_trouble_once(logs: log.Capture) -> None:
     # The uio transport's shape: the device missing, then failures to open it.
     reasons = [
-        Missing(logging.INFO, "no device", retry=0),
-        Missing(logging.ERROR, "open failed: %s", ("EBUSY",), retry=0, key=("open", "EBUSY")),
-        Missing(logging.ERROR, "open failed: %s", ("EBUSY",), retry=0, key=("open", "EBUSY")),
-        Missing(logging.INFO, "no device", retry=0),
-        Missing(logging.ERROR, "open failed: %s", ("EIO",), retry=0, key=("open", "EIO")),
+        Missing(log.INFO, "no device", retry=0),
+        Missing(log.ERROR, "open failed: %s", ("EBUSY",), retry=0, key=("open", "EBUSY")),
+        Missing(log.ERROR, "open failed: %s", ("EBUSY",), retry=0, key=("open", "EBUSY")),
+        Missing(log.INFO, "no device", retry=0),
+        Missing(log.ERROR, "open failed: %s", ("EIO",), retry=0, key=("open", "EIO")),
     ]
     looks = iter([*reasons, "the device"])
-    with caplog.at_level(logging.INFO):
-        assert wait_for_device(lambda: next(looks), Stopper()) == "the device"
-    assert [r.getMessage() for r in caplog.records] == [
+    assert wait_for_device(lambda: next(looks), Stopper()) == "the device"
+    assert logs.messages() == [
         "no device",
         "open failed: EBUSY",
         "open failed: EIO",

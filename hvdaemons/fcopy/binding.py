@@ -8,11 +8,10 @@ or a shell writing new_id); the daemon does it itself, once, idempotently.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import time
 
-from ..log import Once
+from ..log import Once, get
 from ..vmbus import FCOPY_CLASS_ID, UIO_DRIVER
 from .discovery import driver_name
 
@@ -20,7 +19,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Callable
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 # Time for uio_hv_generic to bind after new_id (or by itself on >= 7.2 kernels).
 BIND_GRACE = 1.0
@@ -82,7 +81,7 @@ class Binder:
         if name is not None:
             if name != UIO_DRIVER:
                 self._once(
-                    logging.WARNING,
+                    log.WARNING,
                     "%s is bound to %s, not %s",
                     vmbus_dir,
                     name,
@@ -113,7 +112,7 @@ class Binder:
                 self._written = True
                 return True
             self._once(
-                logging.ERROR,
+                log.ERROR,
                 "cannot bind %s via %s: %s",
                 FCOPY_CLASS_ID,
                 path,

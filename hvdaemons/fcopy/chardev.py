@@ -10,10 +10,9 @@ copy are answered in C by _ffi.FcopyPump.
 
 from __future__ import annotations
 
-import logging
-
 from .. import _ffi
 from ..errors import ChannelReset
+from ..log import get
 from ..notify import STATUS_INTERVAL, StatusLine, watchdog_interval
 from ..protocol.fcopy import (
     decode_registration_reply,
@@ -26,7 +25,7 @@ from ..transport import READ_SIZE, FdChannel
 from .dispatch import Dispatch
 from .writer import FileCopier
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 # The pump hands a long copy back to the service loop after this many WRITEs
 # (6 MiB), and after a watchdog interval without a message, so that the loop

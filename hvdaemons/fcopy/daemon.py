@@ -23,7 +23,6 @@ drives the file writer (hvdaemons.fcopy.writer).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
 
     from .discovery import Discovery
 
-log = logging.getLogger(__name__)
+log = hvlog.get(__name__)
 
 PROGS = ("hv_fcopy_daemon", "hv_fcopy_uio_daemon")
 # How often the kernel is asked again which transport it offers (udev events wake us earlier).
@@ -58,7 +57,7 @@ def offered_transport(legacy_path: str, discovery: Discovery) -> str | Missing:
         # hv_utils owns the channel on <= 6.9: its char device is on the way.
         return "legacy" if driver_name(vmbus_dir) == HV_UTILS_DRIVER else "uio"
     return Missing(
-        logging.INFO,
+        log.INFO,
         "waiting for %s or a file-copy VMBus device (class %s)",
         (legacy_path, FCOPY_CLASS_ID),
         retry=RESCAN_INTERVAL,

@@ -10,9 +10,9 @@ size.  Nothing here binds, opens or waits.
 
 from __future__ import annotations
 
-import logging
 import os
 
+from ..log import get
 from ..value import Value
 from ..vmbus import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID
 
@@ -20,7 +20,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any, Protocol
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 
 class UioDevice(Value):

@@ -12,10 +12,9 @@ them, and hand over anything unusual.
 
 from __future__ import annotations
 
-import logging
 import struct
 
-from ..log import Once
+from ..log import Once, get
 from ..protocol.fcopy import (
     CancelCopy,
     CompleteCopy,
@@ -28,7 +27,7 @@ from ..protocol.fcopy import (
 from ..protocol.status import HvStatus
 from .writer import FileCopier
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 _WRITE_OP = struct.pack("<I", FcopyOp.WRITE)
 
@@ -60,7 +59,7 @@ class Dispatch:
             assert isinstance(req, CancelCopy)
             return copier.cancel()
         except FcopyDecodeError as e:
-            self._bad(logging.ERROR, "%s", e)
+            self._bad(log.ERROR, "%s", e)
             # Data may be missing now: the copy fails as a failed WRITE would.
             return copier.reject(HvStatus.E_FAIL)
         except Exception:  # a bug must fail the request and its copy, not the daemon

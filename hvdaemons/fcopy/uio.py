@@ -17,13 +17,13 @@ dispatch, and the WRITEs of a running copy are served in C
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import select
 import time
 
 from .. import _ffi
 from ..errors import ChannelReset, ProtocolError
+from ..log import get
 from ..notify import StatusLine, Watchdog, sd_notify, watchdog_interval
 from ..protocol import icmsg
 from ..protocol.status import HvStatus
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .discovery import Discovery, UioDevice
     from .writer import FileCopier
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 IDENT = "HV_UIO_FCOPY"
 
@@ -93,20 +93,18 @@ class IcHandler:
         try:
             pkt = icmsg.decode_packet(raw)
         except ProtocolError as e:
-            self._complain(logging.WARNING, "dropping packet: %s", e)
+            self._complain(log.WARNING, "dropping packet: %s", e)
             return None
         if pkt.type != icmsg.VM_PKT_DATA_INBAND:
-            self._complain(logging.WARNING, "dropping VMBus packet of type %d", pkt.type)
+            self._complain(log.WARNING, "dropping VMBus packet of type %d", pkt.type)
             return None
         try:
             hdr = icmsg.decode_header(pkt.payload)
         except ProtocolError as e:
-            self._complain(logging.WARNING, "dropping packet: %s", e)
+            self._complain(log.WARNING, "dropping packet: %s", e)
             return None
         if hdr.is_response:
-            self._complain(
-                logging.WARNING, "dropping unexpected IC response (type %d)", hdr.msgtype
-            )
+            self._complain(log.WARNING, "dropping unexpected IC response (type %d)", hdr.msgtype)
             return None
         if hdr.msgtype == icmsg.ICMSGTYPE_NEGOTIATE:
             neg = icmsg.negotiate(pkt.payload)
@@ -118,12 +116,12 @@ class IcHandler:
                     *neg.service,
                 )
             else:
-                self._complain(logging.ERROR, "IC version negotiation failed")
+                self._complain(log.ERROR, "IC version negotiation failed")
             return neg.reply, pkt.trans_id
         if hdr.msgtype == icmsg.ICMSGTYPE_FCOPY:
             status = self._fcopy_status(icmsg.body(pkt.payload))
             return icmsg.encode_status_reply(pkt.payload, status), pkt.trans_id
-        self._complain(logging.WARNING, "unexpected IC message type %d", hdr.msgtype)
+        self._complain(log.WARNING, "unexpected IC message type %d", hdr.msgtype)
         return icmsg.encode_status_reply(pkt.payload, HvStatus.E_FAIL), pkt.trans_id
 
 
@@ -180,14 +178,14 @@ class UioFcopyDaemon:
                 self.binder.bind(vmbus_dir)
         if dirs:
             return Missing(
-                logging.INFO,
+                log.INFO,
                 "waiting for %s to bind the file-copy device",
                 (UIO_DRIVER,),
                 retry=BIND_POLL,
             )
         # The host has Guest Services disabled, or has not offered it yet.
         return Missing(
-            logging.INFO,
+            log.INFO,
             "no file-copy VMBus device (Guest Service Interface disabled?); waiting",
             retry=self._rescan,
         )
@@ -205,7 +203,7 @@ class UioFcopyDaemon:
             why = str(e)
             # Each distinct failure is said once until the channel opens.
             return Missing(
-                logging.ERROR,
+                log.ERROR,
                 "open %s failed: %s",
                 (dev.node, why),
                 self._rescan,
@@ -363,7 +361,7 @@ class UioFcopyDaemon:
         """
         dropped, wake_host = chan.rx.discard()
         self._complain(
-            logging.ERROR,
+            log.ERROR,
             "corrupt packet in the receive ring (%s); dropped %d bytes",
             os.strerror(error.errno or 0),
             dropped,
@@ -382,9 +380,7 @@ class UioFcopyDaemon:
                 if not deadline:
                     deadline = now + TX_FULL_TIMEOUT
                 elif now >= deadline:
-                    self._complain(
-                        logging.ERROR, "host does not drain the send ring; response dropped"
-                    )
+                    self._complain(log.ERROR, "host does not drain the send ring; response dropped")
                     return
                 self._wait_tx(chan, deadline - now)
                 continue

@@ -46,13 +46,12 @@ files).  What a host or a local user can rely on:
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 import time
 
 from ..errors import HvError
-from ..log import Once
+from ..log import Once, get
 from ..notify import StatusLine, clock_text
 from ..protocol.status import HvStatus
 
@@ -67,7 +66,7 @@ if TYPE_CHECKING:
     # "abandoned".
     CopyProgress = Callable[[str, str, int, int], None]
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -493,7 +492,7 @@ class FileCopier:
     def write(self, offset: int, data: bytes | memoryview) -> int:
         c = self._copy
         if c is None:
-            self._orphans(logging.ERROR, "data for a copy that was not started")
+            self._orphans(log.ERROR, "data for a copy that was not started")
             return HvStatus.E_FAIL
         if c.failed:
             return c.failed

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
 import os
 import time
 
 from .. import cli
 from ..errors import ProtocolError
+from ..log import get
 from ..notify import StatusLine
 from ..protocol import kvp
 from ..protocol.status import HvStatus
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Callable
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 PROG = "hv_kvp_daemon"
 IDENT = "KVP"

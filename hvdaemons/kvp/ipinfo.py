@@ -25,9 +25,9 @@ Deliberate differences from the reference:
 
 from __future__ import annotations
 
-import logging
 import socket
 
+from ..log import get
 from ..protocol.kvp import (
     ADDR_FAMILY_IPV4,
     ADDR_FAMILY_IPV6,
@@ -40,7 +40,7 @@ from ..protocol.status import HvStatus
 from . import helper, netlink, nics
 from .paths import KvpPaths
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 # Helpers must finish well within the kernel's 30 s KVP timeout
 # (HV_UTIL_TIMEOUT); two of them run per GET_IP_INFO.

@@ -19,10 +19,10 @@ Deliberate differences from the reference:
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 
+from ..log import get
 from ..protocol.kvp import IpValue
 from ..protocol.status import HvStatus
 from . import helper, nics
@@ -31,7 +31,7 @@ from .renderers import detect, ifcfg, keyfile
 from .renderers.base import Backend, System
 from .renderers.model import InvalidArgument, IpConfig, parse
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 # hv_set_ifconfig must finish well within the kernel's 30 s KVP timeout
 # (HV_UTIL_TIMEOUT), after a possible nmcli probe.

@@ -10,12 +10,12 @@ GUID without case or braces.
 
 from __future__ import annotations
 
-import logging
 import os
 
+from ..log import get
 from .paths import KvpPaths
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 # str.translate, not re: re costs a daemon 1 MiB of RSS for its life.
 _MAC_SEPARATORS = str.maketrans("", "", ":.-")

@@ -19,17 +19,16 @@ bounds, see FqdnResolver).
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import threading
 
-from ..log import Once
+from ..log import Once, get
 from ..protocol.kvp import MAX_VALUE_SIZE
 from ..value import Value
 from .paths import KvpPaths
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 # Index -> key name (enum key_index in hv_kvp_daemon.c).
 AUTO_KEYS = (
@@ -226,7 +225,7 @@ class FqdnResolver:
         if self._value is not None:
             return self._value
         self._late(
-            logging.WARNING,
+            log.WARNING,
             "FQDN lookup still running after %.0fs; reporting the host name",
             self._wait,
         )

@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 import struct
 import time
@@ -84,14 +83,14 @@ from collections import namedtuple
 from contextlib import contextmanager
 
 from ..errors import HvError
-from ..log import Once
+from ..log import Once, get
 from ..protocol.kvp import MAX_KEY_SIZE, MAX_VALUE_SIZE, POOL_COUNT, RECORD_SIZE
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 R = RECORD_SIZE
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -421,7 +420,7 @@ class Pool:
         self._partial = partial
         if partial:
             self._damaged(
-                logging.WARNING,
+                log.WARNING,
                 "pool %d: %s is %d bytes, not a multiple of %d; ignoring its last %d bytes",
                 self.number,
                 self.path,

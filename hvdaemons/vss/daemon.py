@@ -20,7 +20,6 @@ never leaving a guest frozen (see freeze.py and mounts.py):
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -46,7 +45,7 @@ from ..transport import FdChannel  # noqa: E402
 from .freeze import FreezeEngine, IoctlFreezer, Marker, Outcome  # noqa: E402
 from .mounts import Planner, Target  # noqa: E402
 
-log = logging.getLogger(__name__)
+log = hvlog.get(__name__)
 
 PROG = "hv_vss_daemon"
 IDENT = "Hyper-V VSS"
@@ -191,12 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if out.ok else 1
 
     def body(stopper: Stopper) -> int:
-        # Cheaper log records (no caller frame lookup, no thread/process
-        # names): the FREEZE reply waits for them.  The formats use none.
-        logging.logThreads = False
-        logging.logProcesses = False
-        logging.logMultiprocessing = False
-        setattr(logging, "_srcfile", None)  # noqa: B010 (documented in the logging HOWTO)
         # A killed predecessor may have left the root filesystem frozen:
         # hold every log line until the recovery thaw has run.
         hvlog.hold()

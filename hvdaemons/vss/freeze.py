@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import signal
 import stat
@@ -45,7 +44,7 @@ if TYPE_CHECKING:
 
     from .mounts import Dev, Plan, Planner
 
-log = logging.getLogger(__name__)
+log = hvlog.get(__name__)
 
 FIFREEZE = _ffi.const("FIFREEZE")
 FITHAW = _ffi.const("FITHAW")

@@ -8,7 +8,6 @@ a plain file cannot produce, the attribute writer are injected.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from hvdaemons import log
 from hvdaemons.fcopy import binding as B
 from hvdaemons.fcopy.discovery import driver_name
 from hvdaemons.vmbus import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID, UIO_DRIVER
@@ -75,33 +75,31 @@ def past_the_grace_period(tree: tuple[Path, Path], error: int) -> tuple[B.Binder
 
 
 def test_eexist_means_the_id_is_there(
-    tree: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+    tree: tuple[Path, Path], logs: log.Capture
 ) -> None:
     dev = tree[1]
     binder, clock, writes = past_the_grace_period(tree, errno.EEXIST)
-    with caplog.at_level(logging.INFO):
-        binder.bind(str(dev))
-        clock.now += 60
-        binder.bind(str(dev))
+    binder.bind(str(dev))
+    clock.now += 60
+    binder.bind(str(dev))
     assert len(writes.calls) == 1
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not logs.messages(log.WARNING)
 
 
 def test_failed_write_logged_once_and_retried_slowly(
-    tree: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+    tree: tuple[Path, Path], logs: log.Capture
 ) -> None:
     dev = tree[1]
     binder, clock, writes = past_the_grace_period(tree, errno.ENODEV)
-    with caplog.at_level(logging.INFO):
-        for _ in range(10):
-            binder.bind(str(dev))
-            clock.now += 1.0
+    for _ in range(10):
+        binder.bind(str(dev))
+        clock.now += 1.0
     assert len(writes.calls) == 2  # at the grace period's end and BIND_RETRY later
-    assert len([r for r in caplog.records if "cannot bind" in r.getMessage()]) == 1
+    assert len([r for r in logs.records if "cannot bind" in r.message]) == 1
 
 
 def test_already_bound_or_other_driver_is_left_alone(
-    tree: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+    tree: tuple[Path, Path], logs: log.Capture
 ) -> None:
     sysfs, dev = tree
     clock, writes = Clock(), Writes()
@@ -110,11 +108,10 @@ def test_already_bound_or_other_driver_is_left_alone(
     hv_utils.mkdir()
     (dev / "driver").symlink_to(hv_utils)
     clock.now += 10
-    with caplog.at_level(logging.WARNING):
-        binder.bind(str(dev))
-        binder.bind(str(dev))
+    binder.bind(str(dev))
+    binder.bind(str(dev))
     assert writes.calls == []
-    assert len([r for r in caplog.records if "hv_utils" in r.getMessage()]) == 1
+    assert len([m for m in logs.messages(log.WARNING) if "hv_utils" in m]) == 1
     (dev / "driver").unlink()
     (dev / "uio").mkdir()
     binder.bind(str(dev))
@@ -133,7 +130,7 @@ while True:
 
 
 def test_driver_link_vanishing_under_the_scan(
-    tree: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+    tree: tuple[Path, Path], logs: log.Capture
 ) -> None:
     """A rescind removes <dev>/driver while the daemon looks at it: not there, not an error.
 
@@ -149,17 +146,17 @@ def test_driver_link_vanishing_under_the_scan(
     try:
         assert flapper.stdout is not None
         flapper.stdout.readline()  # flapping from now on
-        with caplog.at_level(logging.WARNING):
-            for _ in range(20000):
-                binder.bind(str(dev))
-                assert driver_name(str(dev)) in (None, UIO_DRIVER)
+        for _ in range(20000):
+            binder.bind(str(dev))
+            assert driver_name(str(dev)) in (None, UIO_DRIVER)
         assert flapper.poll() is None, "the link stopped flapping"
     finally:
         flapper.kill()
         flapper.wait()
         if flapper.stdout is not None:
             flapper.stdout.close()
-    assert not caplog.records  # not "bound to driver" either (realpath of a vanished link)
+    # Not "bound to driver" either (realpath of a vanished link).
+    assert not logs.messages(log.WARNING)
 
 
 def test_modprobe_when_the_driver_is_not_loaded(tree: tuple[Path, Path]) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hvdaemons import log
 from hvdaemons.fcopy import chardev
 from hvdaemons.fcopy import daemon as D
 from hvdaemons.fcopy.discovery import SysfsDiscovery
@@ -45,17 +45,16 @@ def test_choose_uio_for_a_file_copy_vmbus_device(tmp_path: Path, driver: str | N
 
 
 def test_wait_for_either_transport_logs_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, logs: log.Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(D, "RESCAN_INTERVAL", 0.05)
     disc = SysfsDiscovery(str(tmp_path / "sys"))
     legacy = tmp_path / "hv_fcopy"
     timer = threading.Timer(0.5, legacy.write_bytes, (b"",))
     timer.start()
-    with caplog.at_level(logging.INFO):
-        assert D.choose_transport(str(legacy), disc, Stopper()) == "legacy"
+    assert D.choose_transport(str(legacy), disc, Stopper()) == "legacy"
     timer.join()
-    waits = [r for r in caplog.records if "waiting for" in r.getMessage()]
+    waits = [r for r in logs.records if "waiting for" in r.message]
     assert len(waits) == 1
     # Stopped while waiting: no transport, no error.
     stopper = Stopper()

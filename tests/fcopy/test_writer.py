@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import stat
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hvdaemons import log
 from hvdaemons.fcopy import writer as W
 from hvdaemons.fcopy.writer import FileCopier
 from hvdaemons.protocol.fcopy import CREATE_PATH, OVER_WRITE, StartCopy
@@ -260,11 +260,10 @@ def test_cancel_mid_copy_leaves_nothing(c: FileCopier, tmp_path: Path) -> None:
 
 
 def test_requests_without_a_copy(
-    c: FileCopier, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    c: FileCopier, tmp_path: Path, logs: log.Capture
 ) -> None:
-    with caplog.at_level(logging.ERROR):
-        assert [c.write(0, b"x") for _ in range(50)] == [E_FAIL] * 50
-    assert len(caplog.records) == 1  # once, not 50 times
+    assert [c.write(0, b"x") for _ in range(50)] == [E_FAIL] * 50
+    assert len(logs.messages(log.ERROR)) == 1  # once, not 50 times
     assert c.complete() == E_FAIL
 
 

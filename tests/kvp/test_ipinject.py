@@ -15,6 +15,7 @@ import threading
 
 import pytest
 
+from hvdaemons import log
 from hvdaemons.kvp import ipinject
 from hvdaemons.kvp.paths import KvpPaths
 from hvdaemons.protocol.kvp import IpValue
@@ -103,24 +104,22 @@ def test_no_backend(
     sysfs: pathlib.Path,
     state_dir: pathlib.Path,
     tmp_path: pathlib.Path,
-    caplog: pytest.LogCaptureFixture,
+    logs: log.Capture,
 ) -> None:
     # Nothing detected: the helper still gets the two files (a third-party
     # one needs nothing else), and no stale HV_KVP_CONFIG.
     scripts = recorder(tmp_path / "s")
     env = {"HV_KVP_ROOT": str(tmp_path / "empty"), "HV_KVP_CONFIG": "/etc/passwd"}
-    with caplog.at_level("WARNING"):
-        status = ipinject.set_ip_info(INFO, paths_for(sysfs, state_dir, scripts), environ=env)
+    status = ipinject.set_ip_info(INFO, paths_for(sysfs, state_dir, scripts), environ=env)
     assert status == HvStatus.S_OK
-    assert "no supported network configuration system found for eth0" in caplog.text
+    assert "no supported network configuration system found for eth0" in logs.text
     assert (scripts / "env").read_text() == f"unset|unset|{tmp_path / 'empty'}"
     assert files(state_dir) == ["eth0.nmconnection", "ifcfg-eth0"]
 
     # An unknown HV_KVP_NETSTACK reaches the helper as it is (ours refuses it).
     env = {"HV_KVP_ROOT": str(tmp_path / "empty"), "HV_KVP_NETSTACK": "wicked"}
-    with caplog.at_level("ERROR"):
-        status = ipinject.set_ip_info(INFO, paths_for(sysfs, state_dir, scripts), environ=env)
-    assert "unknown HV_KVP_NETSTACK 'wicked'" in caplog.text
+    status = ipinject.set_ip_info(INFO, paths_for(sysfs, state_dir, scripts), environ=env)
+    assert "unknown HV_KVP_NETSTACK 'wicked'" in logs.text
     assert (scripts / "env").read_text() == f"wicked|unset|{tmp_path / 'empty'}"
 
 
@@ -128,17 +127,16 @@ def test_notes_are_logged(
     sysfs: pathlib.Path,
     state_dir: pathlib.Path,
     tmp_path: pathlib.Path,
-    caplog: pytest.LogCaptureFixture,
+    logs: log.Capture,
 ) -> None:
     scripts = recorder(tmp_path / "s")
     root = tmp_path / "root"
     (root / "etc/network").mkdir(parents=True)
     (root / "etc/network/interfaces").write_text("iface eth0 inet dhcp\n")
     env = {"HV_KVP_ROOT": str(root), "HV_KVP_NETSTACK": "ifupdown"}
-    with caplog.at_level("WARNING"):
-        assert ipinject.set_ip_info(INFO, paths_for(sysfs, state_dir, scripts), environ=env) == 0
-    assert f"SET_IP_INFO: {root}/etc/network/interfaces does not source interfaces.d" in caplog.text
-    assert "SET_IP_INFO: eth0 is also configured elsewhere" in caplog.text
+    assert ipinject.set_ip_info(INFO, paths_for(sysfs, state_dir, scripts), environ=env) == 0
+    assert f"SET_IP_INFO: {root}/etc/network/interfaces does not source interfaces.d" in logs.text
+    assert "SET_IP_INFO: eth0 is also configured elsewhere" in logs.text
 
 
 def test_guid_not_found(
@@ -177,25 +175,23 @@ def test_failing_missing_hanging_helper(
     sysfs: pathlib.Path,
     state_dir: pathlib.Path,
     tmp_path: pathlib.Path,
-    caplog: pytest.LogCaptureFixture,
+    logs: log.Capture,
 ) -> None:
     env = {"HV_KVP_NETSTACK": "networkd"}
     scripts = recorder(tmp_path / "fail", "echo 'nmcli: no' >&2; exit 4\n")
-    with caplog.at_level("ERROR"):
-        status = ipinject.set_ip_info(INFO, paths_for(sysfs, state_dir, scripts), environ=env)
+    status = ipinject.set_ip_info(INFO, paths_for(sysfs, state_dir, scripts), environ=env)
     assert status == HvStatus.E_FAIL
-    assert "Failed to execute cmd" in caplog.text
-    assert "failed with exit status 4: nmcli: no" in caplog.text
+    assert "Failed to execute cmd" in logs.text
+    assert "failed with exit status 4: nmcli: no" in logs.text
     assert files(state_dir) == ["eth0.nmconnection", "ifcfg-eth0"]  # staged file removed
 
-    caplog.clear()
+    logs.clear()
     paths = paths_for(sysfs, state_dir, tmp_path / "nothing-here")
-    with caplog.at_level("ERROR"):
-        assert ipinject.set_ip_info(INFO, paths, environ=env) == HvStatus.E_FAIL
-    assert "hv_set_ifconfig" in caplog.text
-    assert "cannot run it: No such file or directory" in caplog.text
+    assert ipinject.set_ip_info(INFO, paths, environ=env) == HvStatus.E_FAIL
+    assert "hv_set_ifconfig" in logs.text
+    assert "cannot run it: No such file or directory" in logs.text
 
-    caplog.clear()
+    logs.clear()
     # Both far longer than the join() below, a hang guard.
     hang = recorder(tmp_path / "hang", 'sleep 600 & echo $! > "$here/bg.pid"; exec sleep 600\n')
     statuses: list[int] = []
@@ -204,12 +200,11 @@ def test_failing_missing_hanging_helper(
             ipinject.set_ip_info(INFO, paths_for(sysfs, state_dir, hang), environ=env, timeout=1.0)
         )
     )
-    with caplog.at_level("ERROR"):
-        worker.start()
-        worker.join(120)
+    worker.start()
+    worker.join(120)
     assert not worker.is_alive(), "SET_IP_INFO waited for a hanging helper"
     assert statuses == [HvStatus.E_FAIL]
-    assert "did not finish within 1 s; killed" in caplog.text
+    assert "did not finish within 1 s; killed" in logs.text
     assert gone(int((hang / "bg.pid").read_text()))
     assert files(state_dir) == ["eth0.nmconnection", "ifcfg-eth0"]
 

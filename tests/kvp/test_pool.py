@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import random
 import signal
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from hvdaemons import log
 from hvdaemons.kvp.pool import (
     Pool,
     PoolSet,
@@ -158,12 +158,11 @@ def test_duplicate_keys_written_by_others(pool: Pool, state: Path) -> None:
 
 
 def test_dump_shows_bytes_that_are_not_utf8_escaped(
-    pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
+    pool: Pool, state: Path, logs: log.Capture
 ) -> None:
     write_pool(state / ".kvp_pool_0", [golden_record(b"caf\xe9", b"\xff!")])
-    with caplog.at_level(logging.DEBUG):
-        pool.dump()
-    assert [r.getMessage() for r in caplog.records] == [
+    pool.dump()
+    assert logs.messages() == [
         "===Start dumping the contents of pool 0 ===",
         "pool: 0, 1/1 key=caf\\xe9 val=\\xff!",
     ]
@@ -298,7 +297,7 @@ def _open_inodes() -> set[int]:
 
 
 def test_replaced_file_is_reopened(
-    pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
+    pool: Pool, state: Path, logs: log.Capture
 ) -> None:
     pool.set(b"a", b"1")
     old_ino = os.stat(state / ".kvp_pool_0").st_ino
@@ -306,9 +305,8 @@ def test_replaced_file_is_reopened(
     other = state / "replacement"
     write_pool(other, [golden_record(b"b", b"2")])
     os.rename(other, state / ".kvp_pool_0")
-    with caplog.at_level(logging.WARNING):
-        assert pool.items() == [(b"b", b"2")]
-    assert [r.getMessage() for r in caplog.records] == [
+    assert pool.items() == [(b"b", b"2")]
+    assert logs.messages(log.WARNING) == [
         f"pool file {state}/.kvp_pool_0 was replaced; reopening it"
     ]
     pool.set(b"c", b"3")
@@ -349,13 +347,12 @@ def test_a_get_on_an_unchanged_file_takes_no_lock(pool: Pool, state: Path) -> No
 
 
 def test_deleted_file_is_recreated(
-    pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
+    pool: Pool, state: Path, logs: log.Capture
 ) -> None:
     pool.set(b"a", b"1")
     os.unlink(state / ".kvp_pool_0")
-    with caplog.at_level(logging.WARNING):
-        assert pool.items() == []
-    assert [r.getMessage() for r in caplog.records] == [
+    assert pool.items() == []
+    assert logs.messages(log.WARNING) == [
         f"pool file {state}/.kvp_pool_0 vanished; creating it again"
     ]
     pool.set(b"b", b"2")
@@ -363,24 +360,23 @@ def test_deleted_file_is_recreated(
 
 
 def test_partial_trailing_record_is_ignored_then_salvaged(
-    pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
+    pool: Pool, state: Path, logs: log.Capture
 ) -> None:
     junk = b"half a record" * 10
     write_pool(state / ".kvp_pool_0", [golden_record(b"a", b"1")], tail=junk)
-    with caplog.at_level(logging.WARNING):
-        assert pool.items() == [(b"a", b"1")]
-        assert [r.getMessage() for r in caplog.records] == [
-            f"pool 0: {state}/.kvp_pool_0 is 2690 bytes, not a multiple of 2560;"
-            " ignoring its last 130 bytes"
-        ]
-        # An in-place change keeps the size: the tail stays where it is.
-        pool.set(b"a", b"2")
-        assert content(state) == golden_record(b"a", b"2") + junk
-        # A size change first moves the tail aside (nothing is lost).
-        pool.set(b"b", b"3")
+    assert pool.items() == [(b"a", b"1")]
+    assert logs.messages(log.WARNING) == [
+        f"pool 0: {state}/.kvp_pool_0 is 2690 bytes, not a multiple of 2560;"
+        " ignoring its last 130 bytes"
+    ]
+    # An in-place change keeps the size: the tail stays where it is.
+    pool.set(b"a", b"2")
+    assert content(state) == golden_record(b"a", b"2") + junk
+    # A size change first moves the tail aside (nothing is lost).
+    pool.set(b"b", b"3")
     assert content(state) == golden_record(b"a", b"2") + golden_record(b"b", b"3")
     assert (state / ".kvp_salvage_0").read_bytes() == junk
-    assert caplog.records[-1].getMessage() == (
+    assert logs.messages(log.WARNING)[-1] == (
         f"pool 0: moved 130 trailing bytes (an incomplete record) to {state}/.kvp_salvage_0"
     )
     assert stat.S_IMODE(os.stat(state / ".kvp_salvage_0").st_mode) == 0o600
@@ -644,7 +640,7 @@ def test_journal_replay_after_the_truncate_is_idempotent(state: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["truncated", "head-only", "crc", "other-file"])
 def test_bad_journal_is_discarded_and_the_pool_left_alone(
-    state: Path, damage: str, caplog: pytest.LogCaptureFixture
+    state: Path, damage: str, logs: log.Capture
 ) -> None:
     records = [golden_record(b"k%d" % i, b"v") for i in range(3)]
     write_pool(state / ".kvp_pool_0", records)
@@ -660,8 +656,7 @@ def test_bad_journal_is_discarded_and_the_pool_left_alone(
     # An old mtime: the signature read at open() is trusted at once.
     os.utime(state / ".kvp_pool_0", ns=(10**18, 10**18))
     p = Pool(str(state), 0)
-    with caplog.at_level(logging.WARNING):
-        p.open()
+    p.open()
     assert content(state) == b"".join(records)
     assert not (state / ".kvp_journal_0").exists()
     journal, pool_file = state / ".kvp_journal_0", state / ".kvp_pool_0"
@@ -672,7 +667,7 @@ def test_bad_journal_is_discarded_and_the_pool_left_alone(
         )
     else:
         said = f"pool 0: discarding incomplete journal {journal}"
-    assert [r.getMessage() for r in caplog.records] == [said]
+    assert logs.messages(log.WARNING) == [said]
     # Discarded for good: the requests that follow need no lock to look for it again.
     _assert_get_takes_no_lock(p, state, b"k1", b"v")
     p.close()
@@ -931,14 +926,14 @@ def test_poolset_close_closes_every_pool(tmp_path: Path) -> None:
 
 
 def test_poolset_that_cannot_create_its_directory_says_so_as_upstream(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, logs: log.Capture
 ) -> None:
     (tmp_path / "file").write_bytes(b"")
     pools = PoolSet(str(tmp_path / "file" / "hyperv"))
-    with caplog.at_level(logging.ERROR), pytest.raises(NotADirectoryError):
+    with pytest.raises(NotADirectoryError):
         pools.open()
     # kvp_file_init(): "Failed to create '%s'; error: %d %s", errno, strerror(errno).
-    assert [r.getMessage() for r in caplog.records] == [
+    assert logs.messages(log.ERROR) == [
         f"Failed to create '{tmp_path}/file/hyperv'; error: 20 Not a directory"
     ]
 
@@ -957,16 +952,15 @@ def test_a_file_replaced_behind_our_back_is_locked_before_it_is_changed(
 
 
 def test_delete_first_salvages_a_partial_tail_even_of_one_byte(
-    pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
+    pool: Pool, state: Path, logs: log.Capture
 ) -> None:
     write_pool(state / ".kvp_pool_0", [golden_record(b"a", b"1")], tail=b"\x07")
-    with caplog.at_level(logging.WARNING):
-        assert pool.items() == [(b"a", b"1")]
-        assert pool.delete(b"a") is True
-        pool.set(b"b", b"2")
-        pool.set(b"c", b"3")
-        pool.delete(b"c")
-    assert [r.getMessage() for r in caplog.records] == [
+    assert pool.items() == [(b"a", b"1")]
+    assert pool.delete(b"a") is True
+    pool.set(b"b", b"2")
+    pool.set(b"c", b"3")
+    pool.delete(b"c")
+    assert logs.messages(log.WARNING) == [
         f"pool 0: {state}/.kvp_pool_0 is 2561 bytes, not a multiple of 2560;"
         " ignoring its last 1 bytes",
         f"pool 0: moved 1 trailing bytes (an incomplete record) to {state}/.kvp_salvage_0",
@@ -976,15 +970,14 @@ def test_delete_first_salvages_a_partial_tail_even_of_one_byte(
 
 
 def test_a_partial_tail_after_many_records_is_seen(
-    pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
+    pool: Pool, state: Path, logs: log.Capture
 ) -> None:
     # 40 records: the file is read in more than one pread().
     records = [golden_record(b"k%d" % n, b"v%d" % n) for n in range(40)]
     write_pool(state / ".kvp_pool_0", records, tail=b"tail")
-    with caplog.at_level(logging.WARNING):
-        assert [k for k, _ in pool.items()] == [b"k%d" % n for n in range(40)]
-        pool.set(b"new", b"x")
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [k for k, _ in pool.items()] == [b"k%d" % n for n in range(40)]
+    pool.set(b"new", b"x")
+    assert logs.messages(log.WARNING) == [
         f"pool 0: {state}/.kvp_pool_0 is 102404 bytes, not a multiple of 2560;"
         " ignoring its last 4 bytes",
         f"pool 0: moved 4 trailing bytes (an incomplete record) to {state}/.kvp_salvage_0",
@@ -993,7 +986,7 @@ def test_a_partial_tail_after_many_records_is_seen(
 
 
 def test_a_file_that_shrank_under_a_stale_stat_is_read_as_it_is(
-    pool: Pool, state: Path, caplog: pytest.LogCaptureFixture
+    pool: Pool, state: Path, logs: log.Capture
 ) -> None:
     # A writer that takes no lock truncates between our stat and our read.
     records = [golden_record(b"k%d" % n, b"v") for n in range(40)]
@@ -1002,11 +995,10 @@ def test_a_file_that_shrank_under_a_stale_stat_is_read_as_it_is(
     for size in (3 * R, 3 * R + 100, 35 * R, 35 * R + 100):
         before = os.fstat(pool.fd)
         os.truncate(state / ".kvp_pool_0", size)
-        caplog.clear()
-        with caplog.at_level(logging.WARNING):
-            pool._load(before)
+        logs.clear()
+        pool._load(before)
         # Whole records were read: nothing of them counts as a partial tail.
-        assert caplog.records == []
+        assert logs.messages(log.WARNING) == []
         # What this load made of it (a query would stat and load again).
         assert pool._keys == [b"k%d" % n for n in range(size // R)]
         assert pool.items() == [(b"k%d" % n, b"v") for n in range(size // R)]
@@ -1024,28 +1016,26 @@ def test_a_set_on_a_trusted_pool_reads_nothing(pool: Pool) -> None:
 
 
 def test_debug_logs_are_upstreams_and_only_with_debug(
-    state: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    state: Path, tmp_path: Path, logs: log.Capture
 ) -> None:
     quiet = Pool(str(state), 1)
-    with caplog.at_level(logging.DEBUG):
-        quiet.set(b"k", b"v")
-        quiet.set(b"k", b"w")
-        quiet.delete(b"k")
-        quiet.delete(b"k")
-        pools = PoolSet(str(tmp_path / "set"))
-        pools.open()
-        pools[2].set(b"k", b"v")
-    assert caplog.records == []
+    quiet.set(b"k", b"v")
+    quiet.set(b"k", b"w")
+    quiet.delete(b"k")
+    quiet.delete(b"k")
+    pools = PoolSet(str(tmp_path / "set"))
+    pools.open()
+    pools[2].set(b"k", b"v")
+    assert logs.messages() == []
     quiet.close()
     pools.close()
     p = Pool(str(state), 3, debug=True)
-    with caplog.at_level(logging.DEBUG):
-        p.set(b"k", b"v")
-        p.set(b"k", b"w")
-        p.delete(b"k")
-        p.delete(b"k")
+    p.set(b"k", b"v")
+    p.set(b"k", b"w")
+    p.delete(b"k")
+    p.delete(b"k")
     # tools/hv/hv_kvp_daemon.c kvp_key_add_or_modify() and kvp_key_delete().
-    assert [r.getMessage() for r in caplog.records] == [
+    assert logs.messages() == [
         "kvp_key_add_or_modify: added: pool=3 key=k val=v",
         "kvp_key_add_or_modify: updated: pool=3 key=k val=w",
         "kvp_key_delete: deleting the KVP: pool=3 key=k val=w",
@@ -1147,7 +1137,8 @@ def test_same_tick_foreign_writes_are_seen_on_coarse_timestamps(tmp_path: Path) 
 # below it succeeds: the journal is written, then replaying it into the pool
 # fails part way; or the journal itself cannot be written.
 _JOURNAL_FAILS = r"""
-import json, logging, os, resource, signal, sys
+import json, os, resource, signal, sys
+from hvdaemons import log
 from hvdaemons.kvp.pool import Pool
 d = sys.argv[1]
 R = 2560
@@ -1165,11 +1156,8 @@ def fds_on(path):
              if os.path.exists("/proc/self/fd/" + n)]
     return [x for x in links if x in (path, path + " (deleted)")]
 
-messages = []
-handler = logging.Handler()
-handler.emit = lambda record: messages.append(record.getMessage())
-logging.getLogger("hvdaemons.kvp.pool").addHandler(handler)
-out = {"messages": messages}
+logs = log.capture(log.WARNING).__enter__()
+out = {}
 # Deleting k1 journals the 4 records after it (a 10292-byte journal).
 resource.setrlimit(resource.RLIMIT_FSIZE, (5000, hard))
 try:
@@ -1194,6 +1182,7 @@ out["journal_mode"] = oct(os.stat(journal).st_mode & 0o777)
 out["after_replay"] = [k.decode() for k, _ in p.items()]
 out["journal_after_replay"] = os.path.exists(journal)
 out["size"] = os.path.getsize(pool_file)
+out["messages"] = [r.message for r in logs.records if r.name == "hvdaemons.kvp.pool"]
 print(json.dumps(out))
 """
 
@@ -1355,7 +1344,7 @@ def test_interrupted_while_locking_a_replaced_file_closes_it(pool: Pool, state: 
     assert content(state) == golden_record(b"b", b"2") + golden_record(b"c", b"3")
 
 
-def test_a_pool_that_cannot_be_read_says_so_as_upstream(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_pool_that_cannot_be_read_says_so_as_upstream(logs: log.Capture) -> None:
     # The pool lives on an ext4 image in an FsBox (hvsim/fsbox.py, as test_eio
     # does), reached through the box's root from here: records are written,
     # changed by another writer (the cache is stale), then the file system is
@@ -1371,12 +1360,12 @@ def test_a_pool_that_cannot_be_read_says_so_as_upstream(caplog: pytest.LogCaptur
             os.pwrite(fd, b"v2", 512)  # the same size: only the contents change
             os.close(fd)
             box.shutdown("/mnt/x")
-            with caplog.at_level(logging.ERROR), pytest.raises(OSError) as info:
+            with pytest.raises(OSError) as info:
                 p.items()
         finally:
             p.close()
     assert info.value.errno == 5  # EIO
-    assert [r.getMessage() for r in caplog.records] == [
+    assert logs.messages(log.ERROR) == [
         "Failed to read file, pool: 0; error: 5 Input/output error"
     ]
 
@@ -1387,17 +1376,15 @@ def test_a_pool_that_cannot_be_read_says_so_as_upstream(caplog: pytest.LogCaptur
 # (net/core/net-sysfs.c, carrier_show()); the attribute is writable, so the
 # pool opens it read-write.
 _EINVAL_READ = r"""
-import json, logging, os, subprocess, sys
+import json, os, subprocess, sys
+from hvdaemons import log
 from hvdaemons.kvp.pool import Pool
 d = sys.argv[1]
 os.mkdir(d + "/sys")
 subprocess.run(["mount", "-t", "sysfs", "sysfs", d + "/sys"], check=True)
 os.symlink(d + "/sys/class/net/lo/carrier", d + "/.kvp_pool_0")
-messages = []
-handler = logging.Handler()
-handler.emit = lambda record: messages.append(record.getMessage())
-logging.getLogger("hvdaemons.kvp.pool").addHandler(handler)
-out = {"messages": messages}
+logs = log.capture(log.WARNING).__enter__()
+out = {}
 p = Pool(d, 0)
 p.open()
 try:
@@ -1405,6 +1392,7 @@ try:
 except OSError as e:
     out["errno"] = e.errno
 p.close()
+out["messages"] = [r.message for r in logs.records if r.name == "hvdaemons.kvp.pool"]
 print(json.dumps(out))
 """
 

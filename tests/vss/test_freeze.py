@@ -11,11 +11,9 @@ exercised end to end in test_e2e.py.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import signal
 import struct
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,19 +68,15 @@ class RecordingFreezer:
         self.frozen.discard(mp)
 
 
-class Stream:
-    """sys.stderr stand-in: log output lands in the event list, in order."""
+class EventLog(hvlog.Capture):
+    """The daemon's log lines land in the event list, in order, as stderr shows them."""
 
     def __init__(self, events: list[Event]) -> None:
+        super().__init__(hvlog.INFO)  # the daemon's level without -d
         self.events = events
 
-    def write(self, text: str) -> int:
-        for line in text.splitlines():
-            self.events.append(("log", line))
-        return len(text)
-
-    def flush(self) -> None:
-        pass
+    def emit(self, name: str, level: int, message: str) -> None:
+        self.events.append(("log", f"<{level}>Hyper-V VSS: {message}"))
 
 
 MOUNTINFO = """\
@@ -102,17 +96,11 @@ def events() -> list[Event]:
 
 
 @pytest.fixture
-def logging_to_events(events: list[Event], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The daemon's real logging set-up (hvdaemons.log), writing into events."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    monkeypatch.setattr(sys, "stderr", Stream(events))
-    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
-    hvlog.setup("Hyper-V VSS", foreground=True)
-    yield
-    hvlog.release()
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
+def logging_to_events(events: list[Event], log_setup: None) -> Iterator[None]:
+    """The daemon's logging (hvdaemons.log, hold() and release() included), into events."""
+    with EventLog(events):
+        yield
+        hvlog.release()
 
 
 @pytest.fixture
@@ -433,7 +421,7 @@ def test_a_reset_before_the_deferred_release_still_emits_the_held_log(
     assert f.frozen == set() and timer.armed is not None  # the release is due later
     assert calls(events, "log") == []
     h.reset()  # the fake THAW's reply was refused: close, reopen
-    logging.getLogger("hvdaemons.service").error("/dev/vmbus/hv_vss: end of file; reopening")
+    hvlog.get("hvdaemons.service").error("/dev/vmbus/hv_vss: end of file; reopening")
     assert calls(events, "log") == [
         "<6>Hyper-V VSS: VSS: op=FREEZE: succeeded",
         "<6>Hyper-V VSS: VSS: op=THAW: succeeded",

@@ -10,12 +10,11 @@ HV_KVP_NETSTACK in the environment names one and skips the detection.
 
 from __future__ import annotations
 
-import logging
-
+from ...log import get
 from . import ifcfg, ifupdown, keyfile, netplan, networkd
 from .base import Backend, Probe, System
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 ORDER: tuple[tuple[Probe, Backend], ...] = (
     (netplan.present, netplan.BACKEND),

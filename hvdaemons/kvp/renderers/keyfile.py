@@ -11,12 +11,11 @@ usable, preferred profile in /etc/NetworkManager/system-connections.
 
 from __future__ import annotations
 
-import logging
-
+from ...log import get
 from .base import Backend, System, text
 from .model import IpConfig
 
-log = logging.getLogger(__name__)
+log = get(__name__)
 
 
 def _escape(value: str) -> str:

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-import pytest
-
+from hvdaemons import log
 from hvdaemons.kvp.renderers import detect
 from tests.kvp.renderers.cases import Machine
 
@@ -14,10 +13,9 @@ def chosen(machine: Machine, **env: str) -> str | None:
     return None if backend is None else backend.name
 
 
-def test_order(machine: Machine, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("WARNING"):
-        assert chosen(machine) is None
-    assert "no supported network configuration system found for eth0" in caplog.text
+def test_order(machine: Machine, logs: log.Capture) -> None:
+    assert chosen(machine) is None
+    assert "no supported network configuration system found for eth0" in logs.text
     # Each system made present in turn, from the last of the order to the
     # first: the newest one present wins.
     machine.dir("/etc/sysconfig/network-scripts")
@@ -39,14 +37,13 @@ def test_order(machine: Machine, caplog: pytest.LogCaptureFixture) -> None:
     assert chosen(machine) == "netplan"
 
 
-def test_netstack_override(machine: Machine, caplog: pytest.LogCaptureFixture) -> None:
+def test_netstack_override(machine: Machine, logs: log.Capture) -> None:
     machine.dir("/etc/sysconfig/network-scripts")
     for name in ("netplan", "nm", "networkd", "ifupdown", "ifcfg"):
         assert chosen(machine, HV_KVP_NETSTACK=name) == name
-    with caplog.at_level("ERROR"):
-        assert chosen(machine, HV_KVP_NETSTACK="wicked") is None
+    assert chosen(machine, HV_KVP_NETSTACK="wicked") is None
     assert "unknown HV_KVP_NETSTACK 'wicked' (known: netplan ifupdown nm networkd ifcfg)" in (
-        caplog.text
+        logs.text
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hvdaemons import log
 from hvdaemons.kvp.renderers import keyfile
 from hvdaemons.kvp.renderers.model import parse
 from hvdaemons.protocol.kvp import IpValue
@@ -24,7 +25,7 @@ def test_render(case: str) -> None:
     assert keyfile.render(config(case)) == expected("nm", case)
 
 
-def test_pairs_by_position_and_escapes_name(caplog: pytest.LogCaptureFixture) -> None:
+def test_pairs_by_position_and_escapes_name(logs: log.Capture) -> None:
     value = IpValue(
         GUID,
         3,
@@ -34,14 +35,13 @@ def test_pairs_by_position_and_escapes_name(caplog: pytest.LogCaptureFixture) ->
         "10.0.0.254;10.0.0.253",
         "",
     )
-    with caplog.at_level("INFO"):
-        text = keyfile.handoff_text(parse("we\\ird", "AA:BB:CC:DD:EE:FF", value))
+    text = keyfile.handoff_text(parse("we\\ird", "AA:BB:CC:DD:EE:FF", value))
     assert text == (
         "\n[connection]\ninterface-name=we\\\\ird\n\n[ethernet]\nmac-address=AA:BB:CC:DD:EE:FF\n"
         "\n[ipv4]\naddress1=10.0.0.1/20\naddress2=10.0.0.2/32\nmethod=auto\ngateway=10.0.0.254\n"
         "\n[ipv6]\naddress1=2001:db8::5/56\nmethod=manual\n"
     )
-    assert "keyfile takes one ipv4 gateway; ignoring 10.0.0.253" in caplog.text
+    assert "keyfile takes one ipv4 gateway; ignoring 10.0.0.253" in logs.text
 
 
 def _nmcli(machine: Machine, answer: str, rc: int = 0) -> Path:
