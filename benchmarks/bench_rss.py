@@ -422,11 +422,15 @@ IMPORTS = {
         "hvdaemons._ffi",
     )
 }
-# A parser built: argparse's own asks shutil for the terminal width, the
-# daemons' (cli._Parser) does not; both call gettext, which brings locale.
+# A parser built: argparse's asks shutil for the terminal width and calls
+# gettext, which brings locale; the daemons' (hvdaemons.cli, on getopt) neither.
 # pyudev as the file-copy daemon uses it on the real /sys (libudev, a monitor).
 IMPORTS["argparse's parser"] = "import argparse; argparse.ArgumentParser()"
-IMPORTS["cli.parser()"] = "from hvdaemons import cli; cli.parser('p', 'd', None)"
+IMPORTS["cli.CommandLine"] = (
+    "from hvdaemons import cli\n"
+    "class A(cli.Args): __slots__ = ('no_daemon',)\n"
+    "cli.CommandLine('p', 'd', cli.common_options(None)).parse(['-n'], A)"
+)
 IMPORTS["pyudev, as used"] = (
     "from hvdaemons.fcopy.discovery import PyudevDiscovery; PyudevDiscovery().fcopy_devices()"
 )
@@ -438,7 +442,7 @@ DAEMON_IMPORTS = {
 # The standard library modules the daemons import themselves (the rest comes
 # with these); --imports says what each costs imported last, on top of the others.
 DAEMON_STDLIB = (
-    "argparse",
+    "getopt",
     "logging",
     "enum",
     "re",
@@ -496,7 +500,7 @@ def import_costs(inst: Install) -> None:
             row += f" {probe(inst, f'import {DAEMON_IMPORTS[k]}; {code}')[0] - kib:7d}"
         print(row)
     print("  imported last, on top of the daemons' other standard library imports:")
-    for m in ("logging", "argparse", "json", "enum", "socket", "threading", "re"):
+    for m in ("logging", "getopt", "json", "enum", "socket", "threading", "re"):
         others = "import " + ", ".join(x for x in DAEMON_STDLIB if x != m)
         without = probe(inst, others)[0]
         print(f"  {m:18} {probe(inst, f'{others}; import {m}')[0] - without:7d}")

@@ -365,15 +365,19 @@ def test_a_failing_stderr_loses_the_line_not_the_daemon() -> None:
 
 
 def test_cli_exit_codes_match_upstream(capsys: pytest.CaptureFixture[str]) -> None:
-    p = cli.parser("hv_vss_daemon", "d", "/dev/vmbus/hv_vss")
+    class Args(cli.Args):
+        __slots__ = ("no_daemon", "device")
+
+    p = cli.CommandLine("hv_vss_daemon", "d", cli.common_options("/dev/vmbus/hv_vss"))
     with pytest.raises(SystemExit) as e:
-        p.parse_args(["-h"])
+        p.parse(["-h"], Args)
     assert e.value.code == 0
     assert "--no-daemon" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
-        p.parse_args(["--bogus"])
+        p.parse(["--bogus"], Args)
     assert e.value.code == 1
-    args = p.parse_args(["-n"])
+    assert capsys.readouterr().err.endswith("hv_vss_daemon: option --bogus not recognized\n")
+    args = p.parse(["-n"], Args)
     assert args.no_daemon and args.device == "/dev/vmbus/hv_vss"
 
 

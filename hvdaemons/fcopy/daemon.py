@@ -22,7 +22,6 @@ drives the file writer (hvdaemons.fcopy.writer).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -71,7 +70,15 @@ def choose_transport(legacy_path: str, discovery: Discovery, stopper: Stopper) -
     )
 
 
-def serve(args: argparse.Namespace, stopper: Stopper, ident: str) -> int:
+class FcopyArgs(cli.Args):
+    __slots__ = ("no_daemon", "device", "sysfs_root", "dev_root")
+    no_daemon: bool
+    device: str | None
+    sysfs_root: str
+    dev_root: str
+
+
+def serve(args: FcopyArgs, stopper: Stopper, ident: str) -> int:
     log.info("starting; pid is:%d", os.getpid())
     discovery: Discovery | None = None
     if args.device is not None:
@@ -100,36 +107,40 @@ def serve(args: argparse.Namespace, stopper: Stopper, ident: str) -> int:
     return uio.run(discovery, binder, copier, stopper, status)
 
 
-def parser(prog: str) -> argparse.ArgumentParser:
-    p = cli.parser(prog, "Hyper-V host-to-guest file copy daemon (char device or uio)", None)
-    p.add_argument(
-        "--device",
-        action=cli.ExistingDevice,
-        default=None,
-        metavar="PATH",
-        help=f"use the char-device transport at PATH (a device, or a SOCK_SEQPACKET socket "
-        f"serving its protocol); default: {chardev.DEVICE} if present, else uio",
+def command_line(prog: str) -> cli.CommandLine:
+    options = [
+        *cli.common_options(None),
+        cli.Option(
+            "device",
+            f"use the char-device transport at PATH (a device, or a SOCK_SEQPACKET socket "
+            f"serving its protocol); default: {chardev.DEVICE} if present, else uio",
+            metavar="PATH",
+            convert=cli.existing_device,
+        ),
+        # The uio transport's trees (the simulator passes its own).
+        cli.Option(
+            "sysfs-root",
+            "sysfs to find the file-copy device in (default /sys)",
+            metavar="DIR",
+            default="/sys",
+        ),
+        cli.Option(
+            "dev-root", "directory of the uioN nodes (default /dev)", metavar="DIR", default="/dev"
+        ),
+    ]
+    return cli.CommandLine(
+        prog, "Hyper-V host-to-guest file copy daemon (char device or uio)", options
     )
-    # The uio transport's trees (the simulator passes its own).
-    p.add_argument(
-        "--sysfs-root",
-        default="/sys",
-        metavar="DIR",
-        help="sysfs to find the file-copy device in (default /sys)",
-    )
-    p.add_argument(
-        "--dev-root",
-        default="/dev",
-        metavar="DIR",
-        help="directory of the uioN nodes (default /dev)",
-    )
-    return p
+
+
+def parse_args(argv: Sequence[str] | None, prog: str) -> FcopyArgs:
+    return command_line(prog).parse(argv, FcopyArgs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     prog = name if name in PROGS else PROGS[0]
-    args = parser(prog).parse_args(argv)
+    args = parse_args(argv, prog)
     ident = uio.IDENT if prog == "hv_fcopy_uio_daemon" else chardev.IDENT
     return cli.run(prog, ident, args, lambda stopper: serve(args, stopper, ident))
 

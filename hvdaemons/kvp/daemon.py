@@ -28,7 +28,6 @@ hvdaemons.kvp.pool, ipinfo and ipinject list theirs):
 
 from __future__ import annotations
 
-import argparse
 import errno
 import os
 import time
@@ -323,30 +322,40 @@ class KvpHandler:
         return kvp.encode_status_reply(msg, status)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = cli.parser(PROG, "Hyper-V KVP (key/value pair data exchange) daemon", DEVICE)
-    p.add_argument(
-        "-d",
-        "--debug",
-        action="store_true",
-        help="log the pools at start and every change at LOG_DEBUG",
-    )
-    p.add_argument(
-        "--state-dir",
-        default=KvpPaths.state_dir,
-        metavar="DIR",
-        help=f"where the pool files live (default {KvpPaths.state_dir})",
-    )
-    p.add_argument(
-        "--scripts-dir",
-        default=KvpPaths.scripts_dir,
-        metavar="DIR",
-        help=f"hv_get_dhcp_info, hv_get_dns_info, hv_set_ifconfig (default {KvpPaths.scripts_dir})",
-    )
-    return p
+class KvpArgs(cli.Args):
+    __slots__ = ("no_daemon", "device", "debug", "state_dir", "scripts_dir")
+    no_daemon: bool
+    device: str
+    debug: bool
+    state_dir: str
+    scripts_dir: str
 
 
-def serve(args: argparse.Namespace, stopper: Stopper) -> int:
+def command_line() -> cli.CommandLine:
+    options = [
+        *cli.common_options(DEVICE),
+        cli.Option("debug", "log the pools at start and every change at LOG_DEBUG", short="d"),
+        cli.Option(
+            "state-dir",
+            f"where the pool files live (default {KvpPaths.state_dir})",
+            metavar="DIR",
+            default=KvpPaths.state_dir,
+        ),
+        cli.Option(
+            "scripts-dir",
+            f"hv_get_dhcp_info, hv_get_dns_info, hv_set_ifconfig (default {KvpPaths.scripts_dir})",
+            metavar="DIR",
+            default=KvpPaths.scripts_dir,
+        ),
+    ]
+    return cli.CommandLine(PROG, "Hyper-V KVP (key/value pair data exchange) daemon", options)
+
+
+def parse_args(argv: Sequence[str] | None) -> KvpArgs:
+    return command_line().parse(argv, KvpArgs)
+
+
+def serve(args: KvpArgs, stopper: Stopper) -> int:
     """Everything after daemonizing, in the reference's order."""
     log.info("KVP starting; pid is:%d", os.getpid())
     paths = KvpPaths(state_dir=args.state_dir, scripts_dir=args.scripts_dir)
@@ -381,7 +390,7 @@ def serve(args: argparse.Namespace, stopper: Stopper) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse_args(argv)
     return cli.run(PROG, IDENT, args, lambda stopper: serve(args, stopper), debug=args.debug)
 
 

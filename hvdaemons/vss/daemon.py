@@ -19,7 +19,6 @@ never leaving a guest frozen (see freeze.py and mounts.py):
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -138,35 +137,49 @@ class FreezeStatus:
         self.status.set("state", text, force=True)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = cli.parser(
-        PROG, "Hyper-V VSS (backup) daemon: freezes filesystems for host snapshots", DEVICE
+class VssArgs(cli.Args):
+    __slots__ = ("no_daemon", "device", "list", "thaw", "thaw_deadline", "state_file")
+    no_daemon: bool
+    device: str
+    list: bool
+    thaw: bool
+    thaw_deadline: float
+    state_file: str
+
+
+def command_line() -> cli.CommandLine:
+    options = [
+        *cli.common_options(DEVICE),
+        cli.Option(
+            "list",
+            "print what a FREEZE would freeze, in order, and why every other mount is skipped",
+        ),
+        cli.Option(
+            "thaw",
+            "thaw every eligible filesystem (and what a killed daemon recorded), then exit",
+        ),
+        cli.Option(
+            "thaw-deadline",
+            f"thaw by itself if no THAW arrives this long after FREEZE; 0: never "
+            f"(default {DEFAULT_THAW_DEADLINE:.0f})",
+            metavar="SECONDS",
+            default=DEFAULT_THAW_DEADLINE,
+            convert=float,
+        ),
+        cli.Option(
+            "state-file",
+            f"records a freeze in progress, for recovery after SIGKILL (default {STATE_FILE})",
+            metavar="PATH",
+            default=STATE_FILE,
+        ),
+    ]
+    return cli.CommandLine(
+        PROG, "Hyper-V VSS (backup) daemon: freezes filesystems for host snapshots", options
     )
-    p.add_argument(
-        "--list",
-        action="store_true",
-        help="print what a FREEZE would freeze, in order, and why every other mount is skipped",
-    )
-    p.add_argument(
-        "--thaw",
-        action="store_true",
-        help="thaw every eligible filesystem (and what a killed daemon recorded), then exit",
-    )
-    p.add_argument(
-        "--thaw-deadline",
-        type=float,
-        default=DEFAULT_THAW_DEADLINE,
-        metavar="SECONDS",
-        help=f"thaw by itself if no THAW arrives this long after FREEZE; 0: never "
-        f"(default {DEFAULT_THAW_DEADLINE:.0f})",
-    )
-    p.add_argument(
-        "--state-file",
-        default=STATE_FILE,
-        metavar="PATH",
-        help=f"records a freeze in progress, for recovery after SIGKILL (default {STATE_FILE})",
-    )
-    return p
+
+
+def parse_args(argv: Sequence[str] | None) -> VssArgs:
+    return command_line().parse(argv, VssArgs)
 
 
 def _print_outcome(out: Outcome) -> None:
@@ -177,7 +190,7 @@ def _print_outcome(out: Outcome) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     planner = Planner()
     marker = Marker(args.state_file)
     if args.list:
