@@ -22,6 +22,7 @@ import sys
 
 from . import _ffi, log
 from .daemonize import daemonize
+from .errors import HvError
 from .service import Stopper
 from .value import Value
 
@@ -51,7 +52,7 @@ _WIDTH = 78
 _HELP_COLUMN = 24
 
 
-class Refused(Exception):
+class Refused(HvError):
     """A value the daemon cannot start with: PROG: message and exit 1, without the usage."""
 
 
