@@ -78,3 +78,47 @@ def test_script_path() -> None:
     # openSUSE builds KVP_SCRIPTS_PATH empty: PATH lookup.
     assert helper.script(KvpPaths(scripts_dir=""), "hv_set_ifconfig") == "hv_set_ifconfig"
     assert helper.command_text(["/x/hv_get_dns_info", "a;b$c"]) == "/x/hv_get_dns_info 'a;b$c'"
+
+
+def test_program_found_through_the_given_path(tmp_path: pathlib.Path) -> None:
+    # openSUSE's empty KVP_SCRIPTS_PATH: the bare name is looked up in the
+    # helper's PATH, not the daemon's.
+    write_script(tmp_path / "hv_get_dns_info", "echo found\n")
+    (tmp_path / "not-executable").write_text("#!/bin/sh\necho no\n")
+    path = f"/nonexistent:{tmp_path}:/bin:/usr/bin"
+    result = helper.run(["hv_get_dns_info"], 60.0, env={"PATH": path})
+    assert (result.returncode, result.stdout) == (0, b"found\n")
+    result = helper.run(["not-executable"], 60.0, env={"PATH": str(tmp_path)})
+    assert result.failure == "cannot run it: No such file or directory"
+    result = helper.run([str(tmp_path / "not-executable")], 60.0)
+    assert result.failure == "cannot run it: Permission denied"
+
+
+def test_helper_starts_clean(tmp_path: pathlib.Path) -> None:
+    """Its own session, stdin from /dev/null, only descriptors 0-2, SIGHUP and SIGPIPE default."""
+    # The daemon ignores both (hvdaemons.service); an ignored signal stays
+    # ignored across exec unless the spawn resets it.
+    old_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    old_pipe = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    leaked_r, leaked_w = os.pipe()
+    try:
+        result = helper.run(["cat", "/proc/self/status"], 60.0)
+        fds = helper.run(["ls", "/proc/self/fd"], 60.0)
+        stdin = helper.run(["readlink", "/proc/self/fd/0"], 60.0)
+        session = helper.run(["sh", "-c", "ps -o sid= -p $$"], 60.0)
+    finally:
+        signal.signal(signal.SIGHUP, old_hup)
+        signal.signal(signal.SIGPIPE, old_pipe)
+        os.close(leaked_r)
+        os.close(leaked_w)
+    fields = dict(
+        line.split(":\t", 1) for line in result.stdout.decode().splitlines() if ":\t" in line
+    )
+    ignored = int(fields["SigIgn"], 16)
+    assert not ignored & (1 << (signal.SIGHUP - 1)), fields["SigIgn"]
+    assert not ignored & (1 << (signal.SIGPIPE - 1)), fields["SigIgn"]
+    assert int(fields["SigBlk"], 16) == 0
+    # ls's own directory descriptor is the 3.
+    assert fds.stdout.split() == [b"0", b"1", b"2", b"3"], fds.stdout
+    assert stdin.stdout == b"/dev/null\n"
+    assert session.returncode == 0 and int(session.stdout) != os.getsid(0)
