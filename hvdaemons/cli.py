@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 
 # getopt translates its messages through gettext, whose import compiles a
-# regex and so loads re: 0.3 MiB for a daemon's life.  Without gettext getopt
+# regex and so loads re: 0.5 MiB for a daemon's life.  Without gettext getopt
 # keeps its messages as written (its own fallback for a Python still being
 # built), as the C daemons' are.
 _WITHOUT_GETTEXT = "gettext" not in sys.modules

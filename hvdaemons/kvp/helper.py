@@ -60,7 +60,7 @@ def script(paths: KvpPaths, name: str) -> str:
 
 def command_text(argv: list[str]) -> str:
     """argv for a log line, quoted so that odd interface names read unambiguously."""
-    import shlex  # only for a failure's log line: shlex brings re (1 MiB)
+    import shlex  # only for a failure's log line: shlex brings re (0.3 MiB)
 
     return shlex.join(argv)
 

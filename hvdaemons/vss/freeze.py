@@ -141,7 +141,7 @@ class Marker:
     and flips the first word in place: one pwrite() per FREEZE and THAW.
     Layout: "frozen\n" or "thawed\n", "pid N\n", then one line per target:
     "MAJOR MINOR PATH" with the mount point's bytes in hex (any byte may
-    appear in a path; json would cost the daemon 0.3 MiB with re).
+    appear in a path; json would cost the daemon 0.5 MiB with re).
     """
 
     FROZEN = b"frozen"
