@@ -1398,17 +1398,7 @@ print(json.dumps(out))
 
 
 def test_a_pool_read_failing_with_its_own_errno_logs_that_errno(tmp_path: Path) -> None:
-    res = subprocess.run(
-        [
-            *("unshare", "--mount", "--net", "--propagation", "private", "--"),
-            *(sys.executable, "-c", _EINVAL_READ, str(tmp_path)),
-        ],
-        cwd=NEUTRAL_CWD,
-        env=daemon_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    res = unshare_python(_EINVAL_READ, str(tmp_path), net=True)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["errno"] == 22  # EINVAL

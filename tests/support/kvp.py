@@ -137,11 +137,15 @@ def build_c_writer(directory: pathlib.Path) -> pathlib.Path:
     return out
 
 
-def unshare_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run Python code in a private mount namespace (it may mount tmpfs freely)."""
+def unshare_python(code: str, *args: str, net: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run Python code in a private mount namespace (it may mount tmpfs freely).
+
+    net: in a network namespace of its own too (sysfs mounted there shows its devices).
+    """
     argv: Sequence[str] = [
         "unshare",
         "--mount",
+        *(["--net"] if net else []),
         "--propagation",
         "private",
         "--",
