@@ -35,6 +35,7 @@ daemon's own imports (median of 3 runs).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import os
 import shutil
@@ -44,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -227,6 +228,30 @@ def kvp_workload(host: KvpHost, big: bool) -> None:
             ok(host.set(1, f"telemetry-{(i * 7919) % 5000:05d}", f"updated {i}"), "SET (big pool)")
 
 
+@contextmanager
+def registered(
+    argv: Sequence[str],
+    env: dict[str, str],
+    log_path: Path,
+    kernel: ChardevKernel,
+    what: str,
+    popen: Callable[..., subprocess.Popen[bytes]] | None = None,
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """The daemon started (output to log_path) and registered with kernel: (it, VmRSS then).
+
+    Stopped on leaving.  popen: how to start it (default: from /).
+    """
+    start = popen or functools.partial(subprocess.Popen, cwd="/")
+    with open(log_path, "wb") as log:
+        proc = start(list(argv), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        if not kernel.wait_registered(60):
+            raise RuntimeError(f"{what} did not register; see {log_path}")
+        yield proc, status(proc.pid)["VmRSS"]
+    finally:
+        launch.stop(proc)
+
+
 def kvp_run(who: str, inst: Install, work: Path, ns: NetNs, big: bool) -> dict[str, int]:
     tag = f"kvp-{who}-{'big' if big else 'small'}"
     sim, state = work / f"{tag}-sim", work / f"{tag}-state"
@@ -255,18 +280,11 @@ def kvp_run(who: str, inst: Install, work: Path, ns: NetNs, big: bool) -> dict[s
         ns.name,
         *refdaemons.sandbox_argv(program, tmpfs=(), binds=binds),
     ]
-    with open(work / f"{tag}.log", "wb") as log:
-        proc = subprocess.Popen(
-            argv, cwd="/", env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
-        )
     try:
-        if not kernel.wait_registered(60):
-            raise RuntimeError(f"KVP {who} did not register; see {work / f'{tag}.log'}")
-        started = status(proc.pid)["VmRSS"]
-        kvp_workload(KvpHost(kernel), big)
-        return {**status(proc.pid), "Started": started}
+        with registered(argv, env, work / f"{tag}.log", kernel, f"KVP {who}") as (proc, started):
+            kvp_workload(KvpHost(kernel), big)
+            return {**status(proc.pid), "Started": started}
     finally:
-        launch.stop(proc)
         kernel.close()
         notes.close()
 
@@ -287,23 +305,19 @@ def vss_run(who: str, inst: Install, box: FsBox, work: Path) -> dict[str, int]:
         argv = [str(refdaemons.ref_daemon(RELEASE, "hv_vss_daemon")), "-n"]
         env = base_env({"LD_PRELOAD": str(refdaemons.build_shim()), "HVSHIM_DIR": str(d)})
     env.update(notes.env())
-    with open(work / f"vss-{who}.log", "wb") as log:
-        proc = box.popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    log_path = work / f"vss-{who}.log"
     try:
-        if not kernel.wait_registered(60):
-            raise RuntimeError(f"VSS {who} did not register; see {work / f'vss-{who}.log'}")
-        started = status(proc.pid)["VmRSS"]
-        host = VssHost(kernel)
-        mps = box.image_mount_points()
-        for _ in range(10):
-            results = host.backup()
-            if not all(r.ok for r in results) or len(results) != 3:
-                raise RuntimeError(f"VSS {who}: backup failed: {results}")
-            if box.frozen(mps):
-                raise RuntimeError(f"VSS {who}: left frozen")
-        return {**status(proc.pid), "Started": started}
+        with registered(argv, env, log_path, kernel, f"VSS {who}", box.popen) as (proc, started):
+            host = VssHost(kernel)
+            mps = box.image_mount_points()
+            for _ in range(10):
+                results = host.backup()
+                if not all(r.ok for r in results) or len(results) != 3:
+                    raise RuntimeError(f"VSS {who}: backup failed: {results}")
+                if box.frozen(mps):
+                    raise RuntimeError(f"VSS {who}: left frozen")
+            return {**status(proc.pid), "Started": started}
     finally:
-        launch.stop(proc)
         if box.frozen(box.image_mount_points()):
             box.thaw(box.image_mount_points())
         kernel.close()
@@ -332,26 +346,22 @@ def fcopy_legacy_run(who: str, inst: Install, work: Path, payload: bytes) -> dic
     env = base_env({"LD_PRELOAD": str(refdaemons.build_shim()), "HVSHIM_DIR": str(d)})
     env.update(notes.env())
     argv = refdaemons.sandbox_argv(program)
-    with open(work / f"fcopy-{who}.log", "wb") as log:
-        proc = subprocess.Popen(
-            argv, cwd="/", env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
-        )
+    log_path = work / f"fcopy-{who}.log"
     try:
-        if not kernel.wait_registered(60):
-            raise RuntimeError(f"file copy {who} did not register; see {work / f'fcopy-{who}.log'}")
-        started = status(proc.pid)["VmRSS"]
-        host = FcopyHost(kernel)
-        for i in range(3):
-            statuses = host.copy_file(payload, str(target), f"big{i}.bin", fcopy_proto.OVER_WRITE)
-            if set(statuses) != {HvStatus.S_OK}:
-                raise RuntimeError(f"file copy {who}: {statuses[:3]}...{statuses[-2:]}")
-        for i in range(10):
-            statuses = host.copy_file(b"small file %d\n" % i, str(target), f"small{i}.txt")
-            if set(statuses) != {HvStatus.S_OK}:
-                raise RuntimeError(f"file copy {who}: {statuses}")
-        return {**status(proc.pid), "Started": started}
+        with registered(argv, env, log_path, kernel, f"file copy {who}") as (proc, started):
+            host = FcopyHost(kernel)
+            for i in range(3):
+                statuses = host.copy_file(
+                    payload, str(target), f"big{i}.bin", fcopy_proto.OVER_WRITE
+                )
+                if set(statuses) != {HvStatus.S_OK}:
+                    raise RuntimeError(f"file copy {who}: {statuses[:3]}...{statuses[-2:]}")
+            for i in range(10):
+                statuses = host.copy_file(b"small file %d\n" % i, str(target), f"small{i}.txt")
+                if set(statuses) != {HvStatus.S_OK}:
+                    raise RuntimeError(f"file copy {who}: {statuses}")
+            return {**status(proc.pid), "Started": started}
     finally:
-        launch.stop(proc)
         kernel.close()
         notes.close()
 
