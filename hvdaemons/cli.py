@@ -10,7 +10,7 @@ device is waited for, because udev starts the daemon when it appears.
 The C daemons parse with getopt_long(); so do these, through
 getopt.gnu_getopt (it permutes like glibc and takes unique prefixes of long
 options).  argparse, with the gettext it loads, would stay in every
-daemon's memory for its life (1.1-1.4 MiB; benchmarks/bench_rss.py
+daemon's memory for its life (0.6-0.8 MiB; benchmarks/bench_rss.py
 --imports).  One table of Options makes both getopt's spec and the --help
 text; the result is a slotted Args subclass, one field per option.
 """
