@@ -22,7 +22,10 @@ LD_PRELOAD shim.  Each daemon is measured alone, after:
 * file copy, char device: three copies of 8 MiB and ten small files;
 * file copy, uio ring (ours only: Debian packages no uio daemon): three
   copies of 8 MiB through the simulated ring, the host's interrupt-driven
-  and its polling mode.
+  and its polling mode; once with the simulator's trees passed as
+  --sysfs-root/--dev-root, once as a guest runs it ("uio, guest paths"): no
+  options, the simulator's trees mounted on /sys and /dev in a private mount
+  namespace, so the daemon also listens to the kernel's uevents.
 
 Columns: VmRSS after the workload, split into RssAnon and RssFile, the
 peak (VmHWM) and VmRSS once registered ("start").  --imports prints what
@@ -69,7 +72,11 @@ from tests.reference import refdaemons  # noqa: E402
 from tests.support.netns import NetNs  # noqa: E402
 
 RELEASE = "bookworm"  # the release that ships all three reference daemons
-GOAL_MIB = {"kvp": 12.0, "vss": 12.0, "fcopy": 14.0, "fcopy-uio": 14.0}
+GOAL_MIB = {"kvp": 12.0, "vss": 12.0, "fcopy": 14.0, "fcopy-uio": 14.0, "fcopy-uio-sys": 14.0}
+
+# Runs "$@" with /sys and /dev replaced by the simulator's trees ($1, $2), in
+# a private mount namespace: what the daemon sees of them is all a guest's.
+AT_GUEST_PATHS = 'mount --bind "$1" /sys && mount --bind "$2" /dev && shift 2 && exec "$@"'
 NIC_MAC = "00:15:5d:00:00:42"
 ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -366,25 +373,46 @@ def fcopy_legacy_run(who: str, inst: Install, work: Path, payload: bytes) -> dic
         notes.close()
 
 
-def fcopy_uio_run(inst: Install, work: Path, payload: bytes) -> dict[str, int]:
-    root = work / "uio-sim"
-    dest = work / "uio-dest"
-    src = work / "uio-source.bin"
+def uevent_sockets(pid: int) -> int:
+    """How many of pid's descriptors are NETLINK_KOBJECT_UEVENT sockets (/proc/PID/net/netlink)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    with open(f"/proc/{pid}/net/netlink") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(1 for row in rows if row[1] == "15" and row[-1] in inodes)
+
+
+def fcopy_uio_run(inst: Install, work: Path, payload: bytes, guest_paths: bool) -> dict[str, int]:
+    tag = "uio-sys" if guest_paths else "uio"
+    root = work / f"{tag}-sim"
+    dest = work / f"{tag}-dest"
+    src = work / f"{tag}-source.bin"
     src.write_bytes(payload)
-    notes = Notifications(work / "uio-notify")
+    notes = Notifications(work / f"{tag}-notify")
     sim = sim_uio.UioSim(str(root))
     try:
         sim.offer()
-        argv = inst.argv(
-            "hv_fcopy_uio_daemon",
-            "--no-daemon",
-            "--sysfs-root",
-            str(root / "sys"),
-            "--dev-root",
-            str(root / "dev"),
-        )
+        if guest_paths:
+            # unshare and sh exec: the daemon keeps the pid Popen sees.
+            argv = [
+                *("unshare", "--mount", "--propagation", "private", "--"),
+                *("sh", "-c", AT_GUEST_PATHS, "sh", str(root / "sys"), str(root / "dev")),
+                *inst.argv("hv_fcopy_uio_daemon", "--no-daemon"),
+            ]
+        else:
+            argv = inst.argv(
+                "hv_fcopy_uio_daemon",
+                "--no-daemon",
+                "--sysfs-root",
+                str(root / "sys"),
+                "--dev-root",
+                str(root / "dev"),
+            )
         env = base_env(notes.env())
-        with open(work / "uio.log", "wb") as log:
+        with open(work / f"{tag}.log", "wb") as log:
             proc = subprocess.Popen(
                 argv, cwd="/", env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
@@ -396,6 +424,8 @@ def fcopy_uio_run(inst: Install, work: Path, payload: bytes) -> dict[str, int]:
             if st != 0:
                 raise RuntimeError(f"uio negotiation: status {st:#x}")
             started = status(proc.pid)["VmRSS"]
+            if uevent_sockets(proc.pid) != (1 if guest_paths else 0):
+                raise RuntimeError(f"uio ({tag}): not the discovery a guest's /sys gets")
             for i, fast in enumerate((False, False, True)):
                 result = host.copy_file(str(src), str(dest), f"copy{i}.bin", fast=fast)
                 if not result.ok:
@@ -434,15 +464,16 @@ IMPORTS = {
 }
 # A parser built: argparse's asks shutil for the terminal width and calls
 # gettext, which brings locale; the daemons' (hvdaemons.cli, on getopt) neither.
-# pyudev as the file-copy daemon uses it on the real /sys (libudev, a monitor).
+# The file-copy daemon's discovery on the real /sys: the scan and the kernel's
+# uevent socket (pyudev, above, is what it would cost instead).
 IMPORTS["argparse's parser"] = "import argparse; argparse.ArgumentParser()"
 IMPORTS["cli.CommandLine"] = (
     "from hvdaemons import cli\n"
     "class A(cli.Args): __slots__ = ('no_daemon',)\n"
     "cli.CommandLine('p', 'd', cli.common_options(None)).parse(['-n'], A)"
 )
-IMPORTS["pyudev, as used"] = (
-    "from hvdaemons.fcopy.discovery import PyudevDiscovery; PyudevDiscovery().fcopy_devices()"
+IMPORTS["discovery on /sys"] = (
+    "from hvdaemons.fcopy.discovery import make_discovery; make_discovery().fcopy_devices()"
 )
 DAEMON_IMPORTS = {
     "kvp": "hvdaemons.kvp.daemon",
@@ -523,7 +554,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--python", default="/usr/bin/python3", help="our daemons' interpreter")
     p.add_argument("--imports", action="store_true", help="also print what each import costs")
     p.add_argument(
-        "--only", default="kvp,kvp-big,vss,fcopy,fcopy-uio", help="which rows (comma-separated)"
+        "--only",
+        default="kvp,kvp-big,vss,fcopy,fcopy-uio,fcopy-uio-sys",
+        help="which rows (comma-separated)",
     )
     args = p.parse_args(argv)
     if os.geteuid() != 0:
@@ -549,14 +582,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["fcopy"] = {
                 w: fcopy_legacy_run(w, inst, work, payload) for w in ("ref", "ours")
             }
-        if "fcopy-uio" in rows:
-            results["fcopy-uio"] = {"ours": fcopy_uio_run(inst, work, payload)}
+        for row in ("fcopy-uio", "fcopy-uio-sys"):
+            if row in rows:
+                guest_paths = row == "fcopy-uio-sys"
+                results[row] = {"ours": fcopy_uio_run(inst, work, payload, guest_paths)}
         labels = {
             "kvp": "KVP, small pools",
             "kvp-big": "KVP, 5,000-record pool",
             "vss": "VSS, 10 backups",
             "fcopy": "file copy, char device",
             "fcopy-uio": "file copy, uio ring",
+            "fcopy-uio-sys": "uio, guest paths",
         }
         print(
             f"\nVmRSS after the workload, MiB (ours: {args.python} -I; reference: Debian {RELEASE})"

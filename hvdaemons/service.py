@@ -76,7 +76,7 @@ if TYPE_CHECKING:
         # for the STATUS= line; without it the line shows no last request.
 
     class Wakeup(Protocol):
-        """Besides a stop request, what ends a wait for a device early (a udev monitor)."""
+        """Besides a stop request, what ends a wait for a device early (the kernel's uevents)."""
 
         def wake_fd(self) -> int | None:
             """A descriptor readable when devices change, or None to look again by timer only."""

@@ -8,11 +8,13 @@ the test asserts that none of the modules taken out of the daemons came
 back: dataclasses (with inspect, ast and dis), typing, secrets (hashlib,
 OpenSSL), shutil (bz2, lzma), argparse and gettext (the daemons parse with
 getopt, hvdaemons.cli), logging (traceback, tokenize, string...:
-hvdaemons.log speaks syslog instead) and, where a daemon
-needs them only on a rare path, subprocess, pyudev and KVP's IP code.  The
-file-copy daemon is also started on a made-up /sys (a private mount
-namespace): pyudev's libudev is mapped only when the uio transport needs
-it.  RSS figures are benchmarks/bench_rss.py's, not a test's.
+hvdaemons.log speaks syslog instead), pyudev (with ctypes, libudev and
+ctypes.util's shutil, subprocess and tempfile: the file-copy daemon reads
+sysfs itself) and, where a daemon needs them only on a rare path,
+subprocess and KVP's IP code.  The file-copy daemon is also started on a
+made-up /sys (a private mount namespace), where it finds the device and
+maps neither libudev nor ctypes for either transport.  RSS figures are
+benchmarks/bench_rss.py's, not a test's.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ NEVER = {
     "gettext",
     "hvsim",
     "hvdaemons.ctl",
+    # hvctl's: the file-copy daemon scans sysfs itself (hvdaemons.fcopy.discovery).
+    "pyudev",
+    "ctypes",
     # logging and what it brings: the daemons log through hvdaemons.log
     # (syslog), whose exception() imports traceback when it needs it.
     "logging",
@@ -72,7 +77,6 @@ NEVER = {
 LATER = {
     "hvdaemons.kvp.daemon": {
         "subprocess",
-        "pyudev",
         "hvdaemons.kvp.ipinfo",
         "hvdaemons.kvp.ipinject",
         "hvdaemons.kvp.helper",
@@ -80,10 +84,9 @@ LATER = {
     },
     # VSS imports everything it will ever need at start (a filesystem may be
     # frozen later), so what is absent here is what it never needs.
-    "hvdaemons.vss.daemon": {"subprocess", "pyudev"},
-    # pyudev only for the uio transport on the real /sys, modprobe only for a
-    # device left unbound.
-    "hvdaemons.fcopy.daemon": {"subprocess", "pyudev"},
+    "hvdaemons.vss.daemon": {"subprocess"},
+    # modprobe only for a device left unbound.
+    "hvdaemons.fcopy.daemon": {"subprocess"},
 }
 
 # How each daemon's main() parses its command line.
@@ -234,22 +237,26 @@ def fcopy_on_fake_sys(request: pytest.FixtureRequest) -> Iterator[subprocess.Pop
     proc.stderr.close()
 
 
+def no_udev_in(pid: int) -> None:
+    maps = maps_of(pid)
+    assert "_cffi_backend" in maps  # the daemon's own map
+    assert "libudev" not in maps and "_ctypes" not in maps
+
+
 @pytest.mark.parametrize("fcopy_on_fake_sys", [HV_UTILS_DRIVER], indirect=True)
-def test_fcopy_on_the_char_device_never_loads_pyudev(
+def test_fcopy_on_the_char_device_maps_no_udev(
     fcopy_on_fake_sys: subprocess.Popen[str],
 ) -> None:
     # hv_utils owns the device: the char device transport, without waiting for it.
     lines = lines_until(fcopy_on_fake_sys, r"HV_FCOPY: open /dev/vmbus/hv_fcopy failed")
-    pid = int(re.findall(r"starting; pid is:(\d+)", "".join(lines))[0])
-    maps = maps_of(pid)
-    assert "_cffi_backend" in maps  # the daemon's own map
-    assert "libudev" not in maps
+    no_udev_in(int(re.findall(r"starting; pid is:(\d+)", "".join(lines))[0]))
 
 
 @pytest.mark.parametrize("fcopy_on_fake_sys", [UIO_DRIVER], indirect=True)
-def test_fcopy_for_the_uio_ring_loads_pyudev(fcopy_on_fake_sys: subprocess.Popen[str]) -> None:
-    # Not the char device: the daemon waits through pyudev (whose libudev
-    # does not take the made-up tree for a device, hence "waiting").
-    lines = lines_until(fcopy_on_fake_sys, r"waiting for /dev/vmbus/hv_fcopy or a file-copy")
-    pid = int(re.findall(r"starting; pid is:(\d+)", "".join(lines))[0])
-    assert "libudev" in maps_of(pid)
+def test_fcopy_for_the_uio_ring_finds_it_in_sysfs(fcopy_on_fake_sys: subprocess.Popen[str]) -> None:
+    # The uio transport, on a /sys that is not sysfs (which libudev would not
+    # read): the device is found, bound to uio_hv_generic, its uio node to come.
+    lines = lines_until(
+        fcopy_on_fake_sys, r"HV_UIO_FCOPY: waiting for uio_hv_generic to bind the file-copy device"
+    )
+    no_udev_in(int(re.findall(r"starting; pid is:(\d+)", "".join(lines))[0]))

@@ -85,7 +85,7 @@ def serve(args: FcopyArgs, stopper: Stopper, ident: str) -> int:
         transport: str | None = "legacy"
     else:
         # One look through sysfs first: a kernel with the char device (<= 6.9)
-        # never needs make_discovery()'s pyudev, 2.5 MiB of memory.
+        # never needs make_discovery()'s uevent socket.
         first = offered_transport(chardev.DEVICE, SysfsDiscovery(args.sysfs_root, args.dev_root))
         transport = "legacy" if first == "legacy" else None
         if transport is None:

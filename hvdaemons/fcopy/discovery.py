@@ -3,14 +3,23 @@
 
 Replaces the device lookup of tools/hv/hv_fcopy_uio_daemon.c (the first entry
 of /sys/bus/vmbus/devices/eb765408-.../uio) without its defects: the device
-is found by its class GUID, through pyudev or a scan of a sysfs tree (the
-simulator's, or /sys without libudev), and the ring size comes from map0's
-size.  Nothing here binds, opens or waits.
+is found by its class GUID in a scan of the sysfs tree (/sys, or the
+simulator's), and the ring size comes from map0's size.  Nothing here binds,
+opens or waits.
+
+Like tools/hv, the daemon reads sysfs itself rather than through libudev
+(pyudev): sysfs is the kernel's ABI and all the daemon needs, it works where
+udev does not run and on a /sys that is not sysfs (libudev ignores such a
+tree), and pyudev would add 3.2 MiB to the daemon's memory (README.md,
+"Memory").  The kernel's own uevents wake a wait instead of udev's monitor.
+hvctl, an admin's tool, uses pyudev.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 
 from ..log import get
 from ..value import Value
@@ -18,7 +27,7 @@ from ..vmbus import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from typing import Any, Protocol
+    from typing import Protocol
 
 log = get(__name__)
 
@@ -48,7 +57,7 @@ if TYPE_CHECKING:
     # For the type checker only: a Protocol defined at run time needs typing.
 
     class Discovery(Protocol):
-        """Where the file-copy device is; production uses pyudev, the simulator a sysfs tree."""
+        """Where the file-copy device is: /sys woken by uevents, or the simulator's tree."""
 
         sysfs_root: str
 
@@ -102,12 +111,74 @@ def driver_name(vmbus_dir: str) -> str | None:
         return None
 
 
-class SysfsDiscovery:
-    """Scan a sysfs tree (/sys or the simulator's) for the file-copy device."""
+# Kernel uevents: the NETLINK_KOBJECT_UEVENT protocol and its one multicast
+# group (include/uapi/linux/netlink.h; lib/kobject_uevent.c).  Group 1 is the
+# kernel's own broadcast, sent after devtmpfs made the node; udevd's
+# re-broadcast (group 2) is in libudev's private format and needs udevd.
+NETLINK_KOBJECT_UEVENT = 15
+KERNEL_UEVENT_GROUP = 1
+UEVENT_BUFFER_SIZE = 8192  # a uevent is at most 2 KiB of environment plus its header
 
-    def __init__(self, sysfs_root: str = "/sys", dev_root: str = "/dev") -> None:
+
+class KernelUevents:
+    """A socket readable when the kernel adds, binds or removes any device.
+
+    The daemon only looks again when woken, so the messages are not parsed:
+    whatever changed, a scan of sysfs says what is there now.
+    """
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(
+            socket.AF_NETLINK,
+            socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK,
+            NETLINK_KOBJECT_UEVENT,
+        )
+        try:
+            self._sock.bind((0, KERNEL_UEVENT_GROUP))
+        except OSError:
+            self._sock.close()
+            raise
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def drain(self, limit: int = 1024) -> int:
+        """Read the queued uevents, up to limit; how many (an overrun counts as one).
+
+        The limit keeps a storm of uevents from holding the caller: what is
+        left keeps the socket readable for the next wait.
+        """
+        count = 0
+        while count < limit:
+            try:
+                self._sock.recv(UEVENT_BUFFER_SIZE)
+            except BlockingIOError:
+                return count
+            except OSError as e:
+                # ENOBUFS: the queue overflowed and events were lost, which
+                # the scan that follows makes up for.
+                if e.errno != errno.ENOBUFS:
+                    raise
+            count += 1
+        return count
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class SysfsDiscovery:
+    """Scan a sysfs tree (/sys or the simulator's) for the file-copy device.
+
+    uevents: what wakes a wait when devices change; without it the daemon
+    looks again by timer.
+    """
+
+    def __init__(
+        self, sysfs_root: str = "/sys", dev_root: str = "/dev", uevents: KernelUevents | None = None
+    ) -> None:
         self.sysfs_root = sysfs_root
         self.dev_root = dev_root
+        self.uevents = uevents
 
     def fcopy_devices(self) -> list[str]:
         base = os.path.join(self.sysfs_root, "bus", "vmbus", "devices")
@@ -139,65 +210,27 @@ class SysfsDiscovery:
         return None
 
     def wake_fd(self) -> int | None:
-        return None
+        return None if self.uevents is None else self.uevents.fileno()
 
     def drain_events(self) -> None:
-        pass
-
-
-class PyudevDiscovery:
-    """The udev database: VMBus devices whose class_id is file copy, and their uio child."""
-
-    def __init__(self) -> None:
-        import pyudev
-
-        self._pyudev: Any = pyudev
-        self._ctx: Any = pyudev.Context()
-        self.sysfs_root = str(self._ctx.sys_path)
-        self._monitor: Any = None
+        if self.uevents is None:
+            return
         try:
-            monitor = pyudev.Monitor.from_netlink(self._ctx)
-            monitor.filter_by("vmbus")
-            monitor.filter_by("uio")
-            monitor.start()
-            self._monitor = monitor
-        except (OSError, ValueError) as e:
-            # Without netlink (some containers) the timer rescan still works.
-            log.debug("no udev monitor (%s); rescanning by timer", e)
-
-    def fcopy_devices(self) -> list[str]:
-        found = []
-        for dev in self._ctx.list_devices(subsystem="vmbus"):
-            if _normalize_guid(dev.attributes.get("class_id")) == FCOPY_CLASS_ID:
-                found.append(str(dev.sys_path))
-        return sorted(found)
-
-    def uio_device(self, vmbus_dir: str) -> UioDevice | None:
-        try:
-            parent = self._pyudev.Devices.from_sys_path(self._ctx, vmbus_dir)
-        except self._pyudev.DeviceNotFoundError:
-            return None
-        for child in self._ctx.list_devices(subsystem="uio", parent=parent):
-            size = map_size(str(child.sys_path))
-            if size:
-                node = child.device_node or os.path.join("/dev", child.sys_name)
-                return UioDevice(vmbus_dir, str(child.sys_name), str(node), size)
-        return None
-
-    def wake_fd(self) -> int | None:
-        return None if self._monitor is None else int(self._monitor.fileno())
-
-    def drain_events(self) -> None:
-        if self._monitor is not None:
-            while self._monitor.poll(timeout=0) is not None:
-                pass
+            self.uevents.drain()
+        except OSError as e:
+            # Not expected from a netlink socket; the timer still rescans.
+            log.warning("kernel uevents unreadable (%s); rescanning by timer", e)
+            self.uevents.close()
+            self.uevents = None
 
 
 def make_discovery(sysfs_root: str = "/sys", dev_root: str = "/dev") -> Discovery:
-    """pyudev for the real /sys and /dev; a plain scan for any other tree."""
-    if sysfs_root == "/sys" and dev_root == "/dev":
+    """The scan of sysfs_root, woken by the kernel's uevents on the real /sys."""
+    uevents = None
+    if sysfs_root == "/sys":
         try:
-            return PyudevDiscovery()
-        except Exception as e:  # no libudev: the scan finds the same devices
-            log.debug("pyudev unavailable (%s); scanning /sys", e)
-    return SysfsDiscovery(sysfs_root, dev_root)
+            uevents = KernelUevents()
+        except OSError as e:
+            # No AF_NETLINK (a sandbox): the timer rescan finds the same devices.
+            log.debug("no kernel uevents (%s); rescanning by timer", e)
+    return SysfsDiscovery(sysfs_root, dev_root, uevents)

@@ -2,17 +2,22 @@
 """Finding the file-copy device, its driver and its uio node (hvdaemons.fcopy.discovery).
 
 Real directory trees laid out like /sys, the simulator's among them, and the
-udev database of this machine.
+kernel's own uevents on this machine.
 """
 
 from __future__ import annotations
 
 import os
+import select
+import socket
 import stat
+import threading
+import uuid
 from pathlib import Path
 
 from hvdaemons import vmbus
 from hvdaemons.fcopy import discovery as D
+from hvdaemons.service import Stopper
 from hvsim import uio as sim_uio
 from tests.support.fcopy import find_uio_device, vmbus_device
 
@@ -68,10 +73,79 @@ def test_driver_name_is_the_link_target(tmp_path: Path) -> None:
     assert D.driver_name(str(tmp_path / "gone")) is None
 
 
-def test_pyudev_discovery_runs_on_this_machine() -> None:
-    """No Hyper-V here: the udev database has no file-copy device, and asking does not fail."""
-    disc = D.PyudevDiscovery()
-    assert disc.fcopy_devices() == []
+# A device whose uevent file any test may write: the kernel then broadcasts a
+# "change" uevent for /dev/null, tagged with our UUID (SYNTH_UUID), which
+# changes nothing (Documentation/ABI/testing/sysfs-uevent).
+NULL_UEVENT = "/sys/devices/virtual/mem/null/uevent"
+
+
+def synthesize_uevent() -> None:
+    fd = os.open(NULL_UEVENT, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, f"change {uuid.uuid4()} HVDAEMONSTEST=1".encode())
+    finally:
+        os.close(fd)
+
+
+def readable(fd: int, timeout: float) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def test_on_the_real_sys_a_wait_listens_to_the_kernels_uevents(tmp_path: Path) -> None:
+    disc = D.make_discovery()
+    assert isinstance(disc, D.SysfsDiscovery) and disc.uevents is not None
+    fd = disc.wake_fd()
+    assert fd is not None
+    # Its own socket: a netlink one, of the kernel's uevent protocol.
+    probe = socket.socket(fileno=os.dup(fd))
+    try:
+        assert probe.family == socket.AF_NETLINK
+        assert probe.proto == D.NETLINK_KOBJECT_UEVENT
+    finally:
+        probe.close()
+    stopper = Stopper()
+    waited = threading.Event()
+
+    def wait() -> None:
+        stopper.wait(3600, disc)
+        waited.set()
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    synthesize_uevent()
+    # An hour's wait ends on the uevent (the timeout only guards against a hang).
+    assert waited.wait(60), "a uevent did not end the wait"
+    waiter.join()
+    assert not stopper.requested
+    disc.uevents.close()
+
+
+def test_uevents_are_drained_and_an_overrun_is_not_an_error() -> None:
+    uevents = D.KernelUevents()
+    try:
+        synthesize_uevent()
+        assert readable(uevents.fileno(), 60)
+        assert uevents.drain() >= 1
+        # The smallest receive buffer the kernel allows, and more uevents than
+        # it holds: the kernel drops the rest and says ENOBUFS on the next read.
+        tiny = socket.socket(fileno=os.dup(uevents.fileno()))
+        tiny.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        tiny.close()
+        for _ in range(200):
+            synthesize_uevent()
+        assert readable(uevents.fileno(), 60)
+        assert uevents.drain() >= 1  # did not raise
+        synthesize_uevent()
+        assert readable(uevents.fileno(), 60)  # still receiving after the overrun
+        assert uevents.drain(limit=1) == 1
+    finally:
+        uevents.close()
+
+
+def test_another_tree_rescans_by_timer_only(tmp_path: Path) -> None:
+    disc = D.make_discovery(str(tmp_path / "sys"), str(tmp_path / "dev"))
+    assert isinstance(disc, D.SysfsDiscovery)
+    assert disc.uevents is None and disc.wake_fd() is None
     disc.drain_events()
 
 

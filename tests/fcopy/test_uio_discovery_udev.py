@@ -1,17 +1,19 @@
 # SPDX-License-Identifier: GPL-2.0-only
-"""The file-copy daemon's pyudev discovery (hvdaemons.fcopy.discovery.PyudevDiscovery)
-against recorded guests that libudev reads under umockdev (tests/ctl/trees).
+"""The file-copy daemon's discovery on "/sys" (hvdaemons.fcopy.discovery.make_discovery)
+against recorded guests (tests/ctl/trees), which umockdev puts at /sys.
 
-SysfsDiscovery is tested on plain directory trees (test_uio_discovery.py);
-libudev refuses a /sys that is not sysfs, so pyudev needs umockdev.
+The same scan is tested on plain directory trees (test_discovery.py); these
+are whole guests recorded from the kernel's sysfs, links and all, read
+through the path the daemon takes on a guest.
 """
 
 from __future__ import annotations
 
 from tests.support.umockdev import json_of, run_in_tree
 
-VMBUS = "/sys/devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0004:00/VMBUS:00"
-FCOPY = f"{VMBUS}/eb765408-105f-49b6-b4aa-c123b64d17d4"
+# The scan lists the bus's links to the devices (as tools/hv's uio daemon
+# reads /sys/bus/vmbus/devices/<instance>), not /sys/devices/.../VMBUS:00/...
+FCOPY = "/sys/bus/vmbus/devices/eb765408-105f-49b6-b4aa-c123b64d17d4"
 
 PROBE = """
 import json
@@ -36,7 +38,7 @@ def probe(tree: str) -> dict:  # type: ignore[type-arg]
     cp = run_in_tree(tree, "-c", PROBE)
     assert cp.returncode == 0, cp.stderr
     doc: dict = json_of(cp)  # type: ignore[type-arg]
-    assert doc["kind"] == "PyudevDiscovery" and doc["sysfs_root"] == "/sys"
+    assert doc["kind"] == "SysfsDiscovery" and doc["sysfs_root"] == "/sys"
     return doc
 
 
