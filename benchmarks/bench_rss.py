@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,13 +71,10 @@ from hvsim.kvp import KvpHost  # noqa: E402
 from hvsim.vss import VssHost  # noqa: E402
 from tests.reference import refdaemons  # noqa: E402
 from tests.support.netns import NetNs  # noqa: E402
+from tests.support.process import uevent_sockets  # noqa: E402
 
 RELEASE = "bookworm"  # the release that ships all three reference daemons
 GOAL_MIB = {"kvp": 12.0, "vss": 12.0, "fcopy": 14.0, "fcopy-uio": 14.0, "fcopy-uio-sys": 14.0}
-
-# Runs "$@" with /sys and /dev replaced by the simulator's trees ($1, $2), in
-# a private mount namespace: what the daemon sees of them is all a guest's.
-AT_GUEST_PATHS = 'mount --bind "$1" /sys && mount --bind "$2" /dev && shift 2 && exec "$@"'
 NIC_MAC = "00:15:5d:00:00:42"
 ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -373,18 +371,6 @@ def fcopy_legacy_run(who: str, inst: Install, work: Path, payload: bytes) -> dic
         notes.close()
 
 
-def uevent_sockets(pid: int) -> int:
-    """How many of pid's descriptors are NETLINK_KOBJECT_UEVENT sockets (/proc/PID/net/netlink)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:[") : -1])
-    with open(f"/proc/{pid}/net/netlink") as f:
-        rows = [line.split() for line in f.readlines()[1:]]
-    return sum(1 for row in rows if row[1] == "15" and row[-1] in inodes)
-
-
 def fcopy_uio_run(inst: Install, work: Path, payload: bytes, guest_paths: bool) -> dict[str, int]:
     tag = "uio-sys" if guest_paths else "uio"
     root = work / f"{tag}-sim"
@@ -394,14 +380,12 @@ def fcopy_uio_run(inst: Install, work: Path, payload: bytes, guest_paths: bool) 
     notes = Notifications(work / f"{tag}-notify")
     sim = sim_uio.UioSim(str(root))
     try:
-        sim.offer()
+        if not guest_paths:
+            sim.offer()
         if guest_paths:
-            # unshare and sh exec: the daemon keeps the pid Popen sees.
-            argv = [
-                *("unshare", "--mount", "--propagation", "private", "--"),
-                *("sh", "-c", AT_GUEST_PATHS, "sh", str(root / "sys"), str(root / "dev")),
-                *inst.argv("hv_fcopy_uio_daemon", "--no-daemon"),
-            ]
+            argv = sim_uio.at_guest_paths(
+                str(root), inst.argv("hv_fcopy_uio_daemon", "--no-daemon")
+            )
         else:
             argv = inst.argv(
                 "hv_fcopy_uio_daemon",
@@ -417,6 +401,16 @@ def fcopy_uio_run(inst: Install, work: Path, payload: bytes, guest_paths: bool) 
                 argv, cwd="/", env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
         try:
+            if guest_paths:
+                # The device is offered once the daemon waits for it as on a
+                # guest: listening to the kernel's uevents (its own proof that
+                # it took a guest's discovery, not the simulator's options).
+                deadline = time.monotonic() + 30
+                while uevent_sockets(proc.pid) != 1:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError(f"uio ({tag}): no uevent socket while waiting")
+                    time.sleep(0.05)
+                sim.offer()
             host = sim_uio.UioHost(sim)
             sim_uio._wait_bound(sim, 30.0, proc)
             host.connect()
@@ -424,8 +418,6 @@ def fcopy_uio_run(inst: Install, work: Path, payload: bytes, guest_paths: bool) 
             if st != 0:
                 raise RuntimeError(f"uio negotiation: status {st:#x}")
             started = status(proc.pid)["VmRSS"]
-            if uevent_sockets(proc.pid) != (1 if guest_paths else 0):
-                raise RuntimeError(f"uio ({tag}): not the discovery a guest's /sys gets")
             for i, fast in enumerate((False, False, True)):
                 result = host.copy_file(str(src), str(dest), f"copy{i}.bin", fast=fast)
                 if not result.ok:

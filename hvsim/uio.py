@@ -750,11 +750,34 @@ def _fragments(stream: BinaryIO) -> Iterator[tuple[int, memoryview]]:
 # -- running the real daemon against it -------------------------------------------------
 
 
-def daemon_command(root: str, extra: list[str] | None = None) -> list[str]:
-    """The unmodified daemon, foreground, pointed at a simulator tree."""
+# Runs "$@" with /sys and /dev replaced by the simulator's trees ($1 and $2), in
+# a private mount namespace (needs root): the daemon, with no options, sees
+# what a guest shows it, and takes a guest's discovery (the kernel's uevents too).
+_AT_GUEST_PATHS = 'mount --bind "$1" /sys && mount --bind "$2" /dev && shift 2 && exec "$@"'
+
+
+def at_guest_paths(root: str, argv: list[str]) -> list[str]:
+    """argv run with the simulator tree at root mounted on /sys and /dev (its pid stays argv's)."""
+    sysfs, dev = os.path.join(root, "sys"), os.path.join(root, "dev")
     return [
-        *launch.daemon_argv("hv_fcopy_daemon"),
-        "-n",
+        *("unshare", "--mount", "--propagation", "private", "--"),
+        *("sh", "-c", _AT_GUEST_PATHS, "sh", sysfs, dev, *argv),
+    ]
+
+
+def daemon_command(
+    root: str, extra: list[str] | None = None, *, guest_paths: bool = False
+) -> list[str]:
+    """The unmodified daemon, foreground, pointed at a simulator tree.
+
+    guest_paths: with no options, the tree mounted where a guest has it
+    (at_guest_paths()); otherwise --sysfs-root and --dev-root name it.
+    """
+    daemon = [*launch.daemon_argv("hv_fcopy_daemon"), "-n"]
+    if guest_paths:
+        return at_guest_paths(root, [*daemon, *(extra or [])])
+    return [
+        *daemon,
         "--sysfs-root",
         os.path.join(root, "sys"),
         "--dev-root",
@@ -770,11 +793,17 @@ def running_daemon(
     log_path: str | None = None,
     extra: list[str] | None = None,
     env: Mapping[str, str] | None = None,
+    guest_paths: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start the daemon on the simulator tree (env: variables to add, e.g. a
-    NOTIFY_SOCKET); SIGTERM and reap it afterwards."""
+    NOTIFY_SOCKET; guest_paths: see daemon_command()); SIGTERM and reap it afterwards."""
     out = open(log_path or os.devnull, "ab")  # noqa: SIM115 - closed below
-    proc = launch.popen(daemon_command(root, extra), env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc = launch.popen(
+        daemon_command(root, extra, guest_paths=guest_paths),
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
     try:
         yield proc
     finally:

@@ -100,6 +100,8 @@ def serve(args: FcopyArgs, stopper: Stopper, ident: str) -> int:
     status = StatusLine()
     copier = FileCopier(progress=CopyStatus(status) if status.enabled else None)
     if transport == "legacy":
+        if discovery is not None:
+            discovery.close()  # the char device's loop never waits on it
         return chardev.run(args.device or chardev.DEVICE, copier, stopper, status)
     assert discovery is not None  # uio is only ever chosen by looking
     # The real /sys only: a simulator's tree has no module to load.

@@ -27,7 +27,7 @@ from ..vmbus import FCOPY_CLASS_ID, FCOPY_INSTANCE_ID
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from typing import Protocol
+    from typing import Callable, Protocol
 
 log = get(__name__)
 
@@ -72,6 +72,9 @@ if TYPE_CHECKING:
 
         def drain_events(self) -> None:
             """Consume what made wake_fd() readable."""
+
+        def close(self) -> None:
+            """No wake-ups needed for now (a channel is open): release what gives them."""
 
 
 def _read_text(path: str) -> str | None:
@@ -169,18 +172,40 @@ class KernelUevents:
 class SysfsDiscovery:
     """Scan a sysfs tree (/sys or the simulator's) for the file-copy device.
 
-    uevents: what wakes a wait when devices change; without it the daemon
-    looks again by timer.
+    uevents: opens what wakes a wait when devices change (KernelUevents);
+    without it the daemon looks again by timer.  Each scan opens it first,
+    so no change after a scan goes unnoticed; close() shuts it while a
+    channel is served, when the kernel would only queue uevents nobody reads.
     """
 
     def __init__(
-        self, sysfs_root: str = "/sys", dev_root: str = "/dev", uevents: KernelUevents | None = None
+        self,
+        sysfs_root: str = "/sys",
+        dev_root: str = "/dev",
+        uevents: Callable[[], KernelUevents] | None = None,
     ) -> None:
         self.sysfs_root = sysfs_root
         self.dev_root = dev_root
-        self.uevents = uevents
+        self._open_uevents = uevents
+        self.uevents: KernelUevents | None = None
+
+    def _listen(self) -> None:
+        if self.uevents is None and self._open_uevents is not None:
+            try:
+                self.uevents = self._open_uevents()
+            except OSError as e:
+                # No AF_NETLINK (a sandbox): the timer rescan finds the same devices.
+                log.debug("no kernel uevents (%s); rescanning by timer", e)
+                self._open_uevents = None
+
+    def close(self) -> None:
+        """Stop listening to uevents until the next scan."""
+        if self.uevents is not None:
+            self.uevents.close()
+            self.uevents = None
 
     def fcopy_devices(self) -> list[str]:
+        self._listen()
         base = os.path.join(self.sysfs_root, "bus", "vmbus", "devices")
         try:
             names = sorted(os.listdir(base))
@@ -220,17 +245,10 @@ class SysfsDiscovery:
         except OSError as e:
             # Not expected from a netlink socket; the timer still rescans.
             log.warning("kernel uevents unreadable (%s); rescanning by timer", e)
-            self.uevents.close()
-            self.uevents = None
+            self.close()
+            self._open_uevents = None
 
 
 def make_discovery(sysfs_root: str = "/sys", dev_root: str = "/dev") -> Discovery:
     """The scan of sysfs_root, woken by the kernel's uevents on the real /sys."""
-    uevents = None
-    if sysfs_root == "/sys":
-        try:
-            uevents = KernelUevents()
-        except OSError as e:
-            # No AF_NETLINK (a sandbox): the timer rescan finds the same devices.
-            log.debug("no kernel uevents (%s); rescanning by timer", e)
-    return SysfsDiscovery(sysfs_root, dev_root, uevents)
+    return SysfsDiscovery(sysfs_root, dev_root, KernelUevents if sysfs_root == "/sys" else None)

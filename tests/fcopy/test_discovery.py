@@ -15,7 +15,9 @@ import threading
 import uuid
 from pathlib import Path
 
-from hvdaemons import vmbus
+import pytest
+
+from hvdaemons import log, vmbus
 from hvdaemons.fcopy import discovery as D
 from hvdaemons.service import Stopper
 from hvsim import uio as sim_uio
@@ -93,7 +95,9 @@ def readable(fd: int, timeout: float) -> bool:
 
 def test_on_the_real_sys_a_wait_listens_to_the_kernels_uevents(tmp_path: Path) -> None:
     disc = D.make_discovery()
-    assert isinstance(disc, D.SysfsDiscovery) and disc.uevents is not None
+    assert isinstance(disc, D.SysfsDiscovery)
+    assert disc.wake_fd() is None  # nothing opened before the first scan
+    disc.fcopy_devices()  # a Hyper-V guest may have one: what matters is the socket
     fd = disc.wake_fd()
     assert fd is not None
     # Its own socket: a netlink one, of the kernel's uevent protocol.
@@ -117,7 +121,14 @@ def test_on_the_real_sys_a_wait_listens_to_the_kernels_uevents(tmp_path: Path) -
     assert waited.wait(60), "a uevent did not end the wait"
     waiter.join()
     assert not stopper.requested
-    disc.uevents.close()
+    # Serving a channel, the daemon closes it; the next scan listens again.
+    disc.close()
+    assert disc.wake_fd() is None
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    disc.fcopy_devices()
+    assert disc.wake_fd() is not None
+    disc.close()
 
 
 def test_uevents_are_drained_and_an_overrun_is_not_an_error() -> None:
@@ -144,9 +155,27 @@ def test_uevents_are_drained_and_an_overrun_is_not_an_error() -> None:
 
 def test_another_tree_rescans_by_timer_only(tmp_path: Path) -> None:
     disc = D.make_discovery(str(tmp_path / "sys"), str(tmp_path / "dev"))
-    assert isinstance(disc, D.SysfsDiscovery)
-    assert disc.uevents is None and disc.wake_fd() is None
+    assert disc.fcopy_devices() == []
+    assert disc.wake_fd() is None
     disc.drain_events()
+    disc.close()
+
+
+def test_without_netlink_the_scan_still_works(tmp_path: Path, logs: log.Capture) -> None:
+    """A sandbox without AF_NETLINK: the socket cannot be had, the scan goes on, by timer."""
+
+    def refused() -> D.KernelUevents:
+        raise PermissionError(1, "Operation not permitted")
+
+    sysfs = tmp_path / "sys"
+    vmbus_device(sysfs, "11111111-2222-3333-4444-555555555555", class_id=vmbus.FCOPY_CLASS_ID)
+    disc = D.SysfsDiscovery(str(sysfs), str(tmp_path / "dev"), refused)
+    assert len(disc.fcopy_devices()) == 1
+    assert disc.wake_fd() is None
+    assert len(disc.fcopy_devices()) == 1  # asked once, not at every scan
+    assert logs.messages(log.DEBUG) == [
+        "no kernel uevents ([Errno 1] Operation not permitted); rescanning by timer"
+    ]
 
 
 def test_the_simulators_tree_looks_like_the_kernels(tmp_path: Path) -> None:

@@ -7,15 +7,18 @@ finds the device by class in the simulator's sysfs tree, binds it through
 new_id where the kernel variant needs that, maps the rings the simulator
 shares with it and serves the host, which runs in this process and writes
 the rings concurrently.  Every kernel variant the daemon must support is
-covered (ring size, page size, interrupt-mask owner, bind by default).
+covered (ring size, page size, interrupt-mask owner, bind by default).  One
+test runs it with no options, the trees mounted on /sys and /dev, as a guest
+runs it.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,7 @@ from hvsim import uio as sim_uio
 from hvsim.protocol import fcopy as sim_fcopy
 from hvsim.protocol import icmsg as sim_icmsg
 from tests.support.inotify import DirOpens
+from tests.support.process import uevent_sockets
 
 S_OK = 0
 E_FAIL = 0x80004005
@@ -380,6 +384,49 @@ def test_daemon_restart_reopens_and_renegotiates(tmp_path: Path) -> None:
             assert sim.wait_closed(10)
         # One new_id write per daemon start at most; the second found the device bound.
         assert sim.new_id_writes == [sim_uio.FCOPY_CLASS_ID]
+    finally:
+        sim.close()
+
+
+def wait_for(what: str, done: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
+    """Poll done() until true; the deadline only guards against a hang."""
+    deadline = time.monotonic() + 30
+    while not done():
+        assert proc.poll() is None, f"the daemon exited ({proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("variant", ["6.15", "7.2"])
+def test_as_on_a_guest_with_no_options(tmp_path: Path, variant: str) -> None:
+    """The daemon as a guest runs it: no options, the simulator's trees on /sys and /dev.
+
+    It finds the device in /sys, listens to the kernel's uevents while it
+    waits (Guest Services off, then a rescind), and not while it serves.
+    """
+    sim = sim_uio.UioSim(str(tmp_path / "sim"), variant)
+    log = tmp_path / "daemon.log"
+    dest = tmp_path / "dest"
+    try:
+        with sim_uio.running_daemon(
+            str(tmp_path / "sim"), log_path=str(log), guest_paths=True
+        ) as proc:
+            wait_for("a uevent socket while waiting", lambda: uevent_sockets(proc.pid) == 1, proc)
+            for round_ in range(2):
+                sim.offer()
+                sim_uio._wait_bound(sim, 20)
+                host = sim_uio.UioHost(sim, timeout=20)
+                host.connect(20)
+                assert host.negotiate()[0] == S_OK
+                assert host.copy_file(b"r%d" % round_, str(dest), f"r{round_}.txt").ok
+                assert uevent_sockets(proc.pid) == 0  # serving: nothing to wait for
+                sim.rescind()
+                wait_for("listening again", lambda: uevent_sockets(proc.pid) == 1, proc)
+            assert [(dest / f"r{i}.txt").read_bytes() for i in range(2)] == [b"r0", b"r1"]
+            assert sim.opens == 2
+            assert len(sim.new_id_writes) == (0 if sim.variant.binds_by_default else 1)
+        # The daemon took a guest's paths: /dev/uio1 is the node it opened.
+        assert "/dev/uio1: ring" in log.read_text(), log.read_text()
     finally:
         sim.close()
 

@@ -28,3 +28,22 @@ def gone(pid: int, timeout: float = 30) -> bool:
         return bool(ready)
     finally:
         os.close(fd)
+
+
+def uevent_sockets(pid: int) -> int:
+    """How many of pid's descriptors are kernel-uevent sockets (NETLINK_KOBJECT_UEVENT, 15).
+
+    /proc/PID/net/netlink lists the netlink sockets of pid's network namespace
+    with their protocol and inode; pid's own are those its descriptors name.
+    """
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    with open(f"/proc/{pid}/net/netlink") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(1 for row in rows if row[1] == "15" and row[-1] in inodes)
