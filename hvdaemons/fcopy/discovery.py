@@ -10,7 +10,7 @@ opens or waits.
 Like tools/hv, the daemon reads sysfs itself rather than through libudev
 (pyudev): sysfs is the kernel's ABI and all the daemon needs, it works where
 udev does not run and on a /sys that is not sysfs (libudev ignores such a
-tree), and pyudev would add 3.2 MiB to the daemon's memory (README.md,
+tree), and pyudev would add about 3 MiB to the daemon's memory (README.md,
 "Memory").  The kernel's own uevents wake a wait instead of udev's monitor.
 hvctl, an admin's tool, uses pyudev.
 """

@@ -216,7 +216,8 @@ class UioFcopyDaemon:
             if found is None:
                 break
             dev, self._chan = found
-            # A rescind ends the channel first, and the next wait listens again.
+            # While served, the channel itself says when it is rescinded; the
+            # next wait for the device listens to uevents again.
             self.discovery.close()
             log.info(
                 "%s: ring %d bytes per direction, header %d",
