@@ -48,7 +48,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,8 +69,8 @@ from hvsim.fsbox import FsBox, FsSpec  # noqa: E402
 from hvsim.kvp import KvpHost  # noqa: E402
 from hvsim.vss import VssHost  # noqa: E402
 from tests.reference import refdaemons  # noqa: E402
+from tests.support.fcopy import wait_listening  # noqa: E402
 from tests.support.netns import NetNs  # noqa: E402
-from tests.support.process import uevent_sockets  # noqa: E402
 
 RELEASE = "bookworm"  # the release that ships all three reference daemons
 GOAL_MIB = {"kvp": 12.0, "vss": 12.0, "fcopy": 14.0, "fcopy-uio": 14.0, "fcopy-uio-sys": 14.0}
@@ -405,11 +404,8 @@ def fcopy_uio_run(inst: Install, work: Path, payload: bytes, guest_paths: bool) 
                 # The device is offered once the daemon waits for it as on a
                 # guest: listening to the kernel's uevents (its own proof that
                 # it took a guest's discovery, not the simulator's options).
-                deadline = time.monotonic() + 30
-                while uevent_sockets(proc.pid) != 1:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise RuntimeError(f"uio ({tag}): no uevent socket while waiting")
-                    time.sleep(0.05)
+                if not wait_listening(proc):
+                    raise RuntimeError(f"uio ({tag}): no uevent socket while waiting")
                 sim.offer()
             host = sim_uio.UioHost(sim)
             sim_uio._wait_bound(sim, 30.0, proc)

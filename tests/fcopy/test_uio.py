@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from hvsim import _ffi as sim_ffi
 from hvsim import uio as sim_uio
 from hvsim.protocol import fcopy as sim_fcopy
 from hvsim.protocol import icmsg as sim_icmsg
+from tests.support.fcopy import wait_listening
 from tests.support.inotify import DirOpens
 from tests.support.process import uevent_sockets
 
@@ -388,15 +388,6 @@ def test_daemon_restart_reopens_and_renegotiates(tmp_path: Path) -> None:
         sim.close()
 
 
-def wait_for(what: str, done: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
-    """Poll done() until true; the deadline only guards against a hang."""
-    deadline = time.monotonic() + 30
-    while not done():
-        assert proc.poll() is None, f"the daemon exited ({proc.returncode}) before {what}"
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("variant", ["6.15", "7.2"])
 def test_as_on_a_guest_with_no_options(tmp_path: Path, variant: str) -> None:
     """The daemon as a guest runs it: no options, the simulator's trees on /sys and /dev.
@@ -411,7 +402,7 @@ def test_as_on_a_guest_with_no_options(tmp_path: Path, variant: str) -> None:
         with sim_uio.running_daemon(
             str(tmp_path / "sim"), log_path=str(log), guest_paths=True
         ) as proc:
-            wait_for("a uevent socket while waiting", lambda: uevent_sockets(proc.pid) == 1, proc)
+            assert wait_listening(proc), log.read_text()  # waiting: Guest Services off
             for round_ in range(2):
                 sim.offer()
                 sim_uio._wait_bound(sim, 20)
@@ -421,7 +412,7 @@ def test_as_on_a_guest_with_no_options(tmp_path: Path, variant: str) -> None:
                 assert host.copy_file(b"r%d" % round_, str(dest), f"r{round_}.txt").ok
                 assert uevent_sockets(proc.pid) == 0  # serving: nothing to wait for
                 sim.rescind()
-                wait_for("listening again", lambda: uevent_sockets(proc.pid) == 1, proc)
+                assert wait_listening(proc), log.read_text()  # waiting again
             assert [(dest / f"r{i}.txt").read_bytes() for i in range(2)] == [b"r0", b"r1"]
             assert sim.opens == 2
             assert len(sim.new_id_writes) == (0 if sim.variant.binds_by_default else 1)

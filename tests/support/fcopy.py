@@ -24,6 +24,7 @@ from hvsim.chardev import ChardevKernel
 from hvsim.fcopy import FcopyHost
 from hvsim.launch import NEUTRAL_CWD
 from tests.reference import refdaemons
+from tests.support.process import uevent_sockets
 
 # The daemon's temporary file name, ".<name>.hvfcopy-<pid>-<8 hex>" (hvdaemons/fcopy/writer.py),
 # written independently of its parser: the tests' oracle.
@@ -166,6 +167,13 @@ def wait_for(predicate: object, timeout: float = 10.0, step: float = 0.02) -> bo
             return True
         time.sleep(step)
     return bool(callable(predicate) and predicate())
+
+
+def wait_listening(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
+    """Whether the file-copy daemon proc comes to hold its kernel-uevent socket, as it
+    does while it waits for its device on a guest's /sys; False if it exits first."""
+    wait_for(lambda: proc.poll() is not None or uevent_sockets(proc.pid) == 1, timeout)
+    return proc.poll() is None and uevent_sockets(proc.pid) == 1
 
 
 def tree(root: Path) -> dict[str, object]:
