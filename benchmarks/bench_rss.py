@@ -379,13 +379,13 @@ def fcopy_uio_run(inst: Install, work: Path, payload: bytes, guest_paths: bool) 
     notes = Notifications(work / f"{tag}-notify")
     sim = sim_uio.UioSim(str(root))
     try:
-        if not guest_paths:
-            sim.offer()
         if guest_paths:
+            # Offered once the daemon waits for it (below).
             argv = sim_uio.at_guest_paths(
                 str(root), inst.argv("hv_fcopy_uio_daemon", "--no-daemon")
             )
         else:
+            sim.offer()
             argv = inst.argv(
                 "hv_fcopy_uio_daemon",
                 "--no-daemon",
